@@ -1,0 +1,168 @@
+//! What each upstream API looks like, as data: which endpoint a request targets, its model,
+//! whether it streams, how many tokens it may produce, how it must be rewritten, and where the
+//! provider reports token usage in the answer.
+//!
+//! This module never touches a socket, the store or the clock. The proxy hands it bytes and gets
+//! bytes and [`Usage`] back; `openai` and `gemini` hold the per-provider knowledge, `stream`
+//! (crate root) the provider-independent framing.
+
+pub mod gemini;
+pub mod openai;
+mod tap;
+
+pub use tap::{ResponseTap, TapReport};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The API family a provider speaks. Chosen by `kind` in `[[providers]]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI's REST API (`Authorization: Bearer` key).
+    Openai,
+    /// Google's Generative Language API (`x-goog-api-key` key).
+    Gemini,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Gemini => "gemini",
+        }
+    }
+}
+
+/// Token usage in the one convention every provider is mapped to: input includes cached input,
+/// output includes reasoning, and `input + output = total`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// `input + output`, the figure limits are counted in.
+    pub fn total(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// Where a row's token counts came from (`token_usage.usage_source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageSource {
+    /// The provider's own report.
+    Reported,
+    /// The call ended before the provider reported usage; estimated from the request and the
+    /// text relayed so far.
+    Estimated,
+    /// Nothing was consumed (a refusal) or the endpoint reports no usage.
+    None,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Reported => "reported",
+            UsageSource::Estimated => "estimated",
+            UsageSource::None => "none",
+        }
+    }
+}
+
+/// The endpoint a request targets (`token_usage.endpoint`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// OpenAI `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
+    /// OpenAI `POST /v1/embeddings`.
+    Embeddings,
+    /// OpenAI legacy `POST /v1/completions`.
+    Completions,
+    /// Gemini `models/{model}:generateContent`.
+    GenerateContent,
+    /// Gemini `models/{model}:streamGenerateContent` (SSE with `alt=sse`, else a JSON array).
+    StreamGenerateContent,
+    /// Gemini `models/{model}:countTokens`: usage is *not* consumption.
+    CountTokens,
+    /// Gemini `models/{model}:embedContent`.
+    EmbedContent,
+    /// Gemini `models/{model}:batchEmbedContents`.
+    BatchEmbedContents,
+    /// Anything else under the prefix: forwarded, recorded with `usage_source = 'none'`.
+    Other,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Responses => "responses",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Completions => "completions",
+            Endpoint::GenerateContent => "generateContent",
+            Endpoint::StreamGenerateContent => "streamGenerateContent",
+            Endpoint::CountTokens => "countTokens",
+            Endpoint::EmbedContent => "embedContent",
+            Endpoint::BatchEmbedContents => "batchEmbedContents",
+            Endpoint::Other => "other",
+        }
+    }
+
+    /// Whether a call to this endpoint consumes billable tokens.
+    pub fn consumes(self) -> bool {
+        !matches!(self, Endpoint::CountTokens | Endpoint::Other)
+    }
+}
+
+/// What the proxy needs to know about a request before forwarding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub endpoint: Endpoint,
+    /// The model named by the request (OpenAI: body `model`; Gemini: the path's `models/{model}`).
+    pub model: Option<String>,
+    /// The answer will be a stream (OpenAI `"stream": true`; Gemini `streamGenerateContent`).
+    pub stream: bool,
+    /// The request's cap on output tokens, if it sets one.
+    pub max_output_tokens: Option<u64>,
+    /// Rough prompt size in tokens: text counted, inline media by a per-part constant.
+    pub prompt_tokens_estimate: u64,
+    /// Tollgate added `stream_options.include_usage` upstream; the extra usage chunk must be
+    /// removed from what the client receives.
+    pub usage_injected: bool,
+    /// Gemini `alt=sse` (or an OpenAI stream): the body is SSE rather than a JSON array.
+    pub sse: bool,
+}
+
+/// Read a request: `rest` is the path after the provider prefix (starts with `/`), `query`
+/// the raw query without `?`. Returns the request's description and, when the body must be
+/// rewritten (OpenAI streaming without `include_usage`), the new body. Never fails: a body
+/// Tollgate cannot read is forwarded as it is and described as well as the path allows.
+pub fn inspect(
+    kind: ProviderKind,
+    method: &http::Method,
+    rest: &str,
+    query: Option<&str>,
+    body: &Bytes,
+) -> (RequestInfo, Option<Bytes>) {
+    match kind {
+        ProviderKind::Openai => openai::inspect(method, rest, query, body),
+        ProviderKind::Gemini => gemini::inspect(method, rest, query, body),
+    }
+}
+
+/// The usage to record for a call that ended without a provider report: the prompt estimate
+/// plus the relayed output text at about four characters per token.
+pub fn estimate(info: &RequestInfo, report: &TapReport) -> Usage {
+    Usage {
+        input_tokens: info.prompt_tokens_estimate,
+        cached_input_tokens: 0,
+        output_tokens: report.output_chars.div_ceil(4),
+        reasoning_tokens: 0,
+    }
+}

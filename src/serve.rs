@@ -1,0 +1,1 @@
+//! Listeners and the process lifecycle. (to be implemented)
