@@ -4,7 +4,11 @@
 //! secrets loaded from the environment variables the file names, a built price table.
 //!
 //! Secrets never live in the file and never print: [`Secret`]'s `Debug` shows `***`, and
-//! [`Config::masked`] is what `tollgate check-config` and the admin API show.
+//! [`Config::masked`] is what `tollgate check-config` and the admin API show. Every error names
+//! the key at fault (`server.listen`, `providers[0].upstream`), and where the value came from.
+//!
+//! This module reads the file and the environment and nothing else: it never binds a socket,
+//! opens the store or logs (logging is set up from the configuration it returns).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +26,18 @@ use crate::provider::ProviderKind;
 
 /// The environment variable prefix for overrides: `TOLLGATE_SERVER__LISTEN=0.0.0.0:5002`.
 pub const ENV_PREFIX: &str = "TOLLGATE_";
+
+/// The environment variable naming the configuration file (the command line's `--config` wins).
+/// It shares the override prefix, so the override provider skips it.
+pub const CONFIG_PATH_ENV: &str = "TOLLGATE_CONFIG";
+
+/// HS256 secrets shorter than this draw a warning (RFC 7518 §3.2 asks for a key as long as the
+/// hash output).
+const MIN_HS256_SECRET_BYTES: usize = 32;
+/// Most clock skew `auth.leeway_secs` may tolerate.
+const MAX_LEEWAY_SECS: u64 = 3_600;
+/// Smallest `server.max_header_bytes`: hyper's HTTP/1 read buffer cannot be smaller.
+const MIN_HEADER_BYTES: u32 = 8_192;
 
 /// gateway.toml as written. Every key has a default, so an empty file is valid (but has no
 /// providers).
@@ -132,8 +148,9 @@ pub struct AuthConfig {
     pub leeway_secs: u64,
     /// The claim naming the user.
     pub user_claim: String,
-    /// The claim that marks an admin, and the value it must have.
+    /// The claim that marks an admin (string, or array of strings, holding `admin_value`).
     pub admin_claim: String,
+    /// The value of `admin_claim` that makes a caller an admin.
     pub admin_value: String,
 }
 
@@ -153,12 +170,33 @@ impl Default for AuthConfig {
     }
 }
 
+impl AuthConfig {
+    /// The HS256 secret from the variable `jwt_secret_env` names, read through `env`. The error
+    /// names `auth.jwt_secret_env` and never carries the value.
+    pub fn hs256_secret(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Secret, ConfigError> {
+        let name = env_name("auth.jwt_secret_env", &self.jwt_secret_env)?;
+        let value = env(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+            invalid(
+                "auth.jwt_secret_env",
+                format!("environment variable {name} is not set"),
+            )
+        })?;
+        Ok(Secret::new(value))
+    }
+}
+
 /// `[limits]`: per-user defaults (enforced from the limits issue on).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Tokens (input + output) a user may spend per calendar day, unless overridden per user.
     pub daily_tokens: u64,
+    /// Tokens a user may spend per calendar month, unless overridden per user.
     pub monthly_tokens: u64,
+    /// Calls a user may start per minute.
     pub requests_per_minute: u32,
     /// IANA time zone of the day and month windows (and of the daily rollups).
     pub timezone: String,
@@ -216,10 +254,13 @@ impl Default for LogConfig {
     }
 }
 
+/// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -239,7 +280,7 @@ pub struct ProviderConfig {
     pub api_key_env: String,
 }
 
-/// A value that must never be printed.
+/// A value that must never be printed: `Debug` shows `***`, and there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Arc<str>);
 
@@ -247,6 +288,7 @@ impl Secret {
     pub fn new(value: impl Into<Arc<str>>) -> Secret {
         Secret(value.into())
     }
+    /// The value, for the one place that must use it (a header, a signing key).
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -303,111 +345,332 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 impl RawConfig {
     /// Read `path` (which must exist) and the `TOLLGATE_*` environment overrides.
     pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
-        if !path.exists() {
+        if !path.is_file() {
             return Err(ConfigError::Parse(format!(
                 "configuration file {} not found",
                 path.display()
             )));
         }
-        Self::from_figment(Figment::new().merge(Toml::file(path)).merge(Env::prefixed(ENV_PREFIX).split("__")))
+        Self::from_figment(
+            Figment::new()
+                .merge(Toml::file(path))
+                .merge(env_overrides()),
+        )
     }
 
     /// Extract from any figment (tests build one from strings).
     pub fn from_figment(figment: Figment) -> Result<RawConfig, ConfigError> {
         figment.extract().map_err(|e| {
-            let mut msgs = Vec::new();
-            for err in e {
-                let key = err.path.join(".");
-                if key.is_empty() {
-                    msgs.push(err.kind.to_string());
-                } else {
-                    msgs.push(format!("`{key}`: {}", err.kind));
-                }
-            }
-            ConfigError::Parse(msgs.join("; "))
+            ConfigError::Parse(
+                e.into_iter()
+                    .map(|e| describe(&e))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         })
     }
 }
 
+/// `TOLLGATE_SECTION__KEY` overrides, without [`CONFIG_PATH_ENV`] (which names the file).
+pub fn env_overrides() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .ignore(&[&CONFIG_PATH_ENV[ENV_PREFIX.len()..]])
+        .split("__")
+}
+
+/// One figment error as `` `key.path`: what is wrong (where it came from) ``.
+fn describe(err: &figment::Error) -> String {
+    use figment::error::Kind;
+
+    let mut path: Vec<&str> = err.path.iter().map(String::as_str).collect();
+    let message = match &err.kind {
+        Kind::UnknownField(field, expected) => {
+            if path.last() != Some(&field.as_str()) {
+                path.push(field);
+            }
+            format!("unknown key; expected {}", figment::error::OneOf(expected))
+        }
+        Kind::MissingField(field) => {
+            if path.last() != Some(&field.as_ref()) {
+                path.push(field);
+            }
+            "missing (this key has no default)".to_string()
+        }
+        Kind::UnknownVariant(found, expected) => {
+            format!(
+                "unknown value `{found}`; expected {}",
+                figment::error::OneOf(expected)
+            )
+        }
+        kind => kind.to_string(),
+    };
+    let origin = match &err.metadata {
+        Some(md) if md.name.contains("environment") => {
+            format!(
+                " (from environment variable {ENV_PREFIX}{})",
+                path.join("__").to_ascii_uppercase()
+            )
+        }
+        Some(md) => match &md.source {
+            Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+            Some(source) => format!(" (in {source})"),
+            None => String::new(),
+        },
+        None => String::new(),
+    };
+    if path.is_empty() {
+        format!("{message}{origin}")
+    } else {
+        format!("`{}`: {message}{origin}", key_path(&path))
+    }
+}
+
+/// `["providers", "0", "kind"]` → `providers[0].kind`.
+fn key_path(path: &[&str]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if part.bytes().all(|b| b.is_ascii_digit()) && !out.is_empty() {
+            out.push('[');
+            out.push_str(part);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn validate_server(raw: &RawConfig) -> Result<(), ConfigError> {
+    let server = &raw.server;
+    if server.max_request_bytes == 0 {
+        return Err(invalid("server.max_request_bytes", "must be at least 1"));
+    }
+    if server.max_header_bytes < MIN_HEADER_BYTES {
+        return Err(invalid(
+            "server.max_header_bytes",
+            format!("must be at least {MIN_HEADER_BYTES}"),
+        ));
+    }
+    if server.max_headers == 0 {
+        return Err(invalid("server.max_headers", "must be at least 1"));
+    }
+    for (key, value) in [
+        ("server.connect_timeout_ms", server.connect_timeout_ms),
+        (
+            "server.response_header_timeout_ms",
+            server.response_header_timeout_ms,
+        ),
+        ("server.idle_timeout_ms", server.idle_timeout_ms),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be at least 1"));
+        }
+    }
+    if raw.admin.listen == server.listen && server.listen.port() != 0 {
+        return Err(invalid(
+            "admin.listen",
+            format!("{} is also server.listen", server.listen),
+        ));
+    }
+    Ok(())
+}
+
+/// Validate `providers[i]` against the ones before it and load its key.
+fn provider(
+    i: usize,
+    p: &ProviderConfig,
+    earlier: &[ProviderConfig],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Provider, ConfigError> {
+    let key = |field: &str| format!("providers[{i}].{field}");
+    if p.name.trim().is_empty() {
+        return Err(invalid(key("name"), "must not be empty"));
+    }
+    if earlier.iter().any(|q| q.name == p.name) {
+        return Err(invalid(
+            key("name"),
+            format!("`{}` names two providers", p.name),
+        ));
+    }
+    let prefix = p.prefix.trim_end_matches('/').to_string();
+    if !prefix.starts_with('/') || prefix.len() < 2 {
+        return Err(invalid(
+            key("prefix"),
+            "must start with `/` and name a path, e.g. `/openai`",
+        ));
+    }
+    if prefix
+        .contains(|c: char| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '%'))
+    {
+        return Err(invalid(
+            key("prefix"),
+            "must be a plain path (no spaces, `?`, `#` or `%`)",
+        ));
+    }
+    if prefix == "/healthz" {
+        return Err(invalid(
+            key("prefix"),
+            "`/healthz` is the gateway's own health check",
+        ));
+    }
+    if earlier
+        .iter()
+        .any(|q| q.prefix.trim_end_matches('/') == prefix)
+    {
+        return Err(invalid(
+            key("prefix"),
+            format!("`{prefix}` is used by two providers"),
+        ));
+    }
+    let uri: http::Uri = p
+        .upstream
+        .parse()
+        .map_err(|e| invalid(key("upstream"), format!("not a URL: {e}")))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| invalid(key("upstream"), "needs http:// or https://"))?;
+    if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+        return Err(invalid(key("upstream"), "needs http:// or https://"));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| invalid(key("upstream"), "needs a host"))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid(
+            key("upstream"),
+            "must not carry credentials; the key comes from api_key_env",
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(invalid(key("upstream"), "must not carry a query"));
+    }
+    let env_name = env_name(&key("api_key_env"), &p.api_key_env)?;
+    let api_key = env(env_name).filter(|v| !v.is_empty()).ok_or_else(|| {
+        invalid(
+            key("api_key_env"),
+            format!("environment variable {env_name} is not set"),
+        )
+    })?;
+    // The key goes into a header on every call: refuse it now rather than on the first call.
+    if http::HeaderValue::from_str(&api_key).is_err() || api_key.trim() != api_key {
+        return Err(invalid(
+            key("api_key_env"),
+            format!(
+                "environment variable {env_name} holds spaces or characters not allowed in an HTTP header"
+            ),
+        ));
+    }
+    Ok(Provider {
+        name: p.name.as_str().into(),
+        kind: p.kind,
+        prefix,
+        upstream_scheme: scheme,
+        upstream_authority: authority,
+        upstream_base_path: uri.path().trim_end_matches('/').to_string(),
+        api_key: Secret::new(api_key),
+    })
+}
+
+/// Check that a `*_env` key holds a variable *name*. The value is not echoed: a common slip is
+/// to paste the secret itself here.
+fn env_name<'a>(key: &str, name: &'a str) -> Result<&'a str, ConfigError> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(invalid(
+            key,
+            "must be the name of an environment variable (letters, digits and `_`), not the secret itself",
+        ));
+    }
+    Ok(name)
+}
+
 impl Config {
     /// Validate `raw`, reading secrets through `env` (the process environment in production).
-    pub fn from_raw(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut providers = Vec::with_capacity(raw.providers.len());
-        for (i, p) in raw.providers.iter().enumerate() {
-            let key = |field: &str| format!("providers[{i}].{field}");
-            if p.name.is_empty() {
-                return Err(invalid(key("name"), "must not be empty"));
-            }
-            let prefix = p.prefix.trim_end_matches('/').to_string();
-            if !prefix.starts_with('/') || prefix.len() < 2 {
-                return Err(invalid(key("prefix"), "must start with `/` and name a path, e.g. `/openai`"));
-            }
-            if providers.iter().any(|q: &Provider| q.prefix == prefix) {
-                return Err(invalid(key("prefix"), format!("`{prefix}` is used by two providers")));
-            }
-            let uri: http::Uri = p
-                .upstream
-                .parse()
-                .map_err(|e| invalid(key("upstream"), format!("not a URL: {e}")))?;
-            let scheme = uri.scheme().cloned().ok_or_else(|| invalid(key("upstream"), "needs http:// or https://"))?;
-            if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-                return Err(invalid(key("upstream"), "needs http:// or https://"));
-            }
-            let authority = uri.authority().cloned().ok_or_else(|| invalid(key("upstream"), "needs a host"))?;
-            if uri.query().is_some() {
-                return Err(invalid(key("upstream"), "must not carry a query"));
-            }
-            let api_key = env(&p.api_key_env)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| invalid(key("api_key_env"), format!("environment variable {} is not set", p.api_key_env)))?;
-            providers.push(Provider {
-                name: p.name.as_str().into(),
-                kind: p.kind,
-                prefix,
-                upstream_scheme: scheme,
-                upstream_authority: authority,
-                upstream_base_path: uri.path().trim_end_matches('/').to_string(),
-                api_key: Secret::new(api_key),
-            });
-        }
+    /// The first problem found is returned, naming its key.
+    pub fn from_raw(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        validate_server(&raw)?;
+        let providers = raw
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| provider(i, p, &raw.providers[..i], env))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let auth = &raw.auth;
-        if auth.algorithms.is_empty() {
-            return Err(invalid("auth.algorithms", "must name at least one algorithm"));
-        }
         let jwt_secret = if auth.algorithms.contains(&JwtAlgorithm::HS256) {
-            Some(Secret::new(
-                env(&auth.jwt_secret_env)
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| invalid("auth.jwt_secret_env", format!("environment variable {} is not set", auth.jwt_secret_env)))?,
-            ))
+            Some(auth.hs256_secret(env)?)
         } else {
             None
         };
         let asymmetric = auth.algorithms.iter().any(|a| *a != JwtAlgorithm::HS256);
         let jwt_public_key_pem = match (&auth.public_key_file, asymmetric) {
             (Some(path), true) => Some(std::fs::read(path).map_err(|e| {
-                invalid("auth.public_key_file", format!("cannot read {}: {e}", path.display()))
+                invalid(
+                    "auth.public_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
             })?),
-            (None, true) => return Err(invalid("auth.public_key_file", "RS256/ES256 need a PEM public key file")),
+            (None, true) => {
+                return Err(invalid(
+                    "auth.public_key_file",
+                    "RS256/ES256 need a PEM public key file",
+                ));
+            }
             (_, false) => None,
         };
-        if auth.user_claim.is_empty() {
-            return Err(invalid("auth.user_claim", "must not be empty"));
+        if auth.leeway_secs > MAX_LEEWAY_SECS {
+            return Err(invalid(
+                "auth.leeway_secs",
+                format!("must be at most {MAX_LEEWAY_SECS} seconds"),
+            ));
         }
+        for (key, value) in [
+            ("auth.issuer", &auth.issuer),
+            ("auth.audience", &auth.audience),
+        ] {
+            if value.as_deref().is_some_and(str::is_empty) {
+                return Err(invalid(
+                    key,
+                    "must not be empty when set (remove the key to skip the check)",
+                ));
+            }
+        }
+        // Build the verifier once here so that a bad key or claim setting is refused at start,
+        // naming its key, rather than on the first call.
+        crate::auth::Verifier::build(auth, jwt_secret.as_ref(), jwt_public_key_pem.as_deref())
+            .map_err(|(key, message)| invalid(key, message))?;
 
         let timezone = jiff::tz::TimeZone::get(&raw.limits.timezone)
             .map_err(|e| invalid("limits.timezone", format!("unknown IANA time zone: {e}")))?;
-        let prices = PriceTable::new(&raw.pricing).map_err(|e| invalid(format!("pricing.\"{}\"", e.model), e.message))?;
+        let prices = PriceTable::new(&raw.pricing)
+            .map_err(|e| invalid(format!("pricing.\"{}\"", e.model), e.message))?;
+        if raw.store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must name a file"));
+        }
         if raw.store.queue_capacity == 0 {
             return Err(invalid("store.queue_capacity", "must be at least 1"));
         }
         if raw.store.batch_max == 0 {
             return Err(invalid("store.batch_max", "must be at least 1"));
         }
-        if raw.server.max_request_bytes == 0 {
-            return Err(invalid("server.max_request_bytes", "must be at least 1"));
-        }
+        tracing_subscriber::EnvFilter::try_new(&raw.log.level).map_err(|e| {
+            invalid(
+                "log.level",
+                format!("not a tracing filter (e.g. `info`, `tollgate=debug`): {e}"),
+            )
+        })?;
 
         Ok(Config {
             raw,
@@ -417,6 +680,100 @@ impl Config {
             timezone,
             prices,
         })
+    }
+
+    /// The effective configuration as TOML, every key shown with its value (defaults included),
+    /// for `tollgate check-config`. Secrets are never in it: each `*_env` key is followed by a
+    /// comment saying whether its variable is set, as `# env JWT_SECRET (set)`.
+    pub fn masked(&self) -> String {
+        let toml = match toml::to_string_pretty(&self.raw) {
+            Ok(toml) => toml,
+            // Not reachable with these types; say so rather than print half a file.
+            Err(e) => return format!("# the configuration could not be shown as TOML: {e}\n"),
+        };
+        let hs256 = self.jwt_secret.is_some();
+        let mut provider = 0usize;
+        let mut section = String::new();
+        let mut out = String::with_capacity(toml.len() + 256);
+        for line in toml.lines() {
+            out.push_str(line);
+            let trimmed = line.trim();
+            if trimmed.starts_with('[') {
+                section = trimmed.trim_matches(|c| c == '[' || c == ']').to_string();
+            }
+            let note = match (section.as_str(), trimmed.split_once(" = ")) {
+                ("auth", Some(("jwt_secret_env", _))) => Some(if hs256 {
+                    format!("env {} (set)", self.raw.auth.jwt_secret_env)
+                } else {
+                    format!(
+                        "env {} (not used: HS256 is not in auth.algorithms)",
+                        self.raw.auth.jwt_secret_env
+                    )
+                }),
+                ("providers", Some(("api_key_env", _))) => {
+                    let name = self
+                        .raw
+                        .providers
+                        .get(provider)
+                        .map_or("?", |p| p.api_key_env.as_str());
+                    let set = self
+                        .providers
+                        .get(provider)
+                        .is_some_and(|p| !p.api_key.expose().is_empty());
+                    provider += 1;
+                    Some(format!(
+                        "env {name} ({})",
+                        if set { "set" } else { "missing" }
+                    ))
+                }
+                _ => None,
+            };
+            if let Some(note) = note {
+                out.push_str("  # ");
+                out.push_str(&note);
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Settings that work but are probably mistakes; `serve` logs them, `check-config` prints
+    /// them. None of them names a secret's value.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < MIN_HS256_SECRET_BYTES)
+        {
+            warnings.push(format!(
+                "auth.jwt_secret_env: the HS256 secret in {} is shorter than {MIN_HS256_SECRET_BYTES} bytes; use a long random secret",
+                self.raw.auth.jwt_secret_env
+            ));
+        }
+        if !self.raw.admin.listen.ip().is_loopback() {
+            warnings.push(format!(
+                "admin.listen: {} is reachable from the network; keep the admin side on loopback or behind a firewall",
+                self.raw.admin.listen
+            ));
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            let host = p.upstream_authority.host();
+            let ip = host.trim_start_matches('[').trim_end_matches(']');
+            let local = host == "localhost"
+                || ip
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if p.upstream_scheme == http::uri::Scheme::HTTP && !local {
+                warnings.push(format!(
+                    "providers[{i}].upstream: plain http to {host}; the provider key would travel unencrypted"
+                ));
+            }
+        }
+        if self.providers.is_empty() {
+            warnings.push("providers: none configured; every call will be answered 404".into());
+        }
+        warnings
     }
 
     /// Load and validate from a file and the process environment.

@@ -6,4 +6,8 @@ pub mod pricing;
 pub mod provider;
 pub mod store;
 pub mod stream;
+pub mod telemetry;
 pub mod serve;
+pub mod error;
+pub mod meter;
+pub mod proxy;

@@ -1,1 +1,240 @@
-fn main() {}
+//! The `tollgate` command line: `serve` runs the gateway, `check-config` validates and prints the
+//! effective configuration with secrets masked, `token` mints a trial JWT.
+//!
+//! This file only parses arguments, loads the configuration and picks exit codes: 0 on success
+//! (and after a graceful stop), 2 for an invalid configuration or usage, 1 when the gateway
+//! fails while running. It never prints a secret; `token` prints the JWT it was asked for.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tollgate::config::{CONFIG_PATH_ENV, Config, ConfigError, JwtAlgorithm, RawConfig};
+
+/// Exit code for an invalid configuration (and for usage errors, like clap's).
+const EXIT_INVALID: u8 = 2;
+/// Exit code for a failure while running.
+const EXIT_FAILED: u8 = 1;
+/// Longest `--ttl` accepted: a trial token, not a permanent credential.
+const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A metering, budget-enforcing reverse proxy in front of the OpenAI and Gemini APIs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway and the admin side until SIGTERM or SIGINT.
+    Serve(ConfigArg),
+    /// Validate the configuration and print it, secrets masked.
+    CheckConfig(ConfigArg),
+    /// Mint a JWT with the configured HS256 secret, for trials; prints it on stdout.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Configuration file [default: $TOLLGATE_CONFIG, else gateway.toml]
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| {
+                std::env::var_os(CONFIG_PATH_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("gateway.toml"))
+    }
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The user id, written to the configured user claim (`auth.user_claim`).
+    #[arg(long, value_name = "ID")]
+    sub: String,
+    /// Mark the token as an admin's (`auth.admin_claim` = `auth.admin_value`).
+    #[arg(long)]
+    admin: bool,
+    /// Lifetime: a number with s, m, h or d (30s, 15m, 1h, 7d); a bare number is seconds.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: Duration,
+    /// The `email` claim.
+    #[arg(long)]
+    email: Option<String>,
+    /// The `name` claim.
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Token(args) => token(&args),
+    }
+}
+
+fn serve(args: &ConfigArg) -> ExitCode {
+    let config = match Config::load(&args.path()) {
+        Ok(config) => config,
+        Err(e) => return invalid(&e),
+    };
+    tollgate::telemetry::init(&config.raw.log);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let result = runtime.block_on(tollgate::serve::run(config));
+    // `run` has flushed the store; don't let a stuck blocking task hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "tollgate stopped on an error");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn check_config(args: &ConfigArg) -> ExitCode {
+    let path = args.path();
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => return invalid(&e),
+    };
+    println!(
+        "# {} is valid. Effective configuration (file, TOLLGATE_* overrides, defaults):",
+        path.display()
+    );
+    print!("{}", config.masked());
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Mint a token. Reads only `[auth]` and its secret: provider keys need not be set.
+fn token(args: &TokenArgs) -> ExitCode {
+    let raw = match RawConfig::load(&args.config.path()) {
+        Ok(raw) => raw,
+        Err(e) => return invalid(&e),
+    };
+    let auth = &raw.auth;
+    if !auth.algorithms.contains(&JwtAlgorithm::HS256) {
+        return invalid(&ConfigError::Invalid {
+            key: "auth.algorithms".into(),
+            message: "does not include HS256, so the gateway would refuse a token minted with the shared secret".into(),
+        });
+    }
+    let secret = match auth.hs256_secret(&|name| std::env::var(name).ok()) {
+        Ok(secret) => secret,
+        Err(e) => return invalid(&e),
+    };
+    match tollgate::auth::mint(
+        &secret,
+        auth,
+        &args.sub,
+        args.admin,
+        args.ttl,
+        args.email.as_deref(),
+        args.name.as_deref(),
+    ) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn invalid(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(EXIT_INVALID)
+}
+
+/// `30s`, `15m`, `1h`, `7d`, or a bare number of seconds; at least 1s, at most 366d.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("`{s}`: expected a number with s, m, h or d, e.g. 30s, 15m, 1h, 7d")
+    })?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use s, m, h or d")),
+    };
+    let ttl = Duration::from_secs(n.saturating_mul(scale));
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(format!("`{s}`: must be between 1s and 366d"));
+    }
+    Ok(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_accepts_seconds_minutes_hours_and_days() {
+        assert_eq!(parse_ttl("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3_600)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn ttl_refuses_nonsense() {
+        for bad in [
+            "",
+            "h",
+            "0s",
+            "1w",
+            "1.5h",
+            "-1h",
+            "1h30m",
+            "367d",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_ttl(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

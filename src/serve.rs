@@ -1,1 +1,181 @@
-//! Listeners and the process lifecycle. (to be implemented)
+//! Listeners and the process lifecycle: binds the proxy listener, serves HTTP/1.1 and HTTP/2
+//! (cleartext, prior knowledge) on it, builds the pooled upstream client, opens the store, and
+//! on shutdown stops accepting, lets in-flight calls finish within the grace period, cuts the
+//! rest (their rows are still written), and flushes every row before returning.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::proxy::{Proxy, UpstreamClient};
+use crate::store::{Store, StoreWriter};
+
+/// Any error that stops the gateway from starting.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A started gateway.
+pub struct Running {
+    /// The proxy listener's bound address (useful with port 0).
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stop accepting, let in-flight calls finish (up to `server.shutdown_grace_secs`), cut
+    /// what is left, and flush every usage row. Returns when the store is closed.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Start the gateway on the configured listener.
+pub async fn start(config: Config) -> Result<Running, BoxError> {
+    let listener = TcpListener::bind(config.raw.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} (server.listen): {e}", config.raw.server.listen))?;
+    start_on(config, listener).await
+}
+
+/// Start the gateway on an already bound listener (tests bind 127.0.0.1:0).
+pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, BoxError> {
+    let config = Arc::new(config);
+    let addr = listener.local_addr()?;
+    let (store, writer) = Store::open(
+        &config.raw.store.path,
+        config.timezone.clone(),
+        config.raw.store.queue_capacity,
+        config.raw.store.batch_max,
+    )
+    .map_err(|e| format!("cannot open the store at {} (store.path): {e}", config.raw.store.path.display()))?;
+    let proxy = Arc::new(Proxy::new(Arc::clone(&config), store, upstream_client(&config)?)?);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, proxy, Arc::clone(&config), stop_rx, writer));
+    tracing::info!(%addr, providers = config.providers.len(), "tollgate listening");
+    Ok(Running { addr, stop, task })
+}
+
+/// Start, then run until SIGTERM or SIGINT, then stop gracefully.
+pub async fn run(config: Config) -> Result<(), BoxError> {
+    let running = start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; waiting for calls in flight");
+    running.shutdown().await;
+    tracing::info!("stopped; every usage row is written");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn upstream_client(config: &Config) -> Result<UpstreamClient, BoxError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.connect_timeout()));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(provider)?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(config.raw.server.pool_idle_timeout_secs))
+        .pool_max_idle_per_host(config.raw.server.pool_max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    config: Arc<Config>,
+    mut stop: watch::Receiver<bool>,
+    writer: StoreWriter,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size((config.raw.server.max_header_bytes as usize).max(8192))
+        .max_headers(config.raw.server.max_headers as usize);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.raw.server.max_header_bytes);
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut conns = JoinSet::new();
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let proxy = Arc::clone(&proxy);
+                let service = service_fn(move |req| Arc::clone(&proxy).handle(req));
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                conns.spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+
+    let grace = config.shutdown_grace();
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace_secs = grace.as_secs(), "calls still in flight after the grace period: cutting them");
+    }
+    // Dropping a connection drops its metered bodies, and each writes its row on drop.
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+    drop(proxy);
+    let _ = tokio::task::spawn_blocking(move || writer.close()).await;
+}

@@ -1,26 +1,340 @@
-//! gemini: request inspection and rewrite, usage in answers. (to be implemented)
+//! Gemini (Generative Language API): what a request says (endpoint and model from the path,
+//! SSE or JSON-array streaming from the query, output cap and prompt size from the body), and
+//! where usage sits in answers — `usageMetadata` in `generateContent` bodies, in every chunk of
+//! `streamGenerateContent` (SSE with `alt=sse`, else one JSON array written piece by piece),
+//! and in `embedContent`/`batchEmbedContents` bodies when the API reports it.
+//!
+//! Gemini never needs a rewrite: it reports usage in every answer. Its stream usage is
+//! *cumulative* — each chunk repeats the running totals — so the last report wins and reports
+//! are never summed. `countTokens` answers with a count, which is not consumption: the tap reads
+//! no usage for it.
+//!
+//! Pure functions of bytes, like `openai`.
+
+use std::sync::LazyLock;
 
 use bytes::Bytes;
+use memchr::memmem::{Finder, FinderRev};
+use serde::Deserialize;
 
-use super::{Endpoint, RequestInfo};
+use super::json;
+use super::tap::Extract;
+use super::{Endpoint, RequestInfo, Usage};
 
+/// The endpoint and model of a request path such as `/v1beta/models/gemini-2.5-flash:generateContent`
+/// (`rest`, after the provider prefix). The model is the path's `models/{model}` without
+/// `models/`; a tuned model keeps its `tunedModels/` prefix. Works on `/v1`, `/v1beta`, and on
+/// any path whose last segment is `{model}:{method}` (a `%3A` for the colon too).
+pub fn endpoint(method: &http::Method, rest: &str) -> (Endpoint, Option<String>) {
+    let path = rest.split('?').next().unwrap_or(rest).trim_end_matches('/');
+    let Some((resource, verb)) = split_method(path) else {
+        return (Endpoint::Other, None);
+    };
+    let model = resource.rsplit_once('/').and_then(|(parent, name)| {
+        let collection = parent.rsplit('/').next().unwrap_or_default();
+        match collection {
+            _ if name.is_empty() => None,
+            "models" => Some(name.to_owned()),
+            "tunedModels" => Some(format!("tunedModels/{name}")),
+            _ => None,
+        }
+    });
+    if method != http::Method::POST {
+        return (Endpoint::Other, model);
+    }
+    let endpoint = match verb {
+        "generateContent" => Endpoint::GenerateContent,
+        "streamGenerateContent" => Endpoint::StreamGenerateContent,
+        "countTokens" => Endpoint::CountTokens,
+        "embedContent" => Endpoint::EmbedContent,
+        "batchEmbedContents" => Endpoint::BatchEmbedContents,
+        _ => Endpoint::Other,
+    };
+    (endpoint, model)
+}
+
+/// Split `…/models/x:verb` into `…/models/x` and `verb`; the colon must be in the last segment.
+fn split_method(path: &str) -> Option<(&str, &str)> {
+    let last = path.rfind('/').map_or(0, |i| i + 1);
+    let segment = &path[last..];
+    if let Some(i) = segment.rfind(':') {
+        return Some((&path[..last + i], &segment[i + 1..]));
+    }
+    let lower = segment.to_ascii_lowercase();
+    let i = lower.rfind("%3a")?;
+    Some((&path[..last + i], &segment[i + 3..]))
+}
+
+/// Whether the query asks for SSE: `alt=sse` (also spelt `$alt=sse`, or percent-encoded).
+pub fn wants_sse(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            matches!(key, "alt" | "$alt" | "%24alt") && value.to_ascii_lowercase().starts_with("sse")
+        })
+    })
+}
+
+/// Top-level request keys read by [`inspect`]: the REST API accepts both spellings.
+const REQUEST_KEYS: [&[u8]; 2] = [b"generationConfig", b"generation_config"];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig {
+    #[serde(alias = "max_output_tokens")]
+    max_output_tokens: Option<u64>,
+    #[serde(alias = "candidate_count")]
+    candidate_count: Option<u64>,
+}
+
+/// Read a request (see [`super::inspect`]). Never rewrites the body.
 pub fn inspect(
     method: &http::Method,
     rest: &str,
     query: Option<&str>,
     body: &Bytes,
 ) -> (RequestInfo, Option<Bytes>) {
-    let _ = (method, rest, query, body);
-    (
-        RequestInfo {
-            endpoint: Endpoint::Other,
-            model: None,
-            stream: false,
-            max_output_tokens: None,
-            prompt_tokens_estimate: 0,
-            usage_injected: false,
-            sse: false,
-        },
-        None,
-    )
+    let (endpoint, model) = endpoint(method, rest);
+    let stream = endpoint == Endpoint::StreamGenerateContent;
+    let mut info = RequestInfo {
+        endpoint,
+        model,
+        stream,
+        max_output_tokens: None,
+        prompt_tokens_estimate: 0,
+        usage_injected: false,
+        sse: stream && wants_sse(query),
+    };
+    if !json::is_object(body) {
+        return (info, None);
+    }
+    let scan = json::scan_body(body, REQUEST_KEYS, &[]);
+    info.prompt_tokens_estimate = scan.prompt_tokens();
+    if scan.valid
+        && matches!(
+            endpoint,
+            Endpoint::GenerateContent | Endpoint::StreamGenerateContent
+        )
+        && let Some(raw) = scan.value(body, 0).or_else(|| scan.value(body, 1))
+        && let Ok(config) = serde_json::from_slice::<GenerationConfig>(raw)
+    {
+        // Each candidate is capped separately.
+        let candidates = config.candidate_count.unwrap_or(1).max(1);
+        info.max_output_tokens = config
+            .max_output_tokens
+            .map(|c| c.saturating_mul(candidates));
+    }
+    (info, None)
+}
+
+/// Keys searched for in answers, with their quotes.
+struct Keys {
+    usage: Finder<'static>,
+    usage_rev: FinderRev<'static>,
+    model: Finder<'static>,
+    model_rev: FinderRev<'static>,
+    text: Finder<'static>,
+    finish_reason: Finder<'static>,
+}
+
+static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
+    usage: Finder::new(b"\"usageMetadata\""),
+    usage_rev: FinderRev::new(b"\"usageMetadata\""),
+    model: Finder::new(b"\"modelVersion\""),
+    model_rev: FinderRev::new(b"\"modelVersion\""),
+    text: Finder::new(b"\"text\""),
+    finish_reason: Finder::new(b"\"finishReason\""),
+});
+
+/// `modelVersion` is sometimes `models/gemini-…`; the report names the bare model.
+const MODEL_PREFIX: &str = "models/";
+
+/// `usageMetadata` as the API sends it (camelCase; snake_case accepted too).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireUsage {
+    #[serde(alias = "prompt_token_count")]
+    prompt_token_count: Option<u64>,
+    #[serde(alias = "candidates_token_count")]
+    candidates_token_count: Option<u64>,
+    #[serde(alias = "cached_content_token_count")]
+    cached_content_token_count: Option<u64>,
+    #[serde(alias = "thoughts_token_count")]
+    thoughts_token_count: Option<u64>,
+    #[serde(alias = "tool_use_prompt_token_count")]
+    tool_use_prompt_token_count: Option<u64>,
+    #[serde(alias = "total_token_count")]
+    total_token_count: Option<u64>,
+}
+
+/// Map the `usageMetadata` object at the start of `object` to [`Usage`]:
+/// input = `promptTokenCount + toolUsePromptTokenCount`, output = `candidatesTokenCount +
+/// thoughtsTokenCount`, cached input = `cachedContentTokenCount`, reasoning =
+/// `thoughtsTokenCount`. Missing fields are 0; an object with neither `promptTokenCount` nor
+/// `totalTokenCount` is not a usage report.
+pub(crate) fn parse_usage(object: &[u8]) -> Option<Usage> {
+    let mut de = serde_json::Deserializer::from_slice(object);
+    let wire = WireUsage::deserialize(&mut de).ok()?;
+    if wire.prompt_token_count.is_none() && wire.total_token_count.is_none() {
+        return None;
+    }
+    let thoughts = wire.thoughts_token_count.unwrap_or(0);
+    Some(Usage {
+        input_tokens: wire
+            .prompt_token_count
+            .unwrap_or(0)
+            .saturating_add(wire.tool_use_prompt_token_count.unwrap_or(0)),
+        cached_input_tokens: wire.cached_content_token_count.unwrap_or(0),
+        output_tokens: wire.candidates_token_count.unwrap_or(0).saturating_add(thoughts),
+        reasoning_tokens: thoughts,
+    })
+}
+
+/// One streamed chunk (an SSE event's data or an element of the JSON array): its usage (the
+/// running totals so far, replacing any earlier report), model, text and error. Returns
+/// whether the chunk carries a `finishReason`, i.e. is the last one.
+pub(crate) fn chunk(data: &[u8], x: &mut Extract) -> bool {
+    if json::first_key_is(data, b"error") {
+        x.error_seen = true;
+        return false;
+    }
+    let k = &*KEYS;
+    x.output_chars += json::string_chars(data, &k.text).unwrap_or(0);
+    if let Some((_, v)) = json::find_key(data, &k.usage, 0)
+        && data[v] == b'{'
+    {
+        x.usage_object(&data[v..], parse_usage);
+    }
+    if x.model.is_none()
+        && let Some((_, v)) = json::find_key(data, &k.model, 0)
+    {
+        x.model_at(data, v, MODEL_PREFIX);
+    }
+    json::find_key(data, &k.finish_reason, 0).is_some()
+}
+
+/// A non-streaming answer (or error body), given its first and last bytes.
+pub(crate) fn json_body(endpoint: Endpoint, head: &[u8], tail: &[u8], x: &mut Extract) {
+    let k = &*KEYS;
+    if json::first_key_is(head, b"error") {
+        x.error_seen = true;
+    }
+    if endpoint != Endpoint::CountTokens
+        && let Some(usage) = json::last_usage(tail, &k.usage_rev, parse_usage)
+    {
+        x.set_usage(usage);
+    }
+    let found = json::rfind_key(tail, &k.model_rev, tail.len())
+        .map(|(_, v)| (tail, v))
+        .or_else(|| json::find_key(head, &k.model, 0).map(|(_, v)| (head, v)));
+    if let Some((hay, v)) = found {
+        x.model_at(hay, v, MODEL_PREFIX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::Method;
+
+    use super::{endpoint, inspect, wants_sse};
+    use crate::provider::{Endpoint, MEDIA_PART_TOKENS, RequestInfo};
+
+    fn post(rest: &str, query: Option<&str>, body: &str) -> (RequestInfo, Option<Bytes>) {
+        inspect(&Method::POST, rest, query, &Bytes::copy_from_slice(body.as_bytes()))
+    }
+
+    #[test]
+    fn endpoint_and_model_come_from_the_path() {
+        let cases = [
+            ("/v1beta/models/gemini-2.5-flash:generateContent", Endpoint::GenerateContent, Some("gemini-2.5-flash")),
+            ("/v1/models/gemini-2.0-flash:streamGenerateContent", Endpoint::StreamGenerateContent, Some("gemini-2.0-flash")),
+            ("/v1beta/models/gemini-2.5-pro:countTokens", Endpoint::CountTokens, Some("gemini-2.5-pro")),
+            ("/v1beta/models/text-embedding-004:embedContent", Endpoint::EmbedContent, Some("text-embedding-004")),
+            ("/v1beta/models/gemini-embedding-001:batchEmbedContents", Endpoint::BatchEmbedContents, Some("gemini-embedding-001")),
+            ("/v1beta/tunedModels/my-model-7x2k:generateContent", Endpoint::GenerateContent, Some("tunedModels/my-model-7x2k")),
+            ("/v1beta/models/gemini-2.5-flash%3AgenerateContent", Endpoint::GenerateContent, Some("gemini-2.5-flash")),
+            ("/v1beta/models/gemini-2.5-flash:batchGenerateContent", Endpoint::Other, Some("gemini-2.5-flash")),
+            ("/v1beta/models", Endpoint::Other, None),
+            ("/v1beta/models/gemini-2.5-flash", Endpoint::Other, None),
+            ("/v1beta/cachedContents", Endpoint::Other, None),
+            ("/upload/v1beta/files", Endpoint::Other, None),
+            ("/v1beta/files/abc-123:download", Endpoint::Other, None),
+        ];
+        for (rest, want, model) in cases {
+            let (got, got_model) = endpoint(&Method::POST, rest);
+            assert_eq!((got, got_model.as_deref()), (want, model), "{rest}");
+        }
+        let (got, _) = endpoint(&Method::GET, "/v1beta/models/gemini-2.5-flash:generateContent");
+        assert_eq!(got, Endpoint::Other);
+    }
+
+    #[test]
+    fn alt_sse_selects_sse_framing() {
+        assert!(wants_sse(Some("alt=sse")));
+        assert!(wants_sse(Some("key=abc&alt=sse")));
+        assert!(wants_sse(Some("$alt=sse")));
+        assert!(wants_sse(Some("%24alt=sse")));
+        assert!(!wants_sse(Some("alt=json")));
+        assert!(!wants_sse(Some("$alt=json;enum-encoding=int")));
+        assert!(!wants_sse(None));
+        let rest = "/v1beta/models/gemini-2.5-flash:streamGenerateContent";
+        let (info, _) = post(rest, Some("alt=sse"), "{}");
+        assert!(info.stream && info.sse);
+        let (info, _) = post(rest, None, "{}");
+        assert!(info.stream && !info.sse, "without alt=sse the answer is a JSON array");
+        let (info, _) = post("/v1beta/models/gemini-2.5-flash:generateContent", Some("alt=sse"), "{}");
+        assert!(!info.stream && !info.sse);
+    }
+
+    #[test]
+    fn generation_config_gives_the_output_cap() {
+        let body = r#"{"contents":[{"role":"user","parts":[{"text":"Explain how AI works in a few words"}]}],"generationConfig":{"temperature":0.2,"maxOutputTokens":800,"thinkingConfig":{"thinkingBudget":0}}}"#;
+        let (info, rewritten) = post("/v1beta/models/gemini-2.5-flash:generateContent", None, body);
+        assert_eq!(info.model.as_deref(), Some("gemini-2.5-flash"));
+        assert_eq!(info.max_output_tokens, Some(800));
+        assert_eq!(info.prompt_tokens_estimate, 9, "35 characters");
+        assert!(rewritten.is_none() && !info.usage_injected);
+    }
+
+    #[test]
+    fn snake_case_config_and_candidate_count() {
+        let body = r#"{"contents":[],"generation_config":{"max_output_tokens":100,"candidate_count":2}}"#;
+        let (info, _) = post("/v1/models/gemini-2.0-flash:generateContent", None, body);
+        assert_eq!(info.max_output_tokens, Some(200));
+    }
+
+    #[test]
+    fn inline_screenshot_counts_as_one_media_part() {
+        let data = "iVBORw0KGgoAAAANSUhEUgAAB4AAAAQ4CAIAAABnsVYUAAAAA".repeat(120_000);
+        let body = format!(
+            r#"{{"contents":[{{"role":"user","parts":[{{"inlineData":{{"mimeType":"image/png","data":"{data}"}}}},{{"text":"Describe this"}}]}}]}}"#
+        );
+        let (info, rewritten) = post("/v1beta/models/gemini-2.5-flash:streamGenerateContent", Some("alt=sse"), &body);
+        assert_eq!(info.prompt_tokens_estimate, MEDIA_PART_TOKENS + 4);
+        assert!(rewritten.is_none(), "Gemini bodies are never rewritten");
+        let snake = format!(r#"{{"contents":[{{"parts":[{{"inline_data":{{"mime_type":"image/png","data":"{data}"}}}},{{"file_data":{{"file_uri":"https://generativelanguage.googleapis.com/v1beta/files/abc"}}}}]}}]}}"#);
+        let (info, _) = post("/v1beta/models/gemini-2.5-flash:generateContent", None, &snake);
+        assert_eq!(info.prompt_tokens_estimate, 2 * MEDIA_PART_TOKENS);
+    }
+
+    #[test]
+    fn embed_and_count_requests_are_estimated() {
+        let body = r#"{"model":"models/text-embedding-004","content":{"parts":[{"text":"What is the meaning of life?"}]}}"#;
+        let (info, _) = post("/v1beta/models/text-embedding-004:embedContent", None, body);
+        assert_eq!(info.endpoint, Endpoint::EmbedContent);
+        assert_eq!(info.prompt_tokens_estimate, 7);
+        assert_eq!(info.max_output_tokens, None);
+    }
+
+    #[test]
+    fn garbage_bodies_never_panic() {
+        for body in ["", "{", "{\"contents\": [", "null", "{\"generationConfig\": 5}", "{\"generationConfig\":{\"maxOutputTokens\":-1}}"] {
+            let (info, rewritten) = post("/v1beta/models/gemini-2.5-flash:generateContent", None, body);
+            assert_eq!(info.endpoint, Endpoint::GenerateContent);
+            assert_eq!(info.model.as_deref(), Some("gemini-2.5-flash"), "the path still names it");
+            assert_eq!(info.max_output_tokens, None);
+            assert!(rewritten.is_none());
+        }
+    }
 }

@@ -1,26 +1,610 @@
-//! openai: request inspection and rewrite, usage in answers. (to be implemented)
+//! OpenAI: what a request to the REST API says (endpoint, model, stream, output cap, prompt
+//! size), the one rewrite Tollgate makes (`stream_options.include_usage` on chat and legacy
+//! completion streams), and where usage sits in answers — JSON bodies and SSE streams of chat
+//! completions, legacy completions, embeddings and the Responses API.
+//!
+//! Everything here is a pure function of bytes: no sockets, no store, no clock. Request bodies
+//! are read with one `memchr`-driven pass ([`json::scan_body`]) rather than a parse into a tree,
+//! since a request with screenshots can be many megabytes; answers are read with targeted key
+//! searches and only the usage object is ever deserialized.
+
+use std::sync::LazyLock;
 
 use bytes::Bytes;
+use memchr::memmem::{Finder, FinderRev};
+use serde::Deserialize;
 
-use super::{Endpoint, RequestInfo};
+use super::json;
+use super::tap::{Extract, Verdict};
+use super::{Endpoint, RequestInfo, Usage};
+use crate::stream::SseEvent;
 
+/// The endpoint a request targets. `rest` is the path after the provider prefix, with or
+/// without the `/v1` that the SDKs put in their base URL.
+pub fn endpoint(method: &http::Method, rest: &str) -> Endpoint {
+    if method != http::Method::POST {
+        return Endpoint::Other;
+    }
+    let path = rest.split('?').next().unwrap_or(rest).trim_end_matches('/');
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    match path {
+        "/chat/completions" => Endpoint::ChatCompletions,
+        "/responses" => Endpoint::Responses,
+        "/embeddings" => Endpoint::Embeddings,
+        "/completions" => Endpoint::Completions,
+        _ => Endpoint::Other,
+    }
+}
+
+/// Top-level request keys read by [`inspect`], by index.
+const REQUEST_KEYS: [&[u8]; 8] = [
+    b"model",
+    b"stream",
+    b"stream_options",
+    b"max_completion_tokens",
+    b"max_tokens",
+    b"max_output_tokens",
+    b"n",
+    b"best_of",
+];
+const MODEL: usize = 0;
+const STREAM: usize = 1;
+const STREAM_OPTIONS: usize = 2;
+const MAX_COMPLETION_TOKENS: usize = 3;
+const MAX_TOKENS: usize = 4;
+const MAX_OUTPUT_TOKENS: usize = 5;
+const N: usize = 6;
+const BEST_OF: usize = 7;
+
+/// Read a request (see [`super::inspect`]). For a chat or legacy completions stream that does
+/// not already ask for `stream_options.include_usage`, also returns the body with it added:
+/// inserted as the first key when the body has no `stream_options`, else by replacing only the
+/// `stream_options` value (its other fields kept). Every other byte is the client's.
 pub fn inspect(
     method: &http::Method,
     rest: &str,
     query: Option<&str>,
     body: &Bytes,
 ) -> (RequestInfo, Option<Bytes>) {
-    let _ = (method, rest, query, body);
-    (
-        RequestInfo {
-            endpoint: Endpoint::Other,
-            model: None,
-            stream: false,
-            max_output_tokens: None,
-            prompt_tokens_estimate: 0,
-            usage_injected: false,
-            sse: false,
-        },
-        None,
-    )
+    let _ = query;
+    let endpoint = endpoint(method, rest);
+    let mut info = RequestInfo {
+        endpoint,
+        model: None,
+        stream: false,
+        max_output_tokens: None,
+        prompt_tokens_estimate: 0,
+        usage_injected: false,
+        sse: false,
+    };
+    // Multipart uploads (audio, files) and empty bodies: nothing to read.
+    if !json::is_object(body) {
+        return (info, None);
+    }
+    let scan = json::scan_body(body, REQUEST_KEYS, &[b"input", b"prompt"]);
+    info.prompt_tokens_estimate = scan.prompt_tokens();
+    if !scan.valid {
+        return (info, None);
+    }
+    info.model = scan
+        .value(body, MODEL)
+        .and_then(|v| json::decode_string(v, 0));
+    info.stream = scan.value(body, STREAM) == Some(b"true");
+    info.sse = info.stream;
+    let number = |i: usize| scan.value(body, i).and_then(parse_u64);
+    let cap = match endpoint {
+        Endpoint::ChatCompletions => number(MAX_COMPLETION_TOKENS).or_else(|| number(MAX_TOKENS)),
+        Endpoint::Completions => number(MAX_TOKENS),
+        Endpoint::Responses => number(MAX_OUTPUT_TOKENS),
+        _ => None,
+    };
+    // Each of `n` choices (and each of `best_of` candidates) is capped separately.
+    let choices = number(N).unwrap_or(1).max(number(BEST_OF).unwrap_or(1)).max(1);
+    info.max_output_tokens = cap.map(|c| c.saturating_mul(choices));
+
+    let mut rewritten = None;
+    if info.stream && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+        rewritten = with_include_usage(body, scan.open, scan.spans[STREAM_OPTIONS]);
+        info.usage_injected = rewritten.is_some();
+    }
+    (info, rewritten)
+}
+
+fn parse_u64(raw: &[u8]) -> Option<u64> {
+    std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
+/// The body with `stream_options.include_usage = true`, or `None` when it already asks for it
+/// (or `stream_options` is something other than an object or null, which OpenAI rejects anyway).
+fn with_include_usage(
+    body: &Bytes,
+    open: Option<usize>,
+    stream_options: Option<(usize, usize)>,
+) -> Option<Bytes> {
+    const INSERT: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let Some((start, end)) = stream_options else {
+        let open = open?;
+        let mut out = Vec::with_capacity(body.len() + INSERT.len());
+        out.extend_from_slice(&body[..=open]);
+        out.extend_from_slice(INSERT);
+        out.extend_from_slice(&body[open + 1..]);
+        return Some(out.into());
+    };
+    // Rare: the client set other stream options. Rewrite only that small value.
+    let mut options = match serde_json::from_slice(body.get(start..end)?).ok()? {
+        serde_json::Value::Null => serde_json::Map::new(),
+        serde_json::Value::Object(map) => map,
+        _ => return None,
+    };
+    if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
+        return None;
+    }
+    options.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+    let value = serde_json::to_vec(&options).ok()?;
+    let mut out = Vec::with_capacity(body.len() + value.len());
+    out.extend_from_slice(&body[..start]);
+    out.extend_from_slice(&value);
+    out.extend_from_slice(&body[end..]);
+    Some(out.into())
+}
+
+/// Keys searched for in answers, with their quotes.
+struct Keys {
+    usage: Finder<'static>,
+    usage_rev: FinderRev<'static>,
+    model: Finder<'static>,
+    model_rev: FinderRev<'static>,
+    error: Finder<'static>,
+    choices: Finder<'static>,
+    content: Finder<'static>,
+    arguments: Finder<'static>,
+    refusal: Finder<'static>,
+    text: Finder<'static>,
+    delta: Finder<'static>,
+    kind: Finder<'static>,
+}
+
+static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
+    usage: Finder::new(b"\"usage\""),
+    usage_rev: FinderRev::new(b"\"usage\""),
+    model: Finder::new(b"\"model\""),
+    model_rev: FinderRev::new(b"\"model\""),
+    error: Finder::new(b"\"error\""),
+    choices: Finder::new(b"\"choices\""),
+    content: Finder::new(b"\"content\""),
+    arguments: Finder::new(b"\"arguments\""),
+    refusal: Finder::new(b"\"refusal\""),
+    text: Finder::new(b"\"text\""),
+    delta: Finder::new(b"\"delta\""),
+    kind: Finder::new(b"\"type\""),
+});
+
+/// A usage object as OpenAI sends it: chat and legacy completions and embeddings use
+/// `prompt_tokens`/`completion_tokens`, the Responses API `input_tokens`/`output_tokens`.
+#[derive(Deserialize)]
+struct WireUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    prompt_tokens_details: Option<WireDetails>,
+    completion_tokens_details: Option<WireDetails>,
+    input_tokens_details: Option<WireDetails>,
+    output_tokens_details: Option<WireDetails>,
+}
+
+#[derive(Deserialize)]
+struct WireDetails {
+    cached_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+}
+
+fn cached(details: Option<WireDetails>) -> u64 {
+    details.and_then(|d| d.cached_tokens).unwrap_or(0)
+}
+
+fn reasoning(details: Option<WireDetails>) -> u64 {
+    details.and_then(|d| d.reasoning_tokens).unwrap_or(0)
+}
+
+/// Map the usage object at the start of `object` (trailing bytes are ignored) to [`Usage`]:
+///
+/// | column | chat / completions / embeddings | Responses |
+/// |---|---|---|
+/// | input | `prompt_tokens` | `input_tokens` |
+/// | output | `completion_tokens` | `output_tokens` |
+/// | cached input | `prompt_tokens_details.cached_tokens` | `input_tokens_details.cached_tokens` |
+/// | reasoning | `completion_tokens_details.reasoning_tokens` | `output_tokens_details.reasoning_tokens` |
+///
+/// Missing fields are 0 (embeddings report only `prompt_tokens`). An object with neither
+/// `prompt_tokens` nor `input_tokens` is not a usage report.
+pub(crate) fn parse_usage(object: &[u8]) -> Option<Usage> {
+    let mut de = serde_json::Deserializer::from_slice(object);
+    let wire = WireUsage::deserialize(&mut de).ok()?;
+    if let Some(input) = wire.input_tokens {
+        return Some(Usage {
+            input_tokens: input,
+            cached_input_tokens: cached(wire.input_tokens_details),
+            output_tokens: wire.output_tokens.unwrap_or(0),
+            reasoning_tokens: reasoning(wire.output_tokens_details),
+        });
+    }
+    Some(Usage {
+        input_tokens: wire.prompt_tokens?,
+        cached_input_tokens: cached(wire.prompt_tokens_details),
+        output_tokens: wire.completion_tokens.unwrap_or(0),
+        reasoning_tokens: reasoning(wire.completion_tokens_details),
+    })
+}
+
+/// A non-streaming answer (or error body), given its first and last bytes (the same slice
+/// when the body is small).
+pub(crate) fn json_body(endpoint: Endpoint, head: &[u8], tail: &[u8], x: &mut Extract) {
+    let k = &*KEYS;
+    if json::first_key_is(head, b"error") {
+        x.error_seen = true;
+    } else if endpoint == Endpoint::Responses
+        && let Some((_, v)) = json::find_key(head, &k.error, 0)
+        && !head[v..].starts_with(b"null")
+    {
+        // A Responses object with `"status": "failed"` carries a non-null `error`.
+        x.error_seen = true;
+    }
+    if let Some(usage) = json::last_usage(tail, &k.usage_rev, parse_usage) {
+        x.set_usage(usage);
+    }
+    // Embeddings put `model` after the (huge) data, everything else near the top.
+    let from_tail = || json::rfind_key(tail, &k.model_rev, tail.len());
+    let found = if endpoint == Endpoint::Embeddings {
+        from_tail().map(|(_, v)| (tail, v))
+    } else {
+        json::find_key(head, &k.model, 0)
+            .map(|(_, v)| (head, v))
+            .or_else(|| from_tail().map(|(_, v)| (tail, v)))
+    };
+    if let Some((hay, v)) = found {
+        x.model_at(hay, v, "");
+    }
+}
+
+/// One event of a chat-completions, legacy-completions or Responses stream.
+pub(crate) fn sse_event(endpoint: Endpoint, ev: &SseEvent<'_>, x: &mut Extract) -> Verdict {
+    if endpoint == Endpoint::Responses {
+        responses_event(ev, x);
+        return Verdict::Keep;
+    }
+    let data = ev.data;
+    if data == b"[DONE]" {
+        x.complete = true;
+        return Verdict::Keep;
+    }
+    // A failure mid-stream: `data: {"error": {…}}` (sometimes with `event: error`).
+    if ev.event == b"error" || json::first_key_is(data, b"error") {
+        x.error_seen = true;
+        return Verdict::Keep;
+    }
+    let k = &*KEYS;
+    if x.model.is_none()
+        && let Some((_, v)) = json::find_key(data, &k.model, 0)
+    {
+        x.model_at(data, v, "");
+    }
+    let mut verdict = Verdict::Keep;
+    // Every chunk of a stream with include_usage carries `"usage":null`; the last one an object.
+    if let Some((_, v)) = json::find_key(data, &k.usage, 0)
+        && data[v] == b'{'
+    {
+        x.usage_object(&data[v..], parse_usage);
+        if choices_empty(data, &k.choices) {
+            verdict = Verdict::Drop;
+        }
+    }
+    let text = if endpoint == Endpoint::Completions {
+        &k.text
+    } else {
+        &k.content
+    };
+    let chars = json::string_chars(data, text)
+        .or_else(|| json::string_chars(data, &k.arguments))
+        .or_else(|| json::string_chars(data, &k.refusal));
+    x.output_chars += chars.unwrap_or(0);
+    verdict
+}
+
+/// `"choices": []`: the chunk carries no choice, only the usage.
+fn choices_empty(data: &[u8], key: &Finder<'_>) -> bool {
+    json::find_key(data, key, 0).is_some_and(|(_, v)| {
+        data[v] == b'[' && data.get(json::skip_ws(data, v + 1)) == Some(&b']')
+    })
+}
+
+/// One event of a Responses API stream. The type comes from the `event:` field, or from the
+/// data's `type` when a server leaves the field out.
+fn responses_event(ev: &SseEvent<'_>, x: &mut Extract) {
+    let k = &*KEYS;
+    let data = ev.data;
+    let kind: &[u8] = if ev.event.is_empty() {
+        json::find_key(data, &k.kind, 0)
+            .and_then(|(_, v)| json::string_at(data, v))
+            .unwrap_or_default()
+    } else {
+        ev.event
+    };
+    match kind {
+        b"response.completed" | b"response.incomplete" | b"response.failed" => {
+            x.complete = true;
+            if kind == b"response.failed" {
+                x.error_seen = true;
+            }
+            if let Some(usage) = json::last_usage(data, &k.usage_rev, parse_usage) {
+                x.set_usage(usage);
+            }
+            if x.model.is_none()
+                && let Some((_, v)) = json::find_key(data, &k.model, 0)
+            {
+                x.model_at(data, v, "");
+            }
+        }
+        b"error" => x.error_seen = true,
+        b"response.created" | b"response.in_progress" => {
+            if x.model.is_none()
+                && let Some((_, v)) = json::find_key(data, &k.model, 0)
+            {
+                x.model_at(data, v, "");
+            }
+        }
+        // Text, refusal, tool-argument and reasoning-summary deltas; audio deltas are base64.
+        kind if kind.ends_with(b".delta") && kind != b"response.audio.delta" => {
+            x.output_chars += json::string_chars(data, &k.delta).unwrap_or(0);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::Method;
+    use serde_json::{Value, json};
+
+    use super::inspect;
+    use crate::provider::{Endpoint, MEDIA_PART_TOKENS, RequestInfo};
+
+    fn post(rest: &str, body: &str) -> (RequestInfo, Option<Bytes>) {
+        inspect(&Method::POST, rest, None, &Bytes::copy_from_slice(body.as_bytes()))
+    }
+
+    fn parse(body: &[u8]) -> Value {
+        serde_json::from_slice(body).expect("the rewritten body is JSON")
+    }
+
+    #[test]
+    fn endpoints_are_recognised_with_or_without_v1() {
+        let cases = [
+            ("/v1/chat/completions", Endpoint::ChatCompletions),
+            ("/chat/completions", Endpoint::ChatCompletions),
+            ("/v1/chat/completions/", Endpoint::ChatCompletions),
+            ("/v1/responses", Endpoint::Responses),
+            ("/responses", Endpoint::Responses),
+            ("/v1/embeddings", Endpoint::Embeddings),
+            ("/v1/completions", Endpoint::Completions),
+            ("/v1/models", Endpoint::Other),
+            ("/v1/chat/completions/chatcmpl-123", Endpoint::Other),
+            ("/v1/images/generations", Endpoint::Other),
+        ];
+        for (rest, want) in cases {
+            assert_eq!(post(rest, "{}").0.endpoint, want, "{rest}");
+        }
+        let get = inspect(&Method::GET, "/v1/chat/completions", None, &Bytes::new());
+        assert_eq!(get.0.endpoint, Endpoint::Other, "listing stored completions");
+    }
+
+    #[test]
+    fn chat_request_gives_model_stream_and_cap() {
+        let (info, body) = post(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_completion_tokens":256,"max_tokens":999}"#,
+        );
+        assert_eq!(info.model.as_deref(), Some("gpt-4o-mini"));
+        assert!(!info.stream && !info.sse && !info.usage_injected);
+        assert_eq!(info.max_output_tokens, Some(256), "max_completion_tokens wins");
+        assert_eq!(info.prompt_tokens_estimate, 7, "25 characters of text");
+        assert!(body.is_none());
+    }
+
+    #[test]
+    fn chat_max_tokens_is_the_older_spelling() {
+        let (info, _) = post("/v1/chat/completions", r#"{"model":"gpt-4o","messages":[],"max_tokens":100}"#);
+        assert_eq!(info.max_output_tokens, Some(100));
+    }
+
+    #[test]
+    fn several_choices_multiply_the_cap() {
+        let (info, _) = post("/v1/chat/completions", r#"{"model":"gpt-4o","messages":[],"max_tokens":100,"n":3}"#);
+        assert_eq!(info.max_output_tokens, Some(300));
+        let (info, _) = post("/v1/completions", r#"{"model":"gpt-3.5-turbo-instruct","prompt":"x","max_tokens":10,"best_of":4,"n":2}"#);
+        assert_eq!(info.max_output_tokens, Some(40));
+    }
+
+    #[test]
+    fn responses_request_reads_max_output_tokens_and_never_injects() {
+        let (info, body) = post(
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":"Tell me a story","stream":true,"max_output_tokens":500}"#,
+        );
+        assert_eq!(info.endpoint, Endpoint::Responses);
+        assert_eq!(info.model.as_deref(), Some("gpt-4.1"));
+        assert!(info.stream && info.sse);
+        assert_eq!(info.max_output_tokens, Some(500));
+        assert!(!info.usage_injected && body.is_none(), "response.completed always has usage");
+    }
+
+    #[test]
+    fn embeddings_request_counts_text_and_token_arrays() {
+        let (info, _) = post("/v1/embeddings", r#"{"model":"text-embedding-3-small","input":["abcd","efgh"]}"#);
+        assert_eq!(info.model.as_deref(), Some("text-embedding-3-small"));
+        assert_eq!(info.prompt_tokens_estimate, 2);
+        assert_eq!(info.max_output_tokens, None);
+        let (info, _) = post("/v1/embeddings", r#"{"model":"m","input":[[1,2,3],[4,5]]}"#);
+        assert_eq!(info.prompt_tokens_estimate, 5, "one token per number");
+    }
+
+    #[test]
+    fn escaped_model_name_is_decoded() {
+        let (info, _) = post("/v1/chat/completions", r#"{"model":"gpt-4o\u002dmini","messages":[]}"#);
+        assert_eq!(info.model.as_deref(), Some("gpt-4o-mini"));
+    }
+
+    #[test]
+    fn streaming_chat_without_include_usage_gets_it_inserted() {
+        let original = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        let (info, body) = post("/v1/chat/completions", original);
+        assert!(info.stream && info.sse && info.usage_injected);
+        let body = body.expect("rewritten");
+        assert_eq!(
+            &body[..],
+            format!(r#"{{"stream_options":{{"include_usage":true}},{}"#, &original[1..]).as_bytes(),
+            "a textual insert after the opening brace; every other byte kept"
+        );
+        let mut want = parse(original.as_bytes());
+        want["stream_options"] = json!({"include_usage": true});
+        assert_eq!(parse(&body), want);
+    }
+
+    #[test]
+    fn insert_works_with_whitespace_and_a_bom() {
+        let original = "\u{feff}  {\n  \"model\": \"gpt-4o\",\n  \"messages\": [],\n  \"stream\": true\n}\n";
+        let (info, body) = post("/v1/chat/completions", original);
+        assert!(info.usage_injected);
+        let body = body.expect("rewritten");
+        let text = std::str::from_utf8(&body).expect("utf-8");
+        let value: Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).expect("JSON");
+        assert_eq!(value["stream_options"]["include_usage"], json!(true));
+        assert_eq!(value["model"], json!("gpt-4o"));
+    }
+
+    #[test]
+    fn existing_stream_options_are_kept_and_completed() {
+        let original = r#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":{"include_obfuscation":false},"user":"u1"}"#;
+        let (info, body) = post("/v1/chat/completions", original);
+        assert!(info.usage_injected);
+        let body = body.expect("rewritten");
+        let value = parse(&body);
+        assert_eq!(value["stream_options"], json!({"include_obfuscation": false, "include_usage": true}));
+        assert_eq!(value["user"], json!("u1"));
+        let text = std::str::from_utf8(&body).expect("utf-8");
+        assert_eq!(text.matches("stream_options").count(), 1, "no duplicate key");
+        assert!(text.starts_with(r#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":"#));
+        assert!(text.ends_with(r#","user":"u1"}"#), "bytes outside the value are untouched");
+    }
+
+    #[test]
+    fn include_usage_false_is_turned_on_and_marked_injected() {
+        let (info, body) = post(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":{"include_usage":false}}"#,
+        );
+        assert!(info.usage_injected);
+        let value = parse(&body.expect("rewritten"));
+        assert_eq!(value["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn null_stream_options_are_replaced() {
+        let (info, body) = post(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":null}"#,
+        );
+        assert!(info.usage_injected);
+        assert_eq!(parse(&body.expect("rewritten"))["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn include_usage_already_true_is_not_injected_twice() {
+        let (info, body) = post(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
+        );
+        assert!(info.stream && !info.usage_injected);
+        assert!(body.is_none(), "the client asked for usage: its chunk is forwarded");
+    }
+
+    #[test]
+    fn non_streaming_requests_are_not_rewritten() {
+        let (info, body) = post("/v1/chat/completions", r#"{"model":"gpt-4o","messages":[],"stream":false}"#);
+        assert!(!info.stream && !info.usage_injected && body.is_none());
+    }
+
+    #[test]
+    fn legacy_completions_stream_gets_include_usage() {
+        let (info, body) = post("/v1/completions", r#"{"model":"gpt-3.5-turbo-instruct","prompt":"Say this is a test","stream":true,"max_tokens":7}"#);
+        assert_eq!(info.endpoint, Endpoint::Completions);
+        assert!(info.usage_injected);
+        assert_eq!(info.max_output_tokens, Some(7));
+        assert_eq!(parse(&body.expect("rewritten"))["stream_options"], json!({"include_usage": true}));
+    }
+
+    /// A chat request with a `size`-byte base64 PNG screenshot.
+    fn screenshot_request(size: usize, stream: bool) -> String {
+        let base64 = "iVBORw0KGgoAAAANSUhEUgAAB4AAAAQ4CAIAAABnsVYUAAAAA".repeat(size / 50 + 1);
+        format!(
+            r#"{{"model":"gpt-4o","stream":{stream},"messages":[{{"role":"user","content":[{{"type":"text","text":"What is on this screen?"}},{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{base64}","detail":"high"}}}}]}}]}}"#
+        )
+    }
+
+    #[test]
+    fn screenshot_counts_as_one_media_part_and_the_body_is_untouched() {
+        let body = screenshot_request(6 * 1024 * 1024, false);
+        let (info, rewritten) = post("/v1/chat/completions", &body);
+        assert_eq!(info.model.as_deref(), Some("gpt-4o"));
+        assert_eq!(info.prompt_tokens_estimate, MEDIA_PART_TOKENS + 6, "23 characters + 1 image");
+        assert!(rewritten.is_none());
+    }
+
+    #[test]
+    fn streaming_screenshot_request_keeps_every_byte_after_the_insert() {
+        let body = screenshot_request(3 * 1024 * 1024, true);
+        let (info, rewritten) = post("/v1/chat/completions", &body);
+        assert!(info.usage_injected);
+        let rewritten = rewritten.expect("rewritten");
+        let insert = br#""stream_options":{"include_usage":true},"#;
+        assert_eq!(rewritten.len(), body.len() + insert.len());
+        assert!(rewritten[1 + insert.len()..] == body.as_bytes()[1..]);
+    }
+
+    #[test]
+    fn responses_input_image_and_urls_count_as_media() {
+        let body = r#"{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_text","text":"abcdefgh"},{"type":"input_image","image_url":"data:image/jpeg;base64,/9j/4AAQSkZJRg"},{"type":"input_image","image_url":"https://example.com/cat.png"},{"type":"input_file","file_id":"file-abc"}]}]}"#;
+        let (info, _) = post("/v1/responses", body);
+        assert_eq!(info.prompt_tokens_estimate, 2 + 3 * MEDIA_PART_TOKENS);
+    }
+
+    #[test]
+    fn garbage_bodies_never_panic() {
+        let deep_array = "[".repeat(100_000);
+        let deep_object = r#"{"a":"#.repeat(100_000);
+        let cases: Vec<&[u8]> = vec![
+            b"",
+            b"{",
+            b"{not json",
+            b"{\"model\":\"gpt-4o\",\"stream\":true",
+            b"{\"model\":\"unterminated",
+            b"{\"model\":\"gpt-4o\"} trailing",
+            b"{\"model\":\"gpt-4o\",\"stream\":true}}",
+            b"\xff\xfe\x00{",
+            b"[1,2,3]",
+            b"{\"a\":tru}",
+            b"{\"model\":\"\\",
+            deep_array.as_bytes(),
+            deep_object.as_bytes(),
+        ];
+        for body in cases {
+            let (info, rewritten) = inspect(&Method::POST, "/v1/chat/completions", None, &Bytes::copy_from_slice(body));
+            assert_eq!(info.endpoint, Endpoint::ChatCompletions);
+            assert!(info.model.is_none(), "{:?}", String::from_utf8_lossy(&body[..body.len().min(40)]));
+            assert!(rewritten.is_none() && !info.usage_injected);
+        }
+        let (info, _) = post("/v1/audio/transcriptions", "--boundary\r\nContent-Disposition: form-data");
+        assert_eq!(info.endpoint, Endpoint::Other);
+    }
 }

@@ -2,30 +2,58 @@
 //! provider's usage report out of it, and (only when Tollgate injected `include_usage`) removes
 //! the extra usage chunk. Works on bytes as TCP delivered them; keeps bounded state only.
 //!
-//! SPEC (to be implemented):
 //! - `ResponseTap::new(kind, &info, status, &headers)` picks a mode from the request info and the
 //!   response head: JSON (non-streaming, incl. error bodies), SSE (`text/event-stream` or
 //!   info.sse), JSON array (Gemini `streamGenerateContent` without `alt=sse`), or `Opaque` (no
-//!   usage to read, e.g. binary, `Endpoint::Other`). A `Content-Encoding: gzip` (or `deflate`)
-//!   body is decoded on the side (flate2) for parsing while the original bytes are forwarded,
-//!   except when the body must be rewritten: then the decoded bytes are forwarded and
+//!   usage to read, e.g. binary, `Endpoint::Other`, `countTokens`). A `Content-Encoding: gzip`
+//!   (or `deflate`) body is decoded on the side (flate2) for parsing while the original bytes are
+//!   forwarded, except when the body must be rewritten: then the decoded bytes are forwarded and
 //!   `adjust_headers` removes `content-encoding`.
 //! - `push(chunk)` returns the bytes to forward now. Without rewriting it returns the very same
 //!   `Bytes` (no copy). With rewriting (usage_injected) it returns every complete SSE event except
 //!   the injected usage-only chunk (`"choices":[]` with a `usage` object), holding back only an
-//!   unfinished event tail.
+//!   unfinished event tail (at most [`MAX_EVENT_BYTES`](crate::stream::MAX_EVENT_BYTES); a larger
+//!   event is forwarded as it is).
 //! - `finish()` returns what is left to forward at a clean end of body.
 //! - `report()` gives the latest usage report (cumulative for Gemini: the last one wins, never
 //!   summed), the model the answer names, the count of output text characters relayed (for
 //!   estimates), whether an error event/object was seen, and whether the stream reached its
 //!   natural end marker.
-//! - Every internal buffer has a bound (`MAX_EVENT_BYTES`); an oversize event is skipped for
-//!   parsing but still forwarded.
+//! - Every internal buffer has a bound ([`MAX_EVENT_BYTES`](crate::stream::MAX_EVENT_BYTES),
+//!   [`JSON_TAIL_BYTES`]); an oversize
+//!   event is skipped for parsing but still forwarded.
+//!
+//! The mechanics (framing, buffering, decoding, removing an event) live here; what the bytes
+//! mean lives in `openai` and `gemini`, which the tap calls per event, element or body.
+//!
+//! A non-streaming JSON answer is never parsed whole: the tap keeps the first chunk (for
+//! `"model"` and `"error"`, which come first) and the last [`JSON_TAIL_BYTES`] as refcounted
+//! chunks (usage comes last), and at the end finds the last `"usage"` / `"usageMetadata"` key
+//! and deserializes that object alone. A 50 MB embeddings answer costs 64 KiB of retained
+//! chunks.
 
-use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use std::collections::VecDeque;
+use std::io::Write;
 
-use super::{ProviderKind, RequestInfo, Usage};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, StatusCode, header};
+
+use super::{Endpoint, ProviderKind, RequestInfo, Usage, gemini, json, openai};
+use crate::stream::{JsonArrayFramer, SseEvent, SseParser};
+
+/// Bytes kept from the end of a non-streaming JSON answer: where the usage object is.
+pub const JSON_TAIL_BYTES: usize = 64 * 1024;
+/// Bytes kept from the start of a non-streaming JSON answer: where `model` and `error` are.
+const JSON_HEAD_BYTES: usize = 8 * 1024;
+/// A chunk larger than this is not retained by reference (that would pin all of it); the part
+/// the tap needs is copied instead.
+const RETAIN_MAX: usize = 256 * 1024;
+/// A usage object longer than this is ignored (real ones are a few hundred bytes).
+const MAX_USAGE_BYTES: usize = 16 * 1024;
+/// Compressed input is decoded this much at a time, which bounds the decoded bytes per step.
+const DECODE_STEP: usize = 4 * 1024;
+/// Decoding stops past this many decoded bytes (a decompression bomb costs no more).
+const MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What the tap learnt from an answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,9 +71,359 @@ pub struct TapReport {
     pub complete: bool,
 }
 
+/// A provider's reader of one usage object (the object first in the slice, trailing bytes
+/// ignored).
+pub(crate) type UsageParser = fn(&[u8]) -> Option<Usage>;
+
+/// What the per-provider readers learn from an answer; every mode fills the same fields.
+#[derive(Debug, Default)]
+pub(crate) struct Extract {
+    usage: Option<Usage>,
+    /// The latest usage object, not parsed yet: Gemini repeats its cumulative usage on every
+    /// chunk and only the last one counts, so parsing is deferred to `report()`.
+    pending: Vec<u8>,
+    pending_parse: Option<UsageParser>,
+    pub(crate) model: Option<String>,
+    pub(crate) output_chars: u64,
+    pub(crate) error_seen: bool,
+    pub(crate) complete: bool,
+}
+
+impl Extract {
+    /// Remember the usage object that starts at `value[0]` (`value` may run past its end) as
+    /// the latest report; `parse` reads it when the report is asked for.
+    pub(crate) fn usage_object(&mut self, value: &[u8], parse: UsageParser) {
+        let object = if value.len() <= MAX_USAGE_BYTES {
+            value
+        } else {
+            match json::value_end(value, 0) {
+                Some(end) if end <= MAX_USAGE_BYTES => &value[..end],
+                _ => return,
+            }
+        };
+        self.pending.clear();
+        self.pending.extend_from_slice(object);
+        self.pending_parse = Some(parse);
+    }
+
+    /// A usage report parsed already.
+    pub(crate) fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+        self.pending_parse = None;
+    }
+
+    /// The latest report that parses.
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        self.pending_parse
+            .and_then(|parse| parse(&self.pending))
+            .or(self.usage)
+    }
+
+    /// Set the model from the string value at `hay[v]`, unless one is known already.
+    pub(crate) fn model_at(&mut self, hay: &[u8], v: usize, strip: &str) {
+        if self.model.is_some() {
+            return;
+        }
+        if let Some(model) = json::decode_string(hay, v) {
+            let model = model.strip_prefix(strip).map(str::to_owned).unwrap_or(model);
+            if !model.is_empty() {
+                self.model = Some(model);
+            }
+        }
+    }
+}
+
+/// What to do with one SSE event when the body is being rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Keep,
+    /// The usage-only chunk that exists only because Tollgate asked for it.
+    Drop,
+}
+
+/// Which provider reader interprets the answer.
+#[derive(Clone, Copy, Debug)]
+enum Reader {
+    Openai(Endpoint),
+    Gemini(Endpoint),
+}
+
+impl Reader {
+    fn sse_event(self, ev: &SseEvent<'_>, x: &mut Extract) -> Verdict {
+        match self {
+            Reader::Openai(endpoint) => openai::sse_event(endpoint, ev, x),
+            Reader::Gemini(_) => {
+                if gemini::chunk(ev.data, x) {
+                    // Gemini's SSE stream has no end marker: the chunk with a finishReason is
+                    // the last one.
+                    x.complete = true;
+                }
+                Verdict::Keep
+            }
+        }
+    }
+
+    fn array_element(self, element: &[u8], x: &mut Extract) {
+        match self {
+            Reader::Gemini(_) => {
+                gemini::chunk(element, x);
+            }
+            Reader::Openai(_) => {}
+        }
+    }
+
+    fn json_body(self, head: &[u8], tail: &[u8], x: &mut Extract) {
+        match self {
+            Reader::Openai(endpoint) => openai::json_body(endpoint, head, tail, x),
+            Reader::Gemini(endpoint) => gemini::json_body(endpoint, head, tail, x),
+        }
+    }
+}
+
+/// The start and end of a non-streaming JSON answer, as refcounted chunks.
+#[derive(Debug, Default)]
+struct JsonBody {
+    head: Bytes,
+    /// Bytes after the first chunk while the head is shorter than `JSON_HEAD_BYTES`.
+    head_more: Vec<u8>,
+    tail: VecDeque<Bytes>,
+    tail_len: usize,
+    total: u64,
+}
+
+impl JsonBody {
+    fn push(&mut self, chunk: &Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        if self.total == 0 {
+            self.head = if chunk.len() > RETAIN_MAX {
+                Bytes::copy_from_slice(&chunk[..JSON_HEAD_BYTES])
+            } else {
+                chunk.clone()
+            };
+        } else if self.head.len() + self.head_more.len() < JSON_HEAD_BYTES {
+            let need = JSON_HEAD_BYTES - self.head.len() - self.head_more.len();
+            self.head_more
+                .extend_from_slice(&chunk[..need.min(chunk.len())]);
+        }
+        self.total += chunk.len() as u64;
+        let piece = if chunk.len() > RETAIN_MAX {
+            Bytes::copy_from_slice(&chunk[chunk.len() - JSON_TAIL_BYTES..])
+        } else {
+            chunk.clone()
+        };
+        self.tail_len += piece.len();
+        self.tail.push_back(piece);
+        while let Some(front) = self.tail.front() {
+            if self.tail_len - front.len() < JSON_TAIL_BYTES {
+                break;
+            }
+            self.tail_len -= front.len();
+            self.tail.pop_front();
+        }
+    }
+
+    /// Hand the head and tail, each contiguous, to `read`.
+    fn read(&self, read: impl FnOnce(&[u8], &[u8])) {
+        let joined: Vec<u8>;
+        let tail: &[u8] = match self.tail.len() {
+            0 => &[],
+            1 => &self.tail[0],
+            _ => {
+                joined = self.tail.iter().flat_map(|b| b.iter().copied()).collect();
+                &joined
+            }
+        };
+        let whole = self.total == self.tail_len as u64;
+        let head_joined: Vec<u8>;
+        let head: &[u8] = if whole {
+            tail
+        } else if self.head_more.is_empty() {
+            &self.head
+        } else {
+            head_joined = [&self.head[..], &self.head_more[..]].concat();
+            &head_joined
+        };
+        read(&head[..head.len().min(JSON_HEAD_BYTES)], tail);
+    }
+}
+
+/// How the answer is read.
+#[derive(Debug)]
+enum Mode {
+    Json(Box<JsonBody>),
+    Sse(Box<SseParser>),
+    Array(Box<JsonArrayFramer>),
+    Opaque,
+}
+
+/// The side decoder of a compressed answer.
+enum Decoder {
+    Gzip(Box<flate2::write::MultiGzDecoder<Vec<u8>>>),
+    Zlib(Box<flate2::write::ZlibDecoder<Vec<u8>>>),
+    Deflate(Box<flate2::write::DeflateDecoder<Vec<u8>>>),
+    /// `Content-Encoding: deflate`, which servers send both zlib-wrapped (as the RFC says) and
+    /// raw: decided on the first byte.
+    DeflateUndecided,
+    /// The stream did not decode (or decoded past the bound): nothing more is read.
+    Failed,
+}
+
+impl Decoder {
+    /// Decode `input`, handing the decoded bytes out in bounded pieces.
+    fn decode(&mut self, input: &[u8], decoded: &mut u64, mut out: impl FnMut(Bytes)) {
+        if let (Decoder::DeflateUndecided, Some(&first)) = (&*self, input.first()) {
+            // A zlib header: CM = 8 in the low nibble, and the first two bytes a multiple of 31.
+            let zlib = first & 0x0F == 8
+                && input
+                    .get(1)
+                    .is_none_or(|&second| (u16::from(first) << 8 | u16::from(second)) % 31 == 0);
+            *self = if zlib {
+                Decoder::Zlib(Box::new(flate2::write::ZlibDecoder::new(Vec::new())))
+            } else {
+                Decoder::Deflate(Box::new(flate2::write::DeflateDecoder::new(Vec::new())))
+            };
+        }
+        for piece in input.chunks(DECODE_STEP) {
+            let produced = match self {
+                Decoder::Gzip(d) => write_step(&mut **d, piece).map(|()| std::mem::take(d.get_mut())),
+                Decoder::Zlib(d) => write_step(&mut **d, piece).map(|()| std::mem::take(d.get_mut())),
+                Decoder::Deflate(d) => {
+                    write_step(&mut **d, piece).map(|()| std::mem::take(d.get_mut()))
+                }
+                Decoder::DeflateUndecided | Decoder::Failed => return,
+            };
+            match produced {
+                Ok(bytes) => {
+                    *decoded += bytes.len() as u64;
+                    if *decoded > MAX_DECODED_BYTES {
+                        *self = Decoder::Failed;
+                        return;
+                    }
+                    if !bytes.is_empty() {
+                        out(Bytes::from(bytes));
+                    }
+                }
+                Err(_) => {
+                    *self = Decoder::Failed;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The compressed stream ended: whatever the decoder still holds.
+    fn finish(&mut self) -> Option<Bytes> {
+        let rest = match self {
+            Decoder::Gzip(d) => d.try_finish().ok().map(|()| std::mem::take(d.get_mut())),
+            Decoder::Zlib(d) => d.try_finish().ok().map(|()| std::mem::take(d.get_mut())),
+            Decoder::Deflate(d) => d.try_finish().ok().map(|()| std::mem::take(d.get_mut())),
+            Decoder::DeflateUndecided | Decoder::Failed => None,
+        };
+        rest.filter(|r| !r.is_empty()).map(Bytes::from)
+    }
+}
+
+fn write_step(decoder: &mut impl Write, piece: &[u8]) -> std::io::Result<()> {
+    decoder.write_all(piece)?;
+    decoder.flush()
+}
+
+/// Removes events from an SSE stream as it passes: holds back the bytes of the event still
+/// open (as refcounted slices) and forwards everything else, minus the dropped events' bytes.
+#[derive(Debug, Default)]
+struct Rewrite {
+    /// Bytes received and not forwarded yet, starting at stream offset `held_at`.
+    held: Vec<Bytes>,
+    held_at: u64,
+    /// Stream ranges to remove, in order.
+    drops: Vec<(u64, u64)>,
+    /// A dropped event ended with a CR at the end of a chunk: the LF at this offset, if it
+    /// comes, is part of it.
+    drop_lf_at: Option<u64>,
+}
+
+impl Rewrite {
+    /// Take in `chunk` (at stream offset `at`) and return what can be forwarded: the bytes
+    /// before `forward_to`, minus the drops.
+    fn take(&mut self, chunk: Bytes, at: u64, forward_to: u64) -> Bytes {
+        let end = at + chunk.len() as u64;
+        if self.held.is_empty() && self.drops.is_empty() && forward_to == end {
+            self.held_at = end;
+            return chunk;
+        }
+        if !chunk.is_empty() {
+            self.held.push(chunk);
+        }
+        let forward_to = forward_to.max(self.held_at);
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut keep: Vec<Bytes> = Vec::new();
+        let mut pos = self.held_at;
+        for piece in self.held.drain(..) {
+            let piece_end = pos + piece.len() as u64;
+            // The part before `forward_to`, minus drops.
+            let mut from = pos;
+            let fwd_end = piece_end.min(forward_to);
+            for &(d0, d1) in &self.drops {
+                if d1 <= from || d0 >= fwd_end {
+                    continue;
+                }
+                if d0 > from {
+                    out.push(piece.slice((from - pos) as usize..(d0 - pos) as usize));
+                }
+                from = d1.min(fwd_end);
+            }
+            if from < fwd_end {
+                out.push(piece.slice((from - pos) as usize..(fwd_end - pos) as usize));
+            }
+            if piece_end > forward_to {
+                let keep_from = forward_to.max(pos);
+                keep.push(piece.slice((keep_from - pos) as usize..));
+            }
+            pos = piece_end;
+        }
+        self.held = keep;
+        self.held_at = forward_to;
+        self.drops.retain(|&(_, d1)| d1 > forward_to);
+        concat(out)
+    }
+}
+
+fn concat(mut pieces: Vec<Bytes>) -> Bytes {
+    match pieces.len() {
+        0 => Bytes::new(),
+        1 => pieces.pop().unwrap_or_default(),
+        _ => {
+            let mut out = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+            for p in &pieces {
+                out.extend_from_slice(p);
+            }
+            out.freeze()
+        }
+    }
+}
+
 /// Reads usage out of one upstream answer. See the module doc.
 pub struct ResponseTap {
-    _kind: ProviderKind,
+    reader: Reader,
+    mode: Mode,
+    x: Extract,
+    decoder: Option<Decoder>,
+    decoded: u64,
+    /// Set when the injected usage chunk must be removed (SSE, `usage_injected`).
+    rewrite: Option<Rewrite>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for ResponseTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseTap")
+            .field("reader", &self.reader)
+            .field("mode", &self.mode)
+            .field("rewrite", &self.rewrite.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ResponseTap {
@@ -55,25 +433,895 @@ impl ResponseTap {
         status: StatusCode,
         headers: &HeaderMap,
     ) -> ResponseTap {
-        let _ = (info, status, headers);
-        ResponseTap { _kind: kind }
+        let reader = match kind {
+            ProviderKind::Openai => Reader::Openai(info.endpoint),
+            ProviderKind::Gemini => Reader::Gemini(info.endpoint),
+        };
+        let content_type = header_str(headers, header::CONTENT_TYPE);
+        let is_sse = content_type.starts_with("text/event-stream");
+        let is_json = content_type.is_empty() || content_type.contains("json");
+        let success = status.is_success();
+        let (decoder, readable) = match header_str(headers, header::CONTENT_ENCODING).as_str() {
+            "" | "identity" => (None, true),
+            "gzip" | "x-gzip" => (
+                Some(Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
+                    Vec::new(),
+                )))),
+                true,
+            ),
+            "deflate" => (Some(Decoder::DeflateUndecided), true),
+            // br, zstd, …: Tollgate asks for identity, so this is unexpected; forward blind.
+            _ => (None, false),
+        };
+        let mode = if !readable || !info.endpoint.consumes() {
+            Mode::Opaque
+        } else if success && (is_sse || (info.sse && !is_json)) {
+            Mode::Sse(Box::default())
+        } else if success
+            && info.endpoint == Endpoint::StreamGenerateContent
+            && !info.sse
+            && kind == ProviderKind::Gemini
+        {
+            Mode::Array(Box::default())
+        } else if is_json || !success {
+            Mode::Json(Box::default())
+        } else {
+            Mode::Opaque
+        };
+        let rewrite = (info.usage_injected && matches!(mode, Mode::Sse(_))).then(Rewrite::default);
+        let x = Extract {
+            error_seen: status.is_client_error() || status.is_server_error(),
+            ..Extract::default()
+        };
+        ResponseTap {
+            reader,
+            mode,
+            x,
+            decoder: if readable { decoder } else { None },
+            decoded: 0,
+            rewrite,
+            finished: false,
+        }
     }
 
     /// Remove the response headers the tap invalidates (`content-length` when it rewrites the
     /// body, `content-encoding` when it forwards decoded bytes).
     pub fn adjust_headers(&self, headers: &mut HeaderMap) {
-        let _ = headers;
+        if self.rewrite.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
+            if self.decoder.is_some() {
+                headers.remove(header::CONTENT_ENCODING);
+            }
+        }
     }
 
+    /// Read the next chunk of the answer; returns the bytes to forward now.
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
+        if self.finished {
+            return chunk;
+        }
+        let Some(decoder) = self.decoder.as_mut() else {
+            return self.feed(chunk);
+        };
+        let mut out = Vec::new();
+        let mut pieces = Vec::new();
+        decoder.decode(&chunk, &mut self.decoded, |piece| pieces.push(piece));
+        for piece in pieces {
+            out.push(self.feed(piece));
+        }
+        if self.rewrite.is_some() {
+            concat(out)
+        } else {
+            chunk
+        }
+    }
+
+    /// The answer ended cleanly; returns what is left to forward.
+    pub fn finish(&mut self) -> Bytes {
+        if self.finished {
+            return Bytes::new();
+        }
+        let mut out = Vec::new();
+        if let Some(rest) = self.decoder.as_mut().and_then(Decoder::finish) {
+            out.push(self.feed(rest));
+        }
+        self.finished = true;
+        let reader = self.reader;
+        let x = &mut self.x;
+        match &mut self.mode {
+            Mode::Json(body) => {
+                body.read(|head, tail| {
+                    reader.json_body(head, tail, x);
+                    x.complete = tail
+                        .iter()
+                        .rev()
+                        .find(|b| !b.is_ascii_whitespace())
+                        .is_some_and(|&b| b == b'}' || b == b']');
+                });
+                **body = JsonBody::default();
+            }
+            Mode::Sse(parser) => {
+                let end = parser.position();
+                let rewrite = &mut self.rewrite;
+                parser.finish(|ev| {
+                    if reader.sse_event(&ev, x) == Verdict::Drop
+                        && let Some(r) = rewrite.as_mut()
+                    {
+                        r.drops.push((ev.start, ev.end));
+                    }
+                });
+                if let Some(r) = self.rewrite.as_mut() {
+                    out.push(r.take(Bytes::new(), end, end));
+                }
+            }
+            Mode::Array(framer) => x.complete = framer.finish(),
+            Mode::Opaque => x.complete = true,
+        }
+        if self.rewrite.is_some() {
+            concat(out)
+        } else {
+            Bytes::new()
+        }
+    }
+
+    /// What the tap has learnt so far.
+    pub fn report(&self) -> TapReport {
+        TapReport {
+            usage: self.x.usage(),
+            model: self.x.model.clone(),
+            output_chars: self.x.output_chars,
+            error_seen: self.x.error_seen,
+            complete: self.x.complete,
+        }
+    }
+
+    /// Read one (decoded) chunk; returns what to forward when rewriting, else `chunk` itself.
+    fn feed(&mut self, chunk: Bytes) -> Bytes {
+        let reader = self.reader;
+        let x = &mut self.x;
+        match &mut self.mode {
+            Mode::Json(body) => body.push(&chunk),
+            Mode::Array(framer) => {
+                framer.push(&chunk, |element| reader.array_element(element, x));
+                if framer.closed() {
+                    x.complete = true;
+                }
+            }
+            Mode::Sse(parser) => {
+                let Some(r) = self.rewrite.as_mut() else {
+                    parser.push(&chunk, |ev| {
+                        reader.sse_event(&ev, x);
+                    });
+                    return chunk;
+                };
+                let at = parser.position();
+                let end = at + chunk.len() as u64;
+                if let Some(lf) = r.drop_lf_at.take()
+                    && lf == at
+                    && chunk.first() == Some(&b'\n')
+                {
+                    r.drops.push((at, at + 1));
+                }
+                parser.push(&chunk, |ev| {
+                    if reader.sse_event(&ev, x) == Verdict::Drop {
+                        r.drops.push((ev.start, ev.end));
+                    }
+                });
+                if parser.pending_lf() && r.drops.last().is_some_and(|&(_, d1)| d1 == end) {
+                    r.drop_lf_at = Some(end);
+                }
+                let forward_to = parser.hold_from().unwrap_or(end);
+                return r.take(chunk, at, forward_to);
+            }
+            Mode::Opaque => {}
+        }
         chunk
     }
+}
 
-    pub fn finish(&mut self) -> Bytes {
-        Bytes::new()
+/// A header's value, trimmed and lowercased; empty when absent or not text.
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+    use super::{ResponseTap, TapReport};
+    use crate::provider::{Endpoint, ProviderKind, RequestInfo, Usage};
+
+    const SSE: &str = "text/event-stream; charset=utf-8";
+    const JSON: &str = "application/json";
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
     }
 
-    pub fn report(&self) -> TapReport {
-        TapReport::default()
+    fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Option<Usage> {
+        Some(Usage {
+            input_tokens: input,
+            cached_input_tokens: cached,
+            output_tokens: output,
+            reasoning_tokens: reasoning,
+        })
+    }
+
+    /// How the request looked: what the tap is told.
+    #[derive(Clone, Copy)]
+    struct Call {
+        kind: ProviderKind,
+        endpoint: Endpoint,
+        stream: bool,
+        sse: bool,
+        injected: bool,
+        status: u16,
+        content_type: &'static str,
+    }
+
+    const fn call(kind: ProviderKind, endpoint: Endpoint) -> Call {
+        Call {
+            kind,
+            endpoint,
+            stream: false,
+            sse: false,
+            injected: false,
+            status: 200,
+            content_type: JSON,
+        }
+    }
+
+    impl Call {
+        const fn sse(mut self) -> Call {
+            self.stream = true;
+            self.sse = true;
+            self.content_type = SSE;
+            self
+        }
+        const fn array(mut self) -> Call {
+            self.stream = true;
+            self
+        }
+        const fn injected(mut self) -> Call {
+            self.injected = true;
+            self
+        }
+        const fn status(mut self, status: u16) -> Call {
+            self.status = status;
+            self
+        }
+        fn info(&self) -> RequestInfo {
+            RequestInfo {
+                endpoint: self.endpoint,
+                model: None,
+                stream: self.stream,
+                max_output_tokens: None,
+                prompt_tokens_estimate: 0,
+                usage_injected: self.injected,
+                sse: self.sse,
+            }
+        }
+        fn tap(&self, encoding: Option<&str>) -> ResponseTap {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.content_type),
+            );
+            if let Some(e) = encoding {
+                headers.insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_str(e).expect("header"),
+                );
+            }
+            let status = StatusCode::from_u16(self.status).expect("status");
+            ResponseTap::new(self.kind, &self.info(), status, &headers)
+        }
+    }
+
+    const OPENAI: ProviderKind = ProviderKind::Openai;
+    const GEMINI: ProviderKind = ProviderKind::Gemini;
+    const CHAT: Call = call(OPENAI, Endpoint::ChatCompletions);
+    const CHAT_STREAM: Call = CHAT.sse();
+    const RESPONSES: Call = call(OPENAI, Endpoint::Responses);
+    const RESPONSES_STREAM: Call = RESPONSES.sse();
+    const COMPLETIONS: Call = call(OPENAI, Endpoint::Completions);
+    const EMBEDDINGS: Call = call(OPENAI, Endpoint::Embeddings);
+    const GENERATE: Call = call(GEMINI, Endpoint::GenerateContent);
+    const GEMINI_SSE: Call = call(GEMINI, Endpoint::StreamGenerateContent).sse();
+    const GEMINI_ARRAY: Call = call(GEMINI, Endpoint::StreamGenerateContent).array();
+
+    /// What the tap must report.
+    #[derive(Clone, Copy)]
+    struct Expect {
+        usage: Option<Usage>,
+        model: Option<&'static str>,
+        chars: u64,
+        error: bool,
+        complete: bool,
+    }
+
+    fn expect(usage: Option<Usage>, model: Option<&'static str>, chars: u64) -> Expect {
+        Expect {
+            usage,
+            model,
+            chars,
+            error: false,
+            complete: true,
+        }
+    }
+
+    impl Expect {
+        fn error(mut self) -> Expect {
+            self.error = true;
+            self
+        }
+        fn incomplete(mut self) -> Expect {
+            self.complete = false;
+            self
+        }
+        fn assert(&self, report: &TapReport, what: &str) {
+            assert_eq!(report.usage, self.usage, "usage of {what}");
+            assert_eq!(report.model.as_deref(), self.model, "model of {what}");
+            assert_eq!(report.output_chars, self.chars, "output chars of {what}");
+            assert_eq!(report.error_seen, self.error, "error flag of {what}");
+            assert_eq!(report.complete, self.complete, "complete flag of {what}");
+        }
+    }
+
+    /// Ways of cutting the body into chunks.
+    #[derive(Clone, Copy, Debug)]
+    enum Chunking {
+        Whole,
+        Size(usize),
+        SplitAt(usize),
+    }
+
+    fn cut(input: &[u8], chunking: Chunking) -> Vec<Bytes> {
+        let body = Bytes::copy_from_slice(input);
+        match chunking {
+            Chunking::Whole => vec![body],
+            Chunking::Size(n) => (0..input.len())
+                .step_by(n)
+                .map(|i| body.slice(i..(i + n).min(input.len())))
+                .collect(),
+            Chunking::SplitAt(i) => vec![body.slice(..i), body.slice(i..)],
+        }
+    }
+
+    /// Push `input` through a tap; returns the bytes forwarded and the report.
+    fn run(call: &Call, encoding: Option<&str>, input: &[u8], chunking: Chunking) -> (Vec<u8>, TapReport) {
+        let mut tap = call.tap(encoding);
+        let mut forwarded = Vec::with_capacity(input.len());
+        let rewriting = call.injected;
+        for chunk in cut(input, chunking) {
+            let out = tap.push(chunk.clone());
+            if !rewriting {
+                assert!(
+                    out.as_ptr() == chunk.as_ptr() && out.len() == chunk.len(),
+                    "without rewriting, push must return the very chunk it got ({chunking:?})"
+                );
+            }
+            forwarded.extend_from_slice(&out);
+        }
+        forwarded.extend_from_slice(&tap.finish());
+        (forwarded, tap.report())
+    }
+
+    /// The chunkings every body goes through: whole, 1, 3 and 64 bytes, and two pieces split
+    /// at every byte (at a stride for big bodies, to keep debug-mode tests quick).
+    fn chunkings(len: usize, every_split: bool) -> Vec<Chunking> {
+        let mut all = vec![
+            Chunking::Whole,
+            Chunking::Size(1),
+            Chunking::Size(3),
+            Chunking::Size(64),
+        ];
+        let stride = match (every_split, len <= 16 * 1024) {
+            (true, true) => 1,
+            (true, false) => 61,
+            (false, _) => 127,
+        };
+        all.extend((0..=len).step_by(stride).map(Chunking::SplitAt));
+        all
+    }
+
+    fn check_bytes(call: &Call, encoding: Option<&str>, input: &[u8], want_forwarded: &[u8], e: &Expect, what: &str) {
+        check_cuts(call, encoding, input, want_forwarded, e, what, true);
+    }
+
+    fn check_cuts(
+        call: &Call,
+        encoding: Option<&str>,
+        input: &[u8],
+        want_forwarded: &[u8],
+        e: &Expect,
+        what: &str,
+        every_split: bool,
+    ) {
+        for chunking in chunkings(input.len(), every_split) {
+            let (forwarded, report) = run(call, encoding, input, chunking);
+            let what = format!("{what} cut {chunking:?}");
+            assert!(
+                forwarded == want_forwarded,
+                "forwarded bytes of {what} differ: got {} bytes, want {}\n{}",
+                forwarded.len(),
+                want_forwarded.len(),
+                String::from_utf8_lossy(&forwarded)
+            );
+            e.assert(&report, &what);
+        }
+    }
+
+    /// A fixture, cut every way; the bytes forwarded must be the input.
+    fn check(call: Call, name: &str, e: Expect) {
+        let input = fixture(name);
+        check_bytes(&call, None, &input, &input, &e, name);
+    }
+
+    // --- line-end and framing variants of SSE bodies ---
+
+    /// The same stream with every line end normalised to `eol`.
+    fn with_eol(input: &[u8], eol: &str) -> Vec<u8> {
+        let text = String::from_utf8(input.to_vec()).expect("utf-8 fixture");
+        text.replace("\r\n", "\n").replace('\n', eol).into_bytes()
+    }
+
+    /// Keep-alive comments and blank lines between events, and a comment inside each event.
+    fn with_comments(input: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8(with_eol(input, "\n")).expect("utf-8 fixture");
+        let text = text
+            .replace("\n\n", "\n\n: keep-alive\n\n\n")
+            .replace("data: ", ": ping\ndata: ");
+        format!(": OPENROUTER PROCESSING\n\n{text}").into_bytes()
+    }
+
+    fn gzip(input: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(input).expect("gzip");
+        enc.finish().expect("gzip")
+    }
+
+    fn deflate(input: &[u8], zlib: bool) -> Vec<u8> {
+        if zlib {
+            let mut enc =
+                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(input).expect("zlib");
+            enc.finish().expect("zlib")
+        } else {
+            let mut enc =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(input).expect("deflate");
+            enc.finish().expect("deflate")
+        }
+    }
+
+    /// An SSE fixture with LF, CRLF and CR line ends and with comments inserted, each cut
+    /// every way, plus gzip-compressed in chunks.
+    fn check_sse(call: Call, name: &str, e: Expect) {
+        let original = fixture(name);
+        for (label, input, every_split) in [
+            ("LF", with_eol(&original, "\n"), true),
+            ("CRLF", with_eol(&original, "\r\n"), true),
+            ("CR", with_eol(&original, "\r"), false),
+            ("with comments", with_comments(&original), false),
+            ("with comments, CRLF", with_eol(&with_comments(&original), "\r\n"), false),
+        ] {
+            let what = format!("{name} ({label})");
+            check_cuts(&call, None, &input, &input, &e, &what, every_split);
+        }
+        check_gzip(call, &original, &e, name);
+    }
+
+    fn check_gzip(call: Call, input: &[u8], e: &Expect, name: &str) {
+        let compressed = gzip(input);
+        for chunking in [Chunking::Whole, Chunking::Size(1), Chunking::Size(7), Chunking::Size(64)] {
+            let (forwarded, report) = run(&call, Some("gzip"), &compressed, chunking);
+            assert!(forwarded == compressed, "gzip {name} must be forwarded compressed");
+            e.assert(&report, &format!("{name} gzip {chunking:?}"));
+        }
+    }
+
+    // --- OpenAI ---
+
+    #[test]
+    fn chat_json_reads_usage_with_cached_tokens() {
+        let e = expect(usage(1117, 1024, 36, 0), Some("gpt-4o-2024-08-06"), 0);
+        check(CHAT, "openai/chat.json", e);
+    }
+
+    #[test]
+    fn chat_error_body_has_no_usage_and_flags_the_error() {
+        let e = expect(None, None, 0).error();
+        check(CHAT.status(429), "openai/chat_error.json", e);
+    }
+
+    #[test]
+    fn chat_stream_with_usage_reads_the_final_chunk() {
+        let e = expect(usage(12, 0, 10, 0), Some("gpt-4o-mini-2024-07-18"), 34);
+        check_sse(CHAT_STREAM, "openai/chat_stream_usage.sse", e);
+    }
+
+    #[test]
+    fn chat_stream_without_usage_reports_none_but_counts_text() {
+        let e = expect(None, Some("gpt-4o-mini-2024-07-18"), 81);
+        check_sse(CHAT_STREAM, "openai/chat_stream_no_usage.sse", e);
+    }
+
+    #[test]
+    fn chat_stream_error_event_is_flagged_and_not_complete() {
+        let e = expect(None, Some("gpt-4o-mini-2024-07-18"), 23).error().incomplete();
+        check_sse(CHAT_STREAM, "openai/chat_stream_error.sse", e);
+    }
+
+    #[test]
+    fn chat_stream_tool_call_counts_arguments_and_reasoning() {
+        let e = expect(usage(2231, 1920, 219, 192), Some("o4-mini-2025-04-16"), 45);
+        check_sse(CHAT_STREAM, "openai/chat_stream_tool_usage.sse", e);
+    }
+
+    #[test]
+    fn responses_json_takes_the_top_level_usage() {
+        let e = expect(usage(1328, 1152, 27, 0), Some("gpt-4.1-2025-04-14"), 0);
+        check(RESPONSES, "openai/responses.json", e);
+    }
+
+    #[test]
+    fn responses_stream_reads_response_completed() {
+        let e = expect(usage(37, 0, 15, 0), Some("gpt-4.1-mini-2025-04-14"), 74);
+        check_sse(RESPONSES_STREAM, "openai/responses_stream.sse", e);
+    }
+
+    #[test]
+    fn responses_stream_reads_response_incomplete() {
+        let e = expect(usage(24, 0, 16, 10), Some("o4-mini-2025-04-16"), 35);
+        check_sse(RESPONSES_STREAM, "openai/responses_stream_incomplete.sse", e);
+    }
+
+    #[test]
+    fn responses_stream_reads_response_failed_and_flags_it() {
+        let e = expect(usage(412, 384, 3, 0), Some("gpt-4o-2024-08-06"), 11).error();
+        check_sse(RESPONSES_STREAM, "openai/responses_stream_failed.sse", e);
+    }
+
+    #[test]
+    fn embeddings_json_reads_prompt_tokens_only() {
+        let e = expect(usage(8, 0, 0, 0), Some("text-embedding-3-small"), 0);
+        check(EMBEDDINGS, "openai/embeddings.json", e);
+    }
+
+    #[test]
+    fn legacy_completions_json_reads_usage() {
+        let e = expect(usage(5, 0, 12, 0), Some("gpt-3.5-turbo-instruct:20230824-v2"), 0);
+        check(COMPLETIONS, "openai/completions.json", e);
+    }
+
+    #[test]
+    fn legacy_completions_stream_reads_usage() {
+        let e = expect(usage(7, 0, 14, 0), Some("gpt-3.5-turbo-instruct:20230824-v2"), 15);
+        check_sse(COMPLETIONS.sse(), "openai/completions_stream_usage.sse", e);
+    }
+
+    // --- Gemini ---
+
+    #[test]
+    fn gemini_json_counts_thoughts_as_output_and_cached_as_input() {
+        let e = expect(usage(2145, 2048, 589, 531), Some("gemini-2.5-flash"), 0);
+        check(GENERATE, "gemini/generate_content.json", e);
+    }
+
+    #[test]
+    fn gemini_error_body_is_flagged() {
+        let e = expect(None, None, 0).error();
+        check(GENERATE.status(400), "gemini/generate_content_error.json", e);
+    }
+
+    #[test]
+    fn gemini_sse_stream_takes_the_last_cumulative_usage() {
+        let e = expect(usage(9, 0, 659, 612), Some("gemini-2.5-flash"), 258);
+        check_sse(GEMINI_SSE, "gemini/stream_sse.sse", e);
+    }
+
+    #[test]
+    fn gemini_json_array_stream_takes_the_last_cumulative_usage() {
+        let e = expect(usage(11, 0, 22, 0), Some("gemini-2.0-flash"), 67);
+        check(GEMINI_ARRAY, "gemini/stream_array.json", e);
+        let input = fixture("gemini/stream_array.json");
+        check_gzip(GEMINI_ARRAY, &input, &e, "stream_array.json");
+        let lf = with_eol(&input, "\n");
+        check_bytes(&GEMINI_ARRAY, None, &lf, &lf, &e, "stream_array.json LF");
+    }
+
+    #[test]
+    fn gemini_json_array_error_element_is_flagged() {
+        let e = expect(usage(1204, 0, 4, 0), Some("gemini-2.5-pro"), 18).error();
+        check(GEMINI_ARRAY, "gemini/stream_array_error.json", e);
+    }
+
+    #[test]
+    fn gemini_count_tokens_is_not_consumption() {
+        let e = expect(None, None, 0);
+        check(call(GEMINI, Endpoint::CountTokens), "gemini/count_tokens.json", e);
+    }
+
+    #[test]
+    fn gemini_embed_content_without_usage_metadata_reports_none() {
+        let e = expect(None, None, 0);
+        check(call(GEMINI, Endpoint::EmbedContent), "gemini/embed_content.json", e);
+        let call = call(GEMINI, Endpoint::BatchEmbedContents);
+        check(call, "gemini/batch_embed_contents.json", expect(None, None, 0));
+    }
+
+    #[test]
+    fn gemini_embed_content_with_usage_metadata_reads_it() {
+        let body = br#"{"embedding": {"values": [0.1, -0.2]}, "usageMetadata": {"promptTokenCount": 6, "totalTokenCount": 6}}"#;
+        let e = expect(usage(6, 0, 0, 0), None, 0);
+        check_bytes(&call(GEMINI, Endpoint::EmbedContent), None, body, body, &e, "embed with usage");
+    }
+
+    #[test]
+    fn gemini_tool_use_prompt_tokens_count_as_input() {
+        let body = br#"{"candidates": [], "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 20, "toolUsePromptTokenCount": 50, "thoughtsTokenCount": 5, "totalTokenCount": 175}, "modelVersion": "models/gemini-2.5-pro"}"#;
+        let e = expect(usage(150, 0, 25, 5), Some("gemini-2.5-pro"), 0);
+        check_bytes(&GENERATE, None, body, body, &e, "tool use");
+    }
+
+    // --- injection: the usage chunk Tollgate asked for is removed ---
+
+    /// The stream minus exactly its usage-only event (data line and blank line).
+    fn without_usage_event(input: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8(input.to_vec()).expect("utf-8 fixture");
+        let eol = if text.contains("\r\n") { "\r\n" } else if text.contains('\r') { "\r" } else { "\n" };
+        let sep = format!("{eol}{eol}");
+        let events: Vec<&str> = text.split_inclusive(sep.as_str()).collect();
+        let kept: Vec<&str> = events
+            .iter()
+            .copied()
+            .filter(|ev| !(ev.contains("\"choices\":[]") && ev.contains("\"usage\":{")))
+            .collect();
+        assert_eq!(kept.len() + 1, events.len(), "exactly one usage event");
+        kept.concat().into_bytes()
+    }
+
+    fn check_injected(call: Call, name: &str, e: Expect) {
+        let original = fixture(name);
+        for (label, input, every_split) in [
+            ("LF", with_eol(&original, "\n"), true),
+            ("CRLF", with_eol(&original, "\r\n"), true),
+            ("CR", with_eol(&original, "\r"), false),
+        ] {
+            let want = without_usage_event(&input);
+            let what = format!("{name} injected ({label})");
+            check_cuts(&call, None, &input, &want, &e, &what, every_split);
+        }
+        // Comments around it stay: the event runs from its first field line to its blank line.
+        let commented = with_comments(&original);
+        let text = String::from_utf8(commented.clone()).expect("utf-8");
+        let usage_at = text.find("\"choices\":[]").expect("usage event");
+        let start = text[..usage_at].rfind("data: ").expect("data line");
+        let end = usage_at + text[usage_at..].find("\n\n").expect("blank line") + 2;
+        let want = [&commented[..start], &commented[end..]].concat();
+        let what = format!("{name} injected (comments)");
+        check_cuts(&call, None, &commented, &want, &e, &what, false);
+        // Compressed: the decoded stream is forwarded, minus the event.
+        let compressed = gzip(&original);
+        let want = without_usage_event(&original);
+        for chunking in [Chunking::Whole, Chunking::Size(1), Chunking::Size(64)] {
+            let (forwarded, report) = run(&call, Some("gzip"), &compressed, chunking);
+            assert!(forwarded == want, "gzip {name} injected {chunking:?}");
+            e.assert(&report, &format!("{name} injected gzip {chunking:?}"));
+        }
+    }
+
+    #[test]
+    fn injected_usage_chunk_is_removed_from_chat_stream() {
+        let e = expect(usage(12, 0, 10, 0), Some("gpt-4o-mini-2024-07-18"), 34);
+        check_injected(CHAT_STREAM.injected(), "openai/chat_stream_usage.sse", e);
+    }
+
+    #[test]
+    fn injected_usage_chunk_is_removed_from_tool_call_stream() {
+        let e = expect(usage(2231, 1920, 219, 192), Some("o4-mini-2025-04-16"), 45);
+        check_injected(CHAT_STREAM.injected(), "openai/chat_stream_tool_usage.sse", e);
+    }
+
+    #[test]
+    fn injected_usage_chunk_is_removed_from_legacy_completions_stream() {
+        let e = expect(usage(7, 0, 14, 0), Some("gpt-3.5-turbo-instruct:20230824-v2"), 15);
+        check_injected(COMPLETIONS.sse().injected(), "openai/completions_stream_usage.sse", e);
+    }
+
+    #[test]
+    fn injection_holds_back_only_the_unfinished_event() {
+        let mut tap = CHAT_STREAM.injected().tap(None);
+        let first = Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"cho");
+        let out = tap.push(first);
+        assert_eq!(&out[..], b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+        let out = tap.push(Bytes::from_static(b"ices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n: c\n\ndata: [DONE]\n\n"));
+        assert_eq!(&out[..], b": c\n\ndata: [DONE]\n\n");
+        assert!(tap.finish().is_empty());
+        assert_eq!(tap.report().usage, usage(1, 0, 2, 0));
+    }
+
+    #[test]
+    fn injection_forwards_a_stream_cut_mid_event_at_finish() {
+        let mut tap = CHAT_STREAM.injected().tap(None);
+        let out = tap.push(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"abc\"}}]}"));
+        assert!(out.is_empty(), "an unfinished event is held");
+        let rest = tap.finish();
+        assert_eq!(&rest[..], b"data: {\"choices\":[{\"delta\":{\"content\":\"abc\"}}]}");
+        assert_eq!(tap.report().output_chars, 3);
+    }
+
+    #[test]
+    fn injection_removes_content_length_and_decoded_content_encoding() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let tap = CHAT_STREAM.injected().tap(Some("gzip"));
+        tap.adjust_headers(&mut headers);
+        assert!(headers.is_empty());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        CHAT_STREAM.tap(Some("gzip")).adjust_headers(&mut headers);
+        assert_eq!(headers.len(), 1, "without rewriting, headers stay");
+    }
+
+    #[test]
+    fn injection_forwards_an_oversize_event_unchanged() {
+        let mut tap = CHAT_STREAM.injected().tap(None);
+        let big = vec![b'x'; crate::stream::MAX_EVENT_BYTES + 10];
+        let mut input = b"data: ".to_vec();
+        input.extend_from_slice(&big);
+        let mut forwarded = Vec::new();
+        for chunk in input.chunks(64 * 1024) {
+            forwarded.extend_from_slice(&tap.push(Bytes::copy_from_slice(chunk)));
+        }
+        assert!(forwarded.len() >= crate::stream::MAX_EVENT_BYTES, "past the bound, bytes flow");
+        forwarded.extend_from_slice(&tap.push(Bytes::from_static(b"\n\ndata: [DONE]\n\n")));
+        forwarded.extend_from_slice(&tap.finish());
+        input.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+        assert!(forwarded == input);
+        assert!(tap.report().complete);
+    }
+
+    #[test]
+    fn a_usage_chunk_that_is_not_injected_is_forwarded() {
+        let input = fixture("openai/chat_stream_usage.sse");
+        let (forwarded, _) = run(&CHAT_STREAM, None, &input, Chunking::Size(3));
+        assert!(forwarded == input);
+    }
+
+    // --- modes, encodings, bounds ---
+
+    #[test]
+    fn deflate_zlib_and_raw_are_both_read() {
+        let input = fixture("openai/chat_stream_usage.sse");
+        let e = expect(usage(12, 0, 10, 0), Some("gpt-4o-mini-2024-07-18"), 34);
+        for zlib in [true, false] {
+            let compressed = deflate(&input, zlib);
+            for chunking in [Chunking::Whole, Chunking::Size(1), Chunking::Size(5)] {
+                let (forwarded, report) = run(&CHAT_STREAM, Some("deflate"), &compressed, chunking);
+                assert!(forwarded == compressed);
+                e.assert(&report, &format!("deflate zlib={zlib} {chunking:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_json_body_is_read() {
+        let input = fixture("openai/chat.json");
+        let e = expect(usage(1117, 1024, 36, 0), Some("gpt-4o-2024-08-06"), 0);
+        check_gzip(CHAT, &input, &e, "chat.json");
+    }
+
+    #[test]
+    fn corrupt_gzip_is_forwarded_and_reads_nothing() {
+        let input = b"\x1f\x8b\x08\x00garbage-garbage-garbage".to_vec();
+        let (forwarded, report) = run(&CHAT_STREAM, Some("gzip"), &input, Chunking::Size(4));
+        assert!(forwarded == input);
+        assert_eq!(report.usage, None);
+        assert!(!report.complete);
+    }
+
+    #[test]
+    fn unknown_content_encoding_is_forwarded_blind() {
+        let input = fixture("openai/chat.json");
+        let (forwarded, report) = run(&CHAT, Some("br"), &input, Chunking::Whole);
+        assert!(forwarded == input);
+        assert_eq!(report.usage, None);
+    }
+
+    #[test]
+    fn other_endpoints_are_opaque() {
+        let input = fixture("openai/chat.json");
+        let (forwarded, report) = run(&call(OPENAI, Endpoint::Other), None, &input, Chunking::Size(100));
+        assert!(forwarded == input);
+        assert_eq!(report.usage, None);
+        assert!(report.complete);
+    }
+
+    #[test]
+    fn a_huge_json_body_keeps_only_a_bounded_tail() {
+        // A 20 MB embeddings answer in 1 MB chunks: usage still read, memory bounded.
+        let mut body = b"{\"object\":\"list\",\"data\":[{\"embedding\":[".to_vec();
+        while body.len() < 20 * 1024 * 1024 {
+            body.extend_from_slice(b"0.0123456789,");
+        }
+        body.extend_from_slice(b"0.1]}],\"model\":\"text-embedding-3-large\",\"usage\":{\"prompt_tokens\":4000,\"total_tokens\":4000}}");
+        let mut tap = EMBEDDINGS.tap(None);
+        for chunk in body.chunks(1024 * 1024) {
+            tap.push(Bytes::copy_from_slice(chunk));
+            if let super::Mode::Json(json) = &tap.mode {
+                assert!(json.tail_len <= 2 * super::JSON_TAIL_BYTES, "tail stays bounded");
+            }
+        }
+        tap.finish();
+        let report = tap.report();
+        assert_eq!(report.usage, usage(4000, 0, 0, 0));
+        assert_eq!(report.model.as_deref(), Some("text-embedding-3-large"));
+    }
+
+    #[test]
+    fn a_truncated_json_body_is_not_complete() {
+        let input = fixture("openai/chat.json");
+        let cut = &input[..input.len() / 2];
+        let (_, report) = run(&CHAT, None, cut, Chunking::Whole);
+        assert!(!report.complete);
+        assert_eq!(report.usage, None);
+    }
+
+    #[test]
+    fn a_cut_stream_keeps_the_usage_reported_before_the_cut() {
+        // Gemini's cumulative usage: a stream cut after two chunks has the second's totals.
+        let input = fixture("gemini/stream_sse.sse");
+        let text = String::from_utf8(input).expect("utf-8");
+        let cut_at = text.match_indices("data: ").nth(2).map(|(i, _)| i).expect("three events");
+        let mut tap = GEMINI_SSE.tap(None);
+        tap.push(Bytes::copy_from_slice(&text.as_bytes()[..cut_at + 20]));
+        let report = tap.report();
+        assert_eq!(report.usage, usage(9, 0, 33 + 612, 612));
+        assert!(!report.complete, "no finishReason yet");
+    }
+
+    #[test]
+    fn report_before_finish_reads_the_latest_stream_usage() {
+        let input = fixture("openai/chat_stream_usage.sse");
+        let mut tap = CHAT_STREAM.tap(None);
+        tap.push(Bytes::from(input));
+        let report = tap.report();
+        assert_eq!(report.usage, usage(12, 0, 10, 0));
+        assert!(report.complete);
+    }
+
+    #[test]
+    fn sse_content_type_wins_over_the_request() {
+        // A Gemini stream asked without alt=sse but answered as SSE is still read.
+        let input = fixture("gemini/stream_sse.sse");
+        let mut c = GEMINI_ARRAY;
+        c.content_type = "text/event-stream";
+        let e = expect(usage(9, 0, 659, 612), Some("gemini-2.5-flash"), 258);
+        check_bytes(&c, None, &input, &input, &e, "array request, SSE answer");
+    }
+
+    #[test]
+    fn a_streaming_request_answered_with_a_json_error_reads_it_as_json() {
+        let input = fixture("openai/chat_error.json");
+        let mut c = CHAT_STREAM.injected().status(429);
+        c.content_type = JSON;
+        let (forwarded, report) = run(&c, None, &input, Chunking::Size(10));
+        assert!(forwarded == input, "errors pass through unchanged");
+        assert!(report.error_seen);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        c.tap(None).adjust_headers(&mut headers);
+        assert_eq!(headers.len(), 1, "nothing is rewritten, so content-length stays");
     }
 }

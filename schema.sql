@@ -1,0 +1,94 @@
+-- Tollgate's SQLite schema. Applied by the store at every start, so every statement must be
+-- idempotent (CREATE … IF NOT EXISTS). `PRAGMA user_version` is the schema version: a future
+-- change bumps it and adds its migration in store.rs, which refuses a file whose version is
+-- newer than it knows.
+--
+-- Conventions: timestamps are unix milliseconds UTC; money is integer nano-USD (1e-9 USD);
+-- token counts follow one convention for every provider: input includes cached input, output
+-- includes reasoning, total = input + output.
+
+-- One row per proxied call (the contract table).
+CREATE TABLE IF NOT EXISTS token_usage (
+    id                  INTEGER PRIMARY KEY,
+    request_id          TEXT    NOT NULL,
+    ts                  INTEGER NOT NULL,            -- unix ms UTC, when the call was admitted
+    user_id             TEXT    NOT NULL,            -- JWT subject
+    provider            TEXT    NOT NULL,            -- [[providers]] name
+    model               TEXT,                        -- NULL when the request named none
+    endpoint            TEXT    NOT NULL,            -- chat.completions, generateContent, …
+    streamed            INTEGER NOT NULL,            -- 0 / 1
+    status              INTEGER NOT NULL,            -- HTTP status the client received
+    input_tokens        INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    output_tokens       INTEGER NOT NULL,
+    reasoning_tokens    INTEGER NOT NULL,
+    total_tokens        INTEGER NOT NULL,
+    cost_nano_usd       INTEGER,                     -- NULL = the model has no price
+    usage_source        TEXT    NOT NULL CHECK (usage_source IN ('reported', 'estimated', 'none')),
+    latency_ms          INTEGER NOT NULL,
+    ttfb_ms             INTEGER,                     -- NULL when no upstream answer head arrived
+    outcome             TEXT    NOT NULL             -- complete, client_gone, upstream_error, …
+);
+CREATE INDEX IF NOT EXISTS token_usage_user_ts ON token_usage (user_id, ts);
+CREATE INDEX IF NOT EXISTS token_usage_ts ON token_usage (ts);
+CREATE INDEX IF NOT EXISTS token_usage_request_id ON token_usage (request_id);
+
+-- Everyone who has called through Tollgate, plus the operator's settings for them. The writer
+-- creates a user on first sight and moves last_seen_at; the admin API owns the other columns.
+-- A NULL limit means "use the default from gateway.toml".
+CREATE TABLE IF NOT EXISTS users (
+    id                     TEXT    PRIMARY KEY,     -- JWT subject
+    email                  TEXT,                    -- from the first token that carried one
+    name                   TEXT,
+    blocked                INTEGER NOT NULL DEFAULT 0,
+    blocked_reason         TEXT,
+    daily_tokens           INTEGER,
+    monthly_tokens         INTEGER,
+    daily_cost_nano_usd    INTEGER,
+    monthly_cost_nano_usd  INTEGER,
+    requests_per_minute    INTEGER,
+    max_concurrent         INTEGER,
+    created_at             INTEGER NOT NULL,        -- unix ms UTC
+    last_seen_at           INTEGER                  -- unix ms UTC of the latest recorded call
+);
+
+-- Daily rollups of token_usage, written in the same transaction as the rows they sum, so that
+-- they always equal SUM(...) over token_usage grouped the same way. `day` is the calendar day
+-- ('YYYY-MM-DD') of the row's ts in limits.timezone; `model` is '' when the row's model is NULL
+-- (a primary key column must not be NULL for the upsert to find it).
+CREATE TABLE IF NOT EXISTS usage_daily (
+    day                 TEXT    NOT NULL,
+    user_id             TEXT    NOT NULL,
+    provider            TEXT    NOT NULL,
+    model               TEXT    NOT NULL,
+    endpoint            TEXT    NOT NULL,
+    calls               INTEGER NOT NULL DEFAULT 0,
+    errors              INTEGER NOT NULL DEFAULT 0,  -- status >= 400
+    input_tokens        INTEGER NOT NULL DEFAULT 0,
+    cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens       INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens    INTEGER NOT NULL DEFAULT 0,
+    total_tokens        INTEGER NOT NULL DEFAULT 0,
+    cost_nano_usd       INTEGER NOT NULL DEFAULT 0,  -- priced calls only
+    estimated_calls     INTEGER NOT NULL DEFAULT 0,  -- usage_source = 'estimated'
+    unpriced_calls      INTEGER NOT NULL DEFAULT 0,  -- cost_nano_usd IS NULL
+    latency_ms_sum      INTEGER NOT NULL DEFAULT 0,  -- for mean latency: latency_ms_sum / calls
+    PRIMARY KEY (day, user_id, provider, model, endpoint)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_daily_user_day ON usage_daily (user_id, day);
+
+-- Every admin action, written in the same transaction as the action itself.
+CREATE TABLE IF NOT EXISTS admin_audit (
+    id          INTEGER PRIMARY KEY,
+    ts          INTEGER NOT NULL,                    -- unix ms UTC
+    actor       TEXT    NOT NULL,                    -- admin account or JWT subject
+    action      TEXT    NOT NULL,                    -- block, unblock, set_limits, login, …
+    target      TEXT,                                -- usually a user id
+    before_json TEXT,
+    after_json  TEXT,
+    detail      TEXT
+);
+CREATE INDEX IF NOT EXISTS admin_audit_ts ON admin_audit (ts);
+CREATE INDEX IF NOT EXISTS admin_audit_target ON admin_audit (target, ts);
+
+PRAGMA user_version = 1;

@@ -1,0 +1,113 @@
+//! Every response Tollgate writes itself: the one place that maps a refusal or failure to an
+//! HTTP status and a body in the provider's own error shape, so that each SDK raises its usual
+//! exception. Messages are written for the client and never carry a token, a key, or an
+//! upstream body.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::auth::AuthError;
+use crate::provider::ProviderKind;
+
+/// Why Tollgate answered a call itself instead of relaying the upstream's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No provider is mounted at the request's path.
+    #[error("no provider is mounted at this path; use one of the configured prefixes (e.g. /openai/v1, /gemini/v1beta)")]
+    UnknownPrefix,
+    /// The credential is missing or did not verify.
+    #[error("{0}")]
+    Unauthenticated(AuthError),
+    /// The request body is larger than `server.max_request_bytes`.
+    #[error("request body is larger than the gateway's limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    /// The request body could not be read from the client.
+    #[error("the request body could not be read")]
+    BodyRead,
+    /// The upstream could not be reached (connect failure, connect timeout, TLS).
+    #[error("the upstream provider could not be reached")]
+    UpstreamUnreachable,
+    /// The upstream did not answer within `server.response_header_timeout_ms`.
+    #[error("the upstream provider did not answer in time")]
+    UpstreamTimeout,
+    /// The upstream refused the gateway's own provider key (401/403 about Tollgate's key).
+    #[error("the gateway's provider credentials were refused by the upstream; the operator has been told")]
+    UpstreamRejectedKey,
+}
+
+impl GatewayError {
+    /// The status code. Exhaustive on purpose: a new variant must decide who is at fault.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::UnknownPrefix => StatusCode::NOT_FOUND,
+            GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyRead => StatusCode::BAD_REQUEST,
+            GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamRejectedKey => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// OpenAI's `error.type` and `error.code` for this refusal.
+    fn openai_type_code(&self) -> (&'static str, &'static str) {
+        match self {
+            GatewayError::UnknownPrefix => ("invalid_request_error", "unknown_url"),
+            GatewayError::Unauthenticated(_) => ("invalid_request_error", "invalid_api_key"),
+            GatewayError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            GatewayError::BodyRead => ("invalid_request_error", "invalid_body"),
+            GatewayError::UpstreamUnreachable => ("api_error", "upstream_unreachable"),
+            GatewayError::UpstreamTimeout => ("api_error", "upstream_timeout"),
+            GatewayError::UpstreamRejectedKey => ("api_error", "upstream_credentials_refused"),
+        }
+    }
+
+    /// The response for this error in `kind`'s error shape (OpenAI's when no provider matched).
+    pub fn response<B: From<Bytes>>(&self, kind: Option<ProviderKind>) -> Response<B> {
+        let status = self.status();
+        let message = self.to_string();
+        let body = match kind {
+            Some(ProviderKind::Gemini) => gemini_error_body(status, &message),
+            Some(ProviderKind::Openai) | None => {
+                let (ty, code) = self.openai_type_code();
+                openai_error_body(&message, ty, code)
+            }
+        };
+        json_response(status, body)
+    }
+}
+
+/// `{"error":{"message","type","param","code"}}`.
+pub fn openai_error_body(message: &str, ty: &str, code: &str) -> Bytes {
+    let v = serde_json::json!({"error": {"message": message, "type": ty, "param": null, "code": code}});
+    Bytes::from(v.to_string())
+}
+
+/// `{"error":{"code","message","status"}}` with Google's canonical status name.
+pub fn gemini_error_body(status: StatusCode, message: &str) -> Bytes {
+    let v = serde_json::json!({"error": {"code": status.as_u16(), "message": message, "status": google_status(status)}});
+    Bytes::from(v.to_string())
+}
+
+/// Google's canonical error status for an HTTP status.
+fn google_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 413 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        502 | 503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    }
+}
+
+/// A JSON response with the given body.
+pub fn json_response<B: From<Bytes>>(status: StatusCode, body: Bytes) -> Response<B> {
+    let mut resp = Response::new(B::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

@@ -1,0 +1,543 @@
+//! The request path, phase by phase. This is the only module that knows the order of the
+//! phases and calls the others:
+//!
+//! ```text
+//! 1 route         provider by path prefix                         404
+//! 2 authenticate  JWT from Authorization / x-goog-api-key / ?key  401
+//! 3 read          request body, bounded by server.max_request_bytes 413
+//! 4 inspect       endpoint, model, stream flag; include_usage rewrite
+//! 5 prepare       strip credentials and hop-by-hop headers, add the provider key
+//! 6 forward       pooled client; connect failure 502, no head in time 504,
+//!                 upstream refusing Tollgate's own key 502
+//! 7 meter         the answer streams back through MeteredBody; headers go out now
+//! 8 record        at the end of the body (or when the client goes away): usage, price,
+//!                 one row handed to the store writer without waiting
+//! ```
+//!
+//! After phase 7 nothing can change the status code: later failures abort the client's stream
+//! and are recorded as the row's `outcome`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::auth::{self, Caller, Verifier};
+use crate::config::{Config, Provider};
+use crate::error::GatewayError;
+use crate::meter::{BodyEnd, MeteredBody, OnEnd};
+use crate::provider::{self, ProviderKind, RequestInfo, ResponseTap, TapReport, UsageSource};
+use crate::store::{Store, UsageRow};
+
+/// The body Tollgate sends to clients: a metered upstream answer or its own small response.
+pub type ProxyBody = Either<MeteredBody<Incoming, CallEnd>, Full<Bytes>>;
+
+/// The pooled upstream client (HTTPS via rustls, or plain HTTP for local upstreams).
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The header carrying Tollgate's request id on every answer.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-tollgate-request-id");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+
+/// Headers that carry a client credential: never forwarded upstream.
+const CREDENTIAL_HEADERS: [HeaderName; 6] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    X_GOOG_API_KEY,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    header::COOKIE,
+];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones a proxy must recompute.
+const HOP_HEADERS: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// A provider as the proxy uses it: its config and the header that carries its real key.
+struct Route {
+    provider: Provider,
+    key_header: HeaderName,
+    key_value: HeaderValue,
+}
+
+/// Everything the request path shares across calls.
+pub struct Proxy {
+    routes: Vec<Route>,
+    verifier: Verifier,
+    client: UpstreamClient,
+    store: Store,
+    config: Arc<Config>,
+    ids: RequestIds,
+}
+
+/// What the end of a call needs to write its row.
+struct CallCtx {
+    request_id: Arc<str>,
+    started: Instant,
+    ts_ms: i64,
+    kind: Option<ProviderKind>,
+    provider: Option<Arc<str>>,
+    caller: Option<Caller>,
+    info: Option<RequestInfo>,
+}
+
+impl Proxy {
+    pub fn new(config: Arc<Config>, store: Store, client: UpstreamClient) -> Result<Proxy, String> {
+        let verifier = Verifier::new(
+            &config.raw.auth,
+            config.jwt_secret.as_ref(),
+            config.jwt_public_key_pem.as_deref(),
+        )?;
+        let mut routes = Vec::with_capacity(config.providers.len());
+        for p in &config.providers {
+            let (key_header, raw) = match p.kind {
+                ProviderKind::Openai => (header::AUTHORIZATION, format!("Bearer {}", p.api_key.expose())),
+                ProviderKind::Gemini => (X_GOOG_API_KEY, p.api_key.expose().to_string()),
+            };
+            let mut key_value = HeaderValue::from_str(&raw)
+                .map_err(|_| format!("the key in {} is not a valid header value", p.name))?;
+            key_value.set_sensitive(true);
+            routes.push(Route { provider: p.clone(), key_header, key_value });
+        }
+        // Longest prefix first, so `/openai-beta` is not taken by `/openai`.
+        routes.sort_by(|a, b| b.provider.prefix.len().cmp(&a.provider.prefix.len()));
+        Ok(Proxy { routes, verifier, client, store, config, ids: RequestIds::new() })
+    }
+
+    /// Serve one request. Never fails: every error becomes a response in the provider's shape.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+        if req.uri().path() == "/healthz" && req.method() == Method::GET {
+            return Ok(plain(StatusCode::OK, "ok\n"));
+        }
+        let mut ctx = CallCtx {
+            request_id: self.ids.for_request(req.headers()),
+            started: Instant::now(),
+            ts_ms: unix_ms(),
+            kind: None,
+            provider: None,
+            caller: None,
+            info: None,
+        };
+        let request_id = ctx.request_id.clone();
+        let mut resp = match self.proxy(req, &mut ctx).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let resp = e.response::<Full<Bytes>>(ctx.kind);
+                self.record_refusal(&ctx, &e);
+                resp.map(Either::Right)
+            }
+        };
+        let id = HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("invalid"));
+        if !resp.headers().contains_key(X_REQUEST_ID) {
+            resp.headers_mut().insert(X_REQUEST_ID, id.clone());
+        }
+        resp.headers_mut().insert(REQUEST_ID_HEADER, id);
+        Ok(resp)
+    }
+
+    async fn proxy(self: &Arc<Self>, req: Request<Incoming>, ctx: &mut CallCtx) -> Result<Response<ProxyBody>, GatewayError> {
+        let (parts, body) = req.into_parts();
+        // A cheap clone (shared bytes): `rest` and `query` borrow from it while `parts` moves on.
+        let uri = parts.uri.clone();
+
+        // 1 route
+        let (route, rest) = self.route(uri.path()).ok_or(GatewayError::UnknownPrefix)?;
+        let provider = &route.provider;
+        ctx.kind = Some(provider.kind);
+        ctx.provider = Some(provider.name.clone());
+
+        // 2 authenticate
+        let query = uri.query();
+        let caller = {
+            let token = auth::credential(&parts.headers, query)
+                .ok_or(GatewayError::Unauthenticated(auth::AuthError::MissingCredential))?;
+            self.verifier.verify(&token).map_err(GatewayError::Unauthenticated)?
+        };
+        ctx.caller = Some(caller);
+
+        // 3 read the body, bounded
+        let body = read_body(&parts.headers, body, self.config.raw.server.max_request_bytes).await?;
+
+        // 4 inspect
+        let (info, rewritten) = provider::inspect(provider.kind, &parts.method, rest, query, &body);
+        let body = rewritten.unwrap_or(body);
+        ctx.info = Some(info);
+
+        // 5 prepare
+        let upstream_req = prepare(route, parts, rest, body)?;
+
+        // 6 forward
+        let sent = Instant::now();
+        let resp = match tokio::time::timeout(self.config.response_header_timeout(), self.client.request(upstream_req)).await {
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) => {
+                tracing::warn!(request_id = %ctx.request_id, provider = %provider.name, error = %error_chain(&e), "upstream request failed");
+                return Err(GatewayError::UpstreamUnreachable);
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let ttfb_ms = sent.elapsed().as_millis() as u64;
+        let (mut head, upstream_body) = resp.into_parts();
+        if is_key_refusal(provider.kind, head.status) {
+            let detail = error_code(upstream_body).await;
+            tracing::error!(
+                request_id = %ctx.request_id, provider = %provider.name, upstream_status = head.status.as_u16(),
+                upstream_error = %detail,
+                "the upstream refused the gateway's provider key: check {}", self.config.raw.providers.iter().find(|p| p.name.as_str() == &*provider.name).map_or("api_key_env", |p| p.api_key_env.as_str())
+            );
+            return Err(GatewayError::UpstreamRejectedKey);
+        }
+
+        // 7 meter
+        strip_hop_headers(&mut head.headers);
+        let info = ctx.info.as_ref().ok_or(GatewayError::BodyRead)?;
+        let tap = ResponseTap::new(provider.kind, info, head.status, &head.headers);
+        tap.adjust_headers(&mut head.headers);
+        let exact_hint = head.headers.contains_key(header::CONTENT_LENGTH);
+        let end = CallEnd {
+            proxy: Arc::clone(self),
+            request_id: ctx.request_id.clone(),
+            started: ctx.started,
+            ts_ms: ctx.ts_ms,
+            provider: provider.name.clone(),
+            caller: ctx.caller.take(),
+            info: ctx.info.take(),
+            status: head.status.as_u16(),
+            ttfb_ms,
+        };
+        let body = MeteredBody::new(upstream_body, tap, self.config.idle_timeout(), exact_hint, end);
+        Ok(Response::from_parts(head, Either::Left(body)))
+    }
+
+    /// Phase 1: the provider whose prefix the path starts with, and the rest of the path.
+    fn route<'p>(&self, path: &'p str) -> Option<(&Route, &'p str)> {
+        self.routes.iter().find_map(|r| {
+            let rest = path.strip_prefix(r.provider.prefix.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((r, if rest.is_empty() { "/" } else { rest }))
+        })
+    }
+
+    /// A row for a call Tollgate answered itself after it knew who was calling.
+    fn record_refusal(&self, ctx: &CallCtx, e: &GatewayError) {
+        let (Some(caller), Some(provider)) = (&ctx.caller, &ctx.provider) else {
+            tracing::info!(request_id = %ctx.request_id, status = e.status().as_u16(), error = %e, "refused");
+            return;
+        };
+        // A request that reached the upstream but got no answer in time may still be billed:
+        // estimate it. Everything else consumed nothing.
+        let (usage, source) = match (e, &ctx.info) {
+            (GatewayError::UpstreamTimeout, Some(info)) if info.endpoint.consumes() => {
+                (provider::estimate(info, &TapReport::default()), UsageSource::Estimated)
+            }
+            _ => (provider::Usage::default(), UsageSource::None),
+        };
+        let outcome = match e {
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::UpstreamRejectedKey => "upstream_rejected_key",
+            _ => "refused",
+        };
+        self.write_row(RowParts {
+            request_id: &ctx.request_id,
+            ts_ms: ctx.ts_ms,
+            started: ctx.started,
+            caller,
+            provider,
+            info: ctx.info.as_ref(),
+            response_model: None,
+            status: e.status().as_u16(),
+            usage,
+            source,
+            ttfb_ms: None,
+            outcome,
+        });
+    }
+
+    fn write_row(&self, p: RowParts<'_>) {
+        let model = p.response_model.or_else(|| p.info.and_then(|i| i.model.clone()));
+        let cost = if p.usage.total() == 0 {
+            Some(0)
+        } else {
+            let cost = model.as_deref().and_then(|m| self.config.prices.cost_nano_usd(m, &p.usage));
+            if cost.is_none() {
+                tracing::warn!(request_id = %p.request_id, model = model.as_deref().unwrap_or("-"), "no price for this model: cost recorded as NULL");
+            }
+            cost
+        };
+        let latency_ms = p.started.elapsed().as_millis() as u64;
+        let endpoint = p.info.map_or("other", |i| i.endpoint.as_str());
+        tracing::info!(
+            request_id = %p.request_id,
+            user = %p.caller.user_id,
+            provider = %p.provider,
+            model = model.as_deref().unwrap_or("-"),
+            endpoint,
+            status = p.status,
+            outcome = p.outcome,
+            input_tokens = p.usage.input_tokens,
+            output_tokens = p.usage.output_tokens,
+            usage_source = p.source.as_str(),
+            latency_ms,
+            "call"
+        );
+        let row = UsageRow {
+            request_id: p.request_id.to_string(),
+            ts_ms: p.ts_ms,
+            user_id: p.caller.user_id.clone(),
+            user_email: p.caller.email.clone(),
+            user_name: p.caller.name.clone(),
+            provider: p.provider.clone(),
+            model,
+            endpoint,
+            streamed: p.info.is_some_and(|i| i.stream),
+            status: p.status,
+            usage: p.usage,
+            cost_nano_usd: cost,
+            usage_source: p.source,
+            latency_ms,
+            ttfb_ms: p.ttfb_ms,
+            outcome: p.outcome,
+        };
+        if !self.store.record(row) {
+            tracing::error!(request_id = %p.request_id, "usage row dropped: the store queue is full");
+        }
+    }
+}
+
+struct RowParts<'a> {
+    request_id: &'a str,
+    ts_ms: i64,
+    started: Instant,
+    caller: &'a Caller,
+    provider: &'a Arc<str>,
+    info: Option<&'a RequestInfo>,
+    response_model: Option<String>,
+    status: u16,
+    usage: provider::Usage,
+    source: UsageSource,
+    ttfb_ms: Option<u64>,
+    outcome: &'static str,
+}
+
+/// The end of a metered call: prices its usage and hands its row to the store.
+pub struct CallEnd {
+    proxy: Arc<Proxy>,
+    request_id: Arc<str>,
+    started: Instant,
+    ts_ms: i64,
+    provider: Arc<str>,
+    caller: Option<Caller>,
+    info: Option<RequestInfo>,
+    status: u16,
+    ttfb_ms: u64,
+}
+
+impl OnEnd for CallEnd {
+    fn on_end(self, how: BodyEnd, report: TapReport) {
+        let (Some(caller), Some(info)) = (&self.caller, &self.info) else {
+            return;
+        };
+        let success = (200..300).contains(&self.status);
+        let (usage, source) = match report.usage {
+            Some(usage) => (usage, UsageSource::Reported),
+            // The provider bills nothing for an error answer it completed.
+            None if !success && how == BodyEnd::Complete => (provider::Usage::default(), UsageSource::None),
+            None if !info.endpoint.consumes() => (provider::Usage::default(), UsageSource::None),
+            None if success && how == BodyEnd::Complete && !info.stream => {
+                // A complete answer without a usage report: nothing to estimate from the
+                // provider's side, but the call did consume. Estimate it.
+                (provider::estimate(info, &report), UsageSource::Estimated)
+            }
+            None => (provider::estimate(info, &report), UsageSource::Estimated),
+        };
+        let outcome = match how {
+            BodyEnd::Complete if report.error_seen => "stream_error",
+            BodyEnd::Complete if info.stream && !report.complete => "stream_truncated",
+            other => other.as_str(),
+        };
+        self.proxy.write_row(RowParts {
+            request_id: &self.request_id,
+            ts_ms: self.ts_ms,
+            started: self.started,
+            caller,
+            provider: &self.provider,
+            info: Some(info),
+            response_model: report.model,
+            status: self.status,
+            usage,
+            source,
+            ttfb_ms: Some(self.ttfb_ms),
+            outcome,
+        });
+    }
+}
+
+/// Phase 3: the request body, refused past `limit` bytes (413) before or while reading it.
+async fn read_body(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
+        Err(_) => Err(GatewayError::BodyRead),
+    }
+}
+
+/// Phase 5: the upstream request — same method, path under the upstream's base, query without
+/// `key`, end-to-end headers without any client credential, and the provider's real key.
+fn prepare(route: &Route, parts: http::request::Parts, rest: &str, body: Bytes) -> Result<Request<Full<Bytes>>, GatewayError> {
+    let p = &route.provider;
+    let query = parts.uri.query();
+    let stripped = query.and_then(auth::strip_key_param);
+    let query = stripped.as_deref().or(query).filter(|q| !q.is_empty());
+    let mut path_and_query = String::with_capacity(p.upstream_base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    path_and_query.push_str(&p.upstream_base_path);
+    path_and_query.push_str(rest);
+    if let Some(q) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let uri = Uri::builder()
+        .scheme(p.upstream_scheme.clone())
+        .authority(p.upstream_authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| GatewayError::BodyRead)?;
+
+    let mut headers = parts.headers;
+    strip_hop_headers(&mut headers);
+    for name in &CREDENTIAL_HEADERS {
+        headers.remove(name);
+    }
+    headers.remove(header::HOST);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(route.key_header.clone(), route.key_value.clone());
+
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = parts.method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Remove hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_headers(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_HEADERS {
+        headers.remove(name);
+    }
+}
+
+/// An upstream answer that is about Tollgate's own provider key rather than the client's call.
+fn is_key_refusal(kind: ProviderKind, status: StatusCode) -> bool {
+    let _ = kind;
+    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
+}
+
+/// The machine-readable code of an upstream error body (never its message, which can echo key
+/// fragments), read with a bound.
+async fn error_code(body: Incoming) -> String {
+    let collected = tokio::time::timeout(Duration::from_secs(5), Limited::new(body, 64 * 1024).collect()).await;
+    let Ok(Ok(collected)) = collected else {
+        return "unreadable".into();
+    };
+    let v: serde_json::Value = match serde_json::from_slice(&collected.to_bytes()) {
+        Ok(v) => v,
+        Err(_) => return "not json".into(),
+    };
+    let err = &v["error"];
+    let mut parts = Vec::new();
+    for k in ["code", "type", "status"] {
+        match &err[k] {
+            serde_json::Value::String(s) => parts.push(format!("{k}={s}")),
+            serde_json::Value::Number(n) => parts.push(format!("{k}={n}")),
+            _ => {}
+        }
+    }
+    if parts.is_empty() { "no code".into() } else { parts.join(" ") }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Request ids: the client's `x-request-id` when it is sane, else a new one.
+struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let prefix = nanos ^ (u64::from(std::process::id()) << 32);
+        RequestIds { prefix, counter: AtomicU64::new(0) }
+    }
+
+    fn for_request(&self, headers: &HeaderMap) -> Arc<str> {
+        if let Some(v) = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok())
+            && is_sane_request_id(v)
+        {
+            return v.into();
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("tg-{:012x}{:08x}", self.prefix & 0xffff_ffff_ffff, n).into()
+    }
+}
+
+/// 1 to 128 characters from `[A-Za-z0-9._:-]`: safe to log, store and echo.
+fn is_sane_request_id(v: &str) -> bool {
+    (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
