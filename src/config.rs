@@ -230,7 +230,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("tollgate.db"),
             queue_capacity: 65_536,
-            batch_max: 1_024,
+            batch_max: 4_096,
         }
     }
 }

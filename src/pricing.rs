@@ -690,7 +690,10 @@ mod tests {
             ("models/gemini-2.5-pro", "gemini-2.5-pro"),
             ("gemini-2.5-flash-preview-09-2025", "gemini-2.5-flash"),
             ("gemini-2.5-flash-lite", "gemini-2.5-flash-lite"),
-            ("gemini-2.5-flash-preview-tts", "gemini-2.5-flash-preview-tts"),
+            (
+                "gemini-2.5-flash-preview-tts",
+                "gemini-2.5-flash-preview-tts",
+            ),
             ("gemini-2.5-flash-image", "gemini-2.5-flash-image"),
             ("gemini-2.0-flash-001", "gemini-2.0-flash"),
             ("gemini-2.0-flash-lite-001", "gemini-2.0-flash-lite"),

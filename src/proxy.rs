@@ -118,7 +118,7 @@ impl Proxy {
             routes.push(Route { provider: p.clone(), key_header, key_value });
         }
         // Longest prefix first, so `/openai-beta` is not taken by `/openai`.
-        routes.sort_by(|a, b| b.provider.prefix.len().cmp(&a.provider.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.provider.prefix.len()));
         Ok(Proxy { routes, verifier, client, store, config, ids: RequestIds::new() })
     }
 

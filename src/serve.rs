@@ -68,32 +68,36 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
 
 /// Start, then run until SIGTERM or SIGINT, then stop gracefully.
 pub async fn run(config: Config) -> Result<(), BoxError> {
+    // Listen for the signals before accepting anything, so that a SIGTERM arriving right after
+    // start-up still gets a graceful stop rather than the default action.
+    let signal = shutdown_signal()?;
     let running = start(config).await?;
-    shutdown_signal().await;
+    signal.await;
     tracing::info!("shutting down: no new connections; waiting for calls in flight");
     running.shutdown().await;
     tracing::info!("stopped; every usage row is written");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// A future that resolves at the first SIGTERM or SIGINT; the handlers are installed now.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, BoxError> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

@@ -274,7 +274,7 @@ impl Store {
                 dropped_since_last_report = total - before,
                 dropped_total = total,
                 queue_depth = self.queue_depth(),
-                "usage rows dropped: the store writer is not keeping up"
+                "usage rows dropped: the store queue is full or the store is closing"
             );
         }
     }
@@ -1472,10 +1472,12 @@ mod tests {
     }
 
     /// Sustained writer throughput: queue the rows as fast as possible and time until every one
-    /// is committed. 500 users, each batch touching most of them (several rollup keys each): a
-    /// heavier mix than most deployments see. 200,000 rows at batch_max 1,024 (the config
-    /// default) and 4,096 in release builds; 20,000 rows at 1,024 in debug ones so the normal
-    /// suite stays fast. Run: `cargo test --release --lib store -- --nocapture sustained_write_rate`.
+    /// is committed. 500 users, each batch touching most of them with several rollup keys each
+    /// (a heavier mix than most deployments see); request ids shaped like the proxy's own
+    /// (a per-process prefix and a counter, so the request_id index grows at its end). 200,000
+    /// rows at batch_max 1,024 (the config default) and 4,096 in release builds; 20,000 rows at
+    /// 1,024 in debug ones so the normal suite stays fast.
+    /// Run: `cargo test --release --lib store -- --nocapture sustained_write_rate`.
     #[test]
     fn sustained_write_rate() {
         let (rows, batch_sizes): (u64, &[usize]) = if cfg!(debug_assertions) {
@@ -1488,11 +1490,13 @@ mod tests {
             let db = db();
             let batch: Vec<UsageRow> = (0..rows)
                 .map(|n| {
-                    row(
+                    let mut r = row(
                         n,
                         &users[usize::try_from(n % 500).unwrap()],
                         1_790_000_000_000 + i64::try_from(n).unwrap() * 3,
-                    )
+                    );
+                    r.request_id = format!("tg-{:012x}{n:08x}", 0x5eed_cafe_f00d_u64);
+                    r
                 })
                 .collect();
             let (store, writer) = Store::open(

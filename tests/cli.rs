@@ -276,9 +276,6 @@ fn serve_answers_healthz_and_exits_0_on_sigterm() {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    // serve::run registers its SIGTERM handler just after the listener starts accepting; give it
-    // a moment so the signal is not delivered to a process that has no handler yet.
-    std::thread::sleep(Duration::from_millis(200));
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -1,6 +1,7 @@
 //! Calls that end early still produce exactly one row: the provider's last usage report when
 //! there was one, otherwise an estimate flagged `usage_source = 'estimated'`. An upstream cut
 //! makes the client's stream fail visibly; a client that goes away stops the upstream call.
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the test's failure report")]
 
 mod common;
 

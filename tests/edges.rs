@@ -1,6 +1,7 @@
 //! The edges of the request path: body and header limits, upstream failures and timeouts, an
 //! upstream refusing the gateway's own key. Each answer is in the provider's error shape and
 //! each call after authentication leaves a row.
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the test's failure report")]
 
 mod common;
 

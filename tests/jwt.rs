@@ -1,5 +1,6 @@
 //! JWT attacks end to end: every forged, expired, misdirected or garbage credential gets 401 in
 //! the provider's error shape, and the upstream is never contacted.
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the test's failure report")]
 
 mod common;
 

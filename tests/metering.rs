@@ -2,6 +2,7 @@
 //! fake upstream exactly as the provider sends it — split at every byte boundary (for one
 //! fixture of each framing), in pieces of 1, 3 and 64 bytes and whole, with LF and CRLF, with
 //! comments and keep-alives, gzip-compressed — and each call's row is checked exactly.
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the test's failure report")]
 
 mod common;
 

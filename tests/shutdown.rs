@@ -1,5 +1,6 @@
 //! Graceful stop of the real binary: with calls in flight, SIGTERM stops new connections, lets
 //! the calls finish, flushes every row and exits 0.
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the test's failure report")]
 
 mod common;
 

@@ -2,6 +2,10 @@
 //! (so tests control exactly where the bytes split), and Tollgate started in-process on
 //! 127.0.0.1:0 against it with a real SQLite file in a temp dir.
 #![allow(dead_code)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the test's failure report"
+)]
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
