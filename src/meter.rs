@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -78,6 +78,10 @@ pin_project! {
         // bytes unchanged).
         exact_hint: bool,
         on_end: Option<F>,
+        // A frame that must follow data already returned: trailers, or the error that ended
+        // the upstream body.
+        stashed: Option<Result<Frame<Bytes>, MeterError>>,
+        // The upstream body has ended (cleanly or not): nothing more is polled from it.
         done: bool,
     }
 
@@ -108,6 +112,7 @@ where
             idle_after,
             exact_hint,
             on_end: Some(on_end),
+            stashed: None,
             done: false,
         }
     }
@@ -119,14 +124,44 @@ fn end<F: OnEnd>(on_end: &mut Option<F>, how: BodyEnd, tap: &ResponseTap) {
     }
 }
 
-fn concat(a: Bytes, b: Bytes) -> Bytes {
-    if a.is_empty() {
-        return b;
+/// Most bytes merged into one frame for the client.
+const MERGE_LIMIT: usize = 64 * 1024;
+
+/// Data for the client, built from one or more tap outputs without copying the common case of
+/// a single one.
+struct Merge {
+    first: Bytes,
+    more: Option<BytesMut>,
+}
+
+impl Merge {
+    fn len(&self) -> usize {
+        self.more.as_ref().map_or(self.first.len(), BytesMut::len)
     }
-    let mut v = bytes::BytesMut::with_capacity(a.len() + b.len());
-    v.extend_from_slice(&a);
-    v.extend_from_slice(&b);
-    v.freeze()
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, next: Bytes) {
+        if next.is_empty() {
+            return;
+        }
+        if self.first.is_empty() && self.more.is_none() {
+            self.first = next;
+            return;
+        }
+        let more = self.more.get_or_insert_with(|| {
+            let mut m = BytesMut::with_capacity((self.first.len() + next.len()).max(8 * 1024));
+            m.extend_from_slice(&self.first);
+            m
+        });
+        more.extend_from_slice(&next);
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.more.map_or(self.first, BytesMut::freeze)
+    }
 }
 
 impl<B, F> Body for MeteredBody<B, F>
@@ -143,36 +178,26 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, MeterError>>> {
         let mut this = self.project();
+        if let Some(stashed) = this.stashed.take() {
+            return Poll::Ready(Some(stashed));
+        }
         if *this.done {
             return Poll::Ready(None);
         }
-        loop {
+
+        // Wait for the first bytes to forward.
+        let mut out = loop {
             match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    this.idle
-                        .as_mut()
-                        .reset(Instant::now() + *this.idle_after);
+                    this.idle.as_mut().reset(Instant::now() + *this.idle_after);
                     match frame.into_data() {
                         Ok(data) => {
-                            let mut out = this.tap.push(data);
-                            if this.inner.is_end_stream() {
-                                // hyper stops polling a body once it has written the length it
-                                // announced, so the end must be seen here, not at `None`.
-                                *this.done = true;
-                                let tail = this.tap.finish();
-                                end(this.on_end, BodyEnd::Complete, this.tap);
-                                if !tail.is_empty() {
-                                    out = concat(out, tail);
-                                }
-                                if out.is_empty() {
-                                    return Poll::Ready(None);
-                                }
-                            } else if out.is_empty() {
-                                // Everything was held back (an unfinished event) or dropped
-                                // (the injected usage chunk): nothing to send yet.
-                                continue;
+                            let out = Merge { first: this.tap.push(data), more: None };
+                            if this.inner.is_end_stream() || !out.is_empty() {
+                                break out;
                             }
-                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                            // Everything was held back (an unfinished event) or dropped (the
+                            // injected usage chunk): nothing to send yet.
                         }
                         Err(frame) => return Poll::Ready(Some(Ok(frame))),
                     }
@@ -186,10 +211,7 @@ where
                     *this.done = true;
                     let tail = this.tap.finish();
                     end(this.on_end, BodyEnd::Complete, this.tap);
-                    if tail.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                    return Poll::Ready((!tail.is_empty()).then(|| Ok(Frame::data(tail))));
                 }
                 Poll::Pending => {
                     ready!(this.idle.as_mut().poll(cx));
@@ -198,11 +220,54 @@ where
                     return Poll::Ready(Some(Err(MeterError::Idle(*this.idle_after))));
                 }
             }
+        };
+
+        // Merge what the upstream body already has ready, so that the client gets one write
+        // instead of one per upstream frame. Nothing here waits: the first `Pending` ends it.
+        loop {
+            if this.inner.is_end_stream() {
+                // hyper stops polling a body once it has written the length it announced, so
+                // the end must be seen here, not only at `None`.
+                *this.done = true;
+                out.push(this.tap.finish());
+                end(this.on_end, BodyEnd::Complete, this.tap);
+                break;
+            }
+            if out.len() >= MERGE_LIMIT {
+                break;
+            }
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => out.push(this.tap.push(data)),
+                    Err(trailers) => {
+                        *this.stashed = Some(Ok(trailers));
+                        break;
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    *this.done = true;
+                    end(this.on_end, BodyEnd::UpstreamError, this.tap);
+                    *this.stashed = Some(Err(MeterError::Upstream(e.into())));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    *this.done = true;
+                    out.push(this.tap.finish());
+                    end(this.on_end, BodyEnd::Complete, this.tap);
+                    break;
+                }
+                Poll::Pending => break,
+            }
         }
+        let out = out.into_bytes();
+        if out.is_empty() {
+            return Poll::Ready(this.stashed.take());
+        }
+        Poll::Ready(Some(Ok(Frame::data(out))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.stashed.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -211,5 +276,174 @@ where
         } else {
             SizeHint::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use http::{HeaderMap, HeaderValue, StatusCode};
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::provider::{Endpoint, ProviderKind, RequestInfo, Usage};
+
+    /// One step of a scripted upstream body.
+    enum Step {
+        Data(&'static str),
+        Pending,
+        Fail,
+    }
+
+    /// An upstream body that plays a script; `Pending` wakes itself so the next poll goes on.
+    struct Scripted(VecDeque<Step>);
+
+    impl Body for Scripted {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            match self.0.pop_front() {
+                None => Poll::Ready(None),
+                Some(Step::Data(d)) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(d.as_bytes()))))),
+                Some(Step::Fail) => Poll::Ready(Some(Err(std::io::Error::other("reset")))),
+                Some(Step::Pending) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    const E1: &str = "data: {\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n";
+    const E2: &str = "data: {\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" there\"}}]}\n\n";
+    const USAGE: &str = "data: {\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    type Ends = Arc<Mutex<Vec<(BodyEnd, TapReport)>>>;
+
+    fn metered(script: Vec<Step>, idle: Duration) -> (MeteredBody<Scripted, impl OnEnd>, Ends) {
+        let info = RequestInfo {
+            endpoint: Endpoint::ChatCompletions,
+            model: Some("gpt-4o-mini".into()),
+            stream: true,
+            max_output_tokens: None,
+            prompt_tokens_estimate: 5,
+            usage_injected: false,
+            sse: true,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        let tap = ResponseTap::new(ProviderKind::Openai, &info, StatusCode::OK, &headers);
+        let ends: Ends = Arc::default();
+        let sink = Arc::clone(&ends);
+        let body = MeteredBody::new(Scripted(script.into()), tap, idle, false, move |how, report| {
+            sink.lock().unwrap().push((how, report));
+        });
+        (body, ends)
+    }
+
+    async fn frames<B: Body<Data = Bytes> + Unpin>(body: &mut B) -> (Vec<String>, bool) {
+        let mut out = Vec::new();
+        loop {
+            match body.frame().await {
+                None => return (out, false),
+                Some(Err(_)) => return (out, true),
+                Some(Ok(f)) => out.push(String::from_utf8(f.into_data().unwrap().to_vec()).unwrap()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_ready_together_reach_the_client_as_one_write_and_the_end_is_reported_once() {
+        let (body, ends) = metered(vec![Step::Data(E1), Step::Data(E2), Step::Data(USAGE), Step::Data(DONE)], Duration::from_secs(5));
+        let mut body = Box::pin(body);
+        let (got, failed) = frames(&mut body).await;
+        assert!(!failed);
+        assert_eq!(got, [format!("{E1}{E2}{USAGE}{DONE}")], "ready frames are merged");
+        drop(body);
+        let ends = ends.lock().unwrap();
+        assert_eq!(ends.len(), 1, "exactly one end, not a second one on drop");
+        assert_eq!(ends[0].0, BodyEnd::Complete);
+        assert_eq!(ends[0].1.usage, Some(Usage { input_tokens: 5, cached_input_tokens: 0, output_tokens: 2, reasoning_tokens: 0 }));
+    }
+
+    #[tokio::test]
+    async fn a_frame_is_forwarded_before_the_next_one_arrives() {
+        let (body, ends) = metered(vec![Step::Data(E1), Step::Pending, Step::Data(E2), Step::Pending, Step::Data(DONE)], Duration::from_secs(5));
+        let mut body = Box::pin(body);
+        let (got, failed) = frames(&mut body).await;
+        assert!(!failed);
+        assert_eq!(got, [E1, E2, DONE], "nothing waits for the next chunk");
+        assert_eq!(ends.lock().unwrap()[0].0, BodyEnd::Complete);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_failure_delivers_what_came_then_fails_the_client() {
+        let (body, ends) = metered(vec![Step::Data(E1), Step::Data(E2), Step::Fail], Duration::from_secs(5));
+        let mut body = Box::pin(body);
+        let (got, failed) = frames(&mut body).await;
+        assert_eq!(got, [format!("{E1}{E2}")]);
+        assert!(failed, "the client's stream ends in an error, never cleanly");
+        let ends = ends.lock().unwrap();
+        assert_eq!(ends.len(), 1);
+        assert_eq!(ends[0].0, BodyEnd::UpstreamError);
+        assert!(ends[0].1.output_chars >= 8, "the relayed text is counted for the estimate");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_is_reported_on_drop() {
+        let (body, ends) = metered(vec![Step::Data(E1), Step::Pending, Step::Data(E2)], Duration::from_secs(5));
+        let mut body = Box::pin(body);
+        assert!(body.frame().await.is_some());
+        assert!(ends.lock().unwrap().is_empty());
+        drop(body);
+        let ends = ends.lock().unwrap();
+        assert_eq!(ends.len(), 1);
+        assert_eq!(ends[0].0, BodyEnd::ClientGone);
+    }
+
+    /// An upstream body that sends one frame and then never again.
+    struct Stalls(bool);
+
+    impl Body for Stalls {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            if std::mem::replace(&mut self.0, true) {
+                Poll::Pending
+            } else {
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(E1.as_bytes())))))
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_past_the_idle_timeout_fails_the_client() {
+        let info = RequestInfo {
+            endpoint: Endpoint::ChatCompletions,
+            model: None,
+            stream: true,
+            max_output_tokens: None,
+            prompt_tokens_estimate: 1,
+            usage_injected: false,
+            sse: true,
+        };
+        let tap = ResponseTap::new(ProviderKind::Openai, &info, StatusCode::OK, &HeaderMap::new());
+        let ends: Ends = Arc::default();
+        let sink = Arc::clone(&ends);
+        let mut body = Box::pin(MeteredBody::new(Stalls(false), tap, Duration::from_secs(30), false, move |how, report| {
+            sink.lock().unwrap().push((how, report));
+        }));
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.unwrap().is_err(), "the idle timeout ends the stream with an error");
+        assert_eq!(ends.lock().unwrap()[0].0, BodyEnd::IdleTimeout);
     }
 }
