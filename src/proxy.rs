@@ -39,7 +39,11 @@ use crate::provider::{self, ProviderKind, RequestInfo, ResponseTap, TapReport, U
 use crate::store::{Store, UsageRow};
 
 /// The body Tollgate sends to clients: a metered upstream answer or its own small response.
-pub type ProxyBody = Either<MeteredBody<Incoming, CallEnd>, Full<Bytes>>;
+pub type ProxyBody = Either<MeteredBody<UpstreamBody, CallEnd>, Full<Bytes>>;
+
+/// An upstream answer's body: streamed as it comes, or (for a small error body Tollgate had to
+/// read before deciding what to answer) already in memory.
+pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
 /// The pooled upstream client (HTTPS via rustls, or plain HTTP for local upstreams).
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -196,15 +200,7 @@ impl Proxy {
         };
         let ttfb_ms = sent.elapsed().as_millis() as u64;
         let (mut head, upstream_body) = resp.into_parts();
-        if is_key_refusal(provider.kind, head.status) {
-            let detail = error_code(upstream_body).await;
-            tracing::error!(
-                request_id = %ctx.request_id, provider = %provider.name, upstream_status = head.status.as_u16(),
-                upstream_error = %detail,
-                "the upstream refused the gateway's provider key: check {}", self.config.raw.providers.iter().find(|p| p.name.as_str() == &*provider.name).map_or("api_key_env", |p| p.api_key_env.as_str())
-            );
-            return Err(GatewayError::UpstreamRejectedKey);
-        }
+        let upstream_body = self.screen_key_refusal(provider, &ctx.request_id, &head, upstream_body).await?;
 
         // 7 meter
         strip_hop_headers(&mut head.headers);
@@ -225,6 +221,51 @@ impl Proxy {
         };
         let body = MeteredBody::new(upstream_body, tap, self.config.idle_timeout(), exact_hint, end);
         Ok(Response::from_parts(head, Either::Left(body)))
+    }
+
+    /// An upstream refusing Tollgate's own key is not the client's business, and its body can
+    /// echo key fragments: OpenAI and Gemini answer 401/403, Gemini also 400 with reason
+    /// `API_KEY_INVALID`. Those become a 502 of Tollgate's own and an error in the operator's
+    /// log (with the provider's error code, never its message). Every other answer passes on.
+    async fn screen_key_refusal(
+        &self,
+        provider: &Provider,
+        request_id: &str,
+        head: &http::response::Parts,
+        body: Incoming,
+    ) -> Result<UpstreamBody, GatewayError> {
+        const SMALL: u64 = 64 * 1024;
+        let status = head.status;
+        let gemini_400 = provider.kind == ProviderKind::Gemini
+            && status == StatusCode::BAD_REQUEST
+            && http_body::Body::size_hint(&body).upper().is_some_and(|n| n <= SMALL);
+        if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN && !gemini_400 {
+            return Ok(Either::Left(body));
+        }
+        let read = tokio::time::timeout(Duration::from_secs(5), Limited::new(body, SMALL as usize).collect()).await;
+        let bytes = match read {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            _ if gemini_400 => return Err(GatewayError::UpstreamUnreachable),
+            _ => Bytes::new(),
+        };
+        if gemini_400 && memchr::memmem::find(&bytes, b"API_KEY_INVALID").is_none() {
+            return Ok(Either::Right(Full::new(bytes)));
+        }
+        let env = self
+            .config
+            .raw
+            .providers
+            .iter()
+            .find(|p| p.name.as_str() == &*provider.name)
+            .map_or("the provider's api_key_env", |p| p.api_key_env.as_str());
+        tracing::error!(
+            request_id,
+            provider = %provider.name,
+            upstream_status = status.as_u16(),
+            upstream_error = %error_code(&bytes),
+            "the upstream refused the gateway's provider key: check {env}"
+        );
+        Err(GatewayError::UpstreamRejectedKey)
     }
 
     /// Phase 1: the provider whose prefix the path starts with, and the rest of the path.
@@ -462,22 +503,11 @@ fn strip_hop_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// An upstream answer that is about Tollgate's own provider key rather than the client's call.
-fn is_key_refusal(kind: ProviderKind, status: StatusCode) -> bool {
-    let _ = kind;
-    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
-}
-
 /// The machine-readable code of an upstream error body (never its message, which can echo key
-/// fragments), read with a bound.
-async fn error_code(body: Incoming) -> String {
-    let collected = tokio::time::timeout(Duration::from_secs(5), Limited::new(body, 64 * 1024).collect()).await;
-    let Ok(Ok(collected)) = collected else {
+/// fragments).
+fn error_code(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
         return "unreadable".into();
-    };
-    let v: serde_json::Value = match serde_json::from_slice(&collected.to_bytes()) {
-        Ok(v) => v,
-        Err(_) => return "not json".into(),
     };
     let err = &v["error"];
     let mut parts = Vec::new();
@@ -487,6 +517,9 @@ async fn error_code(body: Incoming) -> String {
             serde_json::Value::Number(n) => parts.push(format!("{k}={n}")),
             _ => {}
         }
+    }
+    if let Some(reason) = err["details"].as_array().and_then(|d| d.iter().find_map(|x| x["reason"].as_str())) {
+        parts.push(format!("reason={reason}"));
     }
     if parts.is_empty() { "no code".into() } else { parts.join(" ") }
 }

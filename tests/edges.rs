@@ -150,9 +150,23 @@ async fn upstream_refusing_the_gateway_key_is_502_without_its_body() {
     assert_eq!(resp.status(), 502);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["status"], "UNAVAILABLE");
+
+    // Gemini reports a bad key as 400 with reason API_KEY_INVALID.
+    h.mock.push(Reply::json(400, r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}}]}}"#));
+    let resp = h
+        .client
+        .post(h.url("/gemini/v1beta/models/gemini-2.5-flash:generateContent"))
+        .header("x-goog-api-key", &jwt)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("API key not valid"), "{text}");
     h.stop().await;
     let rows = h.rows();
-    assert_eq!(rows.iter().map(|r| (r.status, r.outcome.as_str())).collect::<Vec<_>>(), [(502, "upstream_rejected_key"), (502, "upstream_rejected_key")]);
+    assert_eq!(rows.iter().map(|r| (r.status, r.outcome.as_str())).collect::<Vec<_>>(), [(502, "upstream_rejected_key"); 3]);
 }
 
 #[tokio::test]

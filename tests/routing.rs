@@ -172,3 +172,26 @@ async fn a_sane_client_request_id_is_kept_and_stored_and_a_bad_one_replaced() {
     let ids: Vec<String> = h.rows().into_iter().map(|r| r.request_id).collect();
     assert_eq!(ids, ["support-ticket-42".to_string(), generated]);
 }
+
+#[tokio::test]
+async fn http2_clients_are_served_streams_included() {
+    let mut h = Harness::start().await;
+    h.mock.push(Reply::json(200, CHAT_JSON));
+    h.mock.push(Reply::sse(fixture("openai/chat_stream_usage.sse")).split_every(100));
+    let jwt = h.token("h2");
+    let client = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let resp = client.post(h.url("/openai/v1/chat/completions")).bearer_auth(&jwt).body(r#"{"model":"gpt-4o-mini","messages":[]}"#).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.text().await.unwrap(), CHAT_JSON);
+    let resp = client
+        .post(h.url("/openai/v1/chat/completions"))
+        .bearer_auth(&jwt)
+        .body(r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_all(resp).await.unwrap(), fixture("openai/chat_stream_usage.sse"));
+    h.stop().await;
+    let rows = h.rows();
+    assert_eq!(rows.iter().map(|r| (r.usage_source.as_str(), r.streamed, r.outcome.as_str())).collect::<Vec<_>>(), [("reported", false, "complete"), ("reported", true, "complete")]);
+}
