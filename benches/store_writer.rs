@@ -179,12 +179,12 @@ fn bench_writer(bencher: Bencher<'_, '_>, batch_max: usize) {
         });
 }
 
-#[divan::bench(sample_count = 5, sample_size = 1)]
+#[divan::bench(sample_count = 3, sample_size = 1)]
 fn batch_4096(bencher: Bencher<'_, '_>) {
     bench_writer(bencher, 4096);
 }
 
-#[divan::bench(sample_count = 5, sample_size = 1)]
+#[divan::bench(sample_count = 3, sample_size = 1)]
 fn batch_1024(bencher: Bencher<'_, '_>) {
     bench_writer(bencher, 1024);
 }

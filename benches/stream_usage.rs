@@ -103,8 +103,8 @@ static GEMINI_SSE_STREAM: LazyLock<Bytes> = LazyLock::new(|| {
 static GEMINI_ARRAY_STREAM: LazyLock<Bytes> = LazyLock::new(|| {
     let inner = GEMINI_ARRAY.strip_prefix(b"[").unwrap();
     let inner = inner.trim_ascii_end().strip_suffix(b"]").unwrap();
-    // Elements are separated by a line holding only a comma.
-    let sep: &[u8] = b"\n,\n";
+    // Elements are separated by a line holding only a comma (CRLF line ends).
+    let sep: &[u8] = b"\r\n,\r\n";
     let mut elements: Vec<&[u8]> = split_after(inner, sep);
     for e in &mut elements {
         *e = e.strip_suffix(sep).unwrap_or(e);
@@ -116,7 +116,7 @@ static GEMINI_ARRAY_STREAM: LazyLock<Bytes> = LazyLock::new(|| {
         body.extend_from_slice(sep);
     }
     let mut tail = elements[2].trim_ascii_end().to_vec();
-    tail.extend_from_slice(b"\n]");
+    tail.extend_from_slice(b"\r\n]");
     grow(b"[", &body, &tail)
 });
 

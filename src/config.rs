@@ -188,18 +188,34 @@ impl AuthConfig {
     }
 }
 
-/// `[limits]`: per-user defaults (enforced from the limits issue on).
+/// `[limits]`: per-user defaults, each of which an operator may override per user (see
+/// `quota`). A call is refused once the user's recorded usage plus what their in-flight calls
+/// reserved has reached a limit.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Tokens (input + output) a user may spend per calendar day, unless overridden per user.
+    /// 0 refuses every call.
     pub daily_tokens: u64,
     /// Tokens a user may spend per calendar month, unless overridden per user.
     pub monthly_tokens: u64,
-    /// Calls a user may start per minute.
+    /// Calls a user may start per minute (at least 1; up to this many at once, then one every
+    /// 60/n seconds).
     pub requests_per_minute: u32,
     /// IANA time zone of the day and month windows (and of the daily rollups).
     pub timezone: String,
+    /// Optional budget per user and calendar day in USD, counting priced calls only. Unset = none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily_cost_usd: Option<f64>,
+    /// Optional budget per user and calendar month in USD. Unset = none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_cost_usd: Option<f64>,
+    /// Optional cap on one user's calls in flight at once (at least 1). Unset = none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    /// Output tokens a call is assumed to produce, for its reservation, when the request sets no
+    /// `max_tokens` / `maxOutputTokens` of its own.
+    pub default_max_output_tokens: u64,
 }
 
 impl Default for LimitsConfig {
@@ -209,8 +225,72 @@ impl Default for LimitsConfig {
             monthly_tokens: 1_000_000,
             requests_per_minute: 60,
             timezone: "UTC".into(),
+            daily_cost_usd: None,
+            monthly_cost_usd: None,
+            max_concurrent: None,
+            default_max_output_tokens: 4_096,
         }
     }
+}
+
+/// Largest cost budget accepted, in USD: far above any real budget, and its nano-USD fits the
+/// store's signed 64-bit integers.
+pub const MAX_COST_USD: f64 = 1e9;
+
+/// USD → integer nano-USD (rounded to the nearest), for budgets. `None` for a negative, NaN,
+/// infinite or larger-than-[`MAX_COST_USD`] amount.
+pub fn usd_to_nano_usd(usd: f64) -> Option<u64> {
+    if !usd.is_finite() || !(0.0..=MAX_COST_USD).contains(&usd) {
+        return None;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "checked above: 0 <= usd * 1e9 <= 1e18 < u64::MAX"
+    )]
+    Some((usd * 1e9).round() as u64)
+}
+
+impl LimitsConfig {
+    /// `daily_cost_usd` in nano-USD (valid once [`Config::from_raw`] accepted it).
+    pub fn daily_cost_nano_usd(&self) -> Option<u64> {
+        self.daily_cost_usd.and_then(usd_to_nano_usd)
+    }
+    /// `monthly_cost_usd` in nano-USD.
+    pub fn monthly_cost_nano_usd(&self) -> Option<u64> {
+        self.monthly_cost_usd.and_then(usd_to_nano_usd)
+    }
+}
+
+fn validate_limits(limits: &LimitsConfig) -> Result<(), ConfigError> {
+    if limits.requests_per_minute == 0 {
+        return Err(invalid(
+            "limits.requests_per_minute",
+            "must be at least 1 (block a user to stop all of their calls)",
+        ));
+    }
+    if limits.max_concurrent == Some(0) {
+        return Err(invalid(
+            "limits.max_concurrent",
+            "must be at least 1 when set (remove the key for no cap)",
+        ));
+    }
+    for (key, value) in [
+        ("limits.daily_cost_usd", limits.daily_cost_usd),
+        ("limits.monthly_cost_usd", limits.monthly_cost_usd),
+    ] {
+        if let Some(usd) = value
+            && usd_to_nano_usd(usd).is_none()
+        {
+            return Err(invalid(
+                key,
+                format!(
+                    "must be an amount in USD between 0 and {MAX_COST_USD:e} (remove the key for no budget)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `[store]`: where usage rows go.
@@ -652,6 +732,7 @@ impl Config {
         crate::auth::Verifier::build(auth, jwt_secret.as_ref(), jwt_public_key_pem.as_deref())
             .map_err(|(key, message)| invalid(key, message))?;
 
+        validate_limits(&raw.limits)?;
         let timezone = jiff::tz::TimeZone::get(&raw.limits.timezone)
             .map_err(|e| invalid("limits.timezone", format!("unknown IANA time zone: {e}")))?;
         let prices = PriceTable::new(&raw.pricing)

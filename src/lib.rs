@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod config;
 pub mod pricing;
+pub mod quota;
 pub mod provider;
 pub mod store;
 pub mod stream;

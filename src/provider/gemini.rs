@@ -70,7 +70,8 @@ pub fn wants_sse(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
         q.split('&').any(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            matches!(key, "alt" | "$alt" | "%24alt") && value.to_ascii_lowercase().starts_with("sse")
+            matches!(key, "alt" | "$alt" | "%24alt")
+                && value.to_ascii_lowercase().starts_with("sse")
         })
     })
 }
@@ -132,7 +133,6 @@ struct Keys {
     usage: Finder<'static>,
     usage_rev: FinderRev<'static>,
     model: Finder<'static>,
-    model_rev: FinderRev<'static>,
     text: Finder<'static>,
     finish_reason: Finder<'static>,
 }
@@ -141,7 +141,6 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
     usage: Finder::new(b"\"usageMetadata\""),
     usage_rev: FinderRev::new(b"\"usageMetadata\""),
     model: Finder::new(b"\"modelVersion\""),
-    model_rev: FinderRev::new(b"\"modelVersion\""),
     text: Finder::new(b"\"text\""),
     finish_reason: Finder::new(b"\"finishReason\""),
 });
@@ -149,43 +148,35 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
 /// `modelVersion` is sometimes `models/gemini-…`; the report names the bare model.
 const MODEL_PREFIX: &str = "models/";
 
-/// `usageMetadata` as the API sends it (camelCase; snake_case accepted too).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireUsage {
-    #[serde(alias = "prompt_token_count")]
-    prompt_token_count: Option<u64>,
-    #[serde(alias = "candidates_token_count")]
-    candidates_token_count: Option<u64>,
-    #[serde(alias = "cached_content_token_count")]
-    cached_content_token_count: Option<u64>,
-    #[serde(alias = "thoughts_token_count")]
-    thoughts_token_count: Option<u64>,
-    #[serde(alias = "tool_use_prompt_token_count")]
-    tool_use_prompt_token_count: Option<u64>,
-    #[serde(alias = "total_token_count")]
-    total_token_count: Option<u64>,
-}
-
 /// Map the `usageMetadata` object at the start of `object` to [`Usage`]:
 /// input = `promptTokenCount + toolUsePromptTokenCount`, output = `candidatesTokenCount +
 /// thoughtsTokenCount`, cached input = `cachedContentTokenCount`, reasoning =
 /// `thoughtsTokenCount`. Missing fields are 0; an object with neither `promptTokenCount` nor
 /// `totalTokenCount` is not a usage report.
 pub(crate) fn parse_usage(object: &[u8]) -> Option<Usage> {
-    let mut de = serde_json::Deserializer::from_slice(object);
-    let wire = WireUsage::deserialize(&mut de).ok()?;
-    if wire.prompt_token_count.is_none() && wire.total_token_count.is_none() {
+    let (mut prompt, mut total) = (None, None);
+    let (mut candidates, mut cached, mut thoughts, mut tool_use) = (0u64, 0, 0u64, 0u64);
+    json::object_numbers(object, |parent, key, n| {
+        if !parent.is_empty() {
+            return;
+        }
+        match key {
+            b"promptTokenCount" | b"prompt_token_count" => prompt = Some(n),
+            b"candidatesTokenCount" | b"candidates_token_count" => candidates = n,
+            b"cachedContentTokenCount" | b"cached_content_token_count" => cached = n,
+            b"thoughtsTokenCount" | b"thoughts_token_count" => thoughts = n,
+            b"toolUsePromptTokenCount" | b"tool_use_prompt_token_count" => tool_use = n,
+            b"totalTokenCount" | b"total_token_count" => total = Some(n),
+            _ => {}
+        }
+    })?;
+    if prompt.is_none() && total.is_none() {
         return None;
     }
-    let thoughts = wire.thoughts_token_count.unwrap_or(0);
     Some(Usage {
-        input_tokens: wire
-            .prompt_token_count
-            .unwrap_or(0)
-            .saturating_add(wire.tool_use_prompt_token_count.unwrap_or(0)),
-        cached_input_tokens: wire.cached_content_token_count.unwrap_or(0),
-        output_tokens: wire.candidates_token_count.unwrap_or(0).saturating_add(thoughts),
+        input_tokens: prompt.unwrap_or(0).saturating_add(tool_use),
+        cached_input_tokens: cached,
+        output_tokens: candidates.saturating_add(thoughts),
         reasoning_tokens: thoughts,
     })
 }
@@ -199,18 +190,24 @@ pub(crate) fn chunk(data: &[u8], x: &mut Extract) -> bool {
         return false;
     }
     let k = &*KEYS;
-    x.output_chars += json::string_chars(data, &k.text).unwrap_or(0);
-    if let Some((_, v)) = json::find_key(data, &k.usage, 0)
-        && data[v] == b'{'
-    {
-        x.usage_object(&data[v..], parse_usage);
-    }
+    // A chunk is `candidates`, then `usageMetadata`, `modelVersion`, `responseId`: text and
+    // finishReason are searched for only before the usage, the model only after it.
+    let usage = json::find_key(data, &k.usage, 0);
+    let (candidates, rest) = match usage {
+        Some((at, v)) if data[v] == b'{' => {
+            x.usage_object(&data[v..], parse_usage);
+            (&data[..at], at)
+        }
+        Some((at, _)) => (&data[..at], at),
+        None => (data, 0),
+    };
+    x.output_chars += json::string_chars(candidates, &k.text).unwrap_or(0);
     if x.model.is_none()
-        && let Some((_, v)) = json::find_key(data, &k.model, 0)
+        && let Some((_, v)) = json::find_key(data, &k.model, rest)
     {
         x.model_at(data, v, MODEL_PREFIX);
     }
-    json::find_key(data, &k.finish_reason, 0).is_some()
+    json::find_key(candidates, &k.finish_reason, 0).is_some()
 }
 
 /// A non-streaming answer (or error body), given its first and last bytes.
@@ -219,12 +216,15 @@ pub(crate) fn json_body(endpoint: Endpoint, head: &[u8], tail: &[u8], x: &mut Ex
     if json::first_key_is(head, b"error") {
         x.error_seen = true;
     }
+    let mut usage_at = 0;
     if endpoint != Endpoint::CountTokens
-        && let Some(usage) = json::last_usage(tail, &k.usage_rev, parse_usage)
+        && let Some((at, usage)) = json::last_usage(tail, &k.usage, &k.usage_rev, parse_usage)
     {
         x.set_usage(usage);
+        usage_at = at;
     }
-    let found = json::rfind_key(tail, &k.model_rev, tail.len())
+    // `modelVersion` follows `usageMetadata`.
+    let found = json::find_key(tail, &k.model, usage_at)
         .map(|(_, v)| (tail, v))
         .or_else(|| json::find_key(head, &k.model, 0).map(|(_, v)| (head, v)));
     if let Some((hay, v)) = found {
@@ -241,20 +241,57 @@ mod tests {
     use crate::provider::{Endpoint, MEDIA_PART_TOKENS, RequestInfo};
 
     fn post(rest: &str, query: Option<&str>, body: &str) -> (RequestInfo, Option<Bytes>) {
-        inspect(&Method::POST, rest, query, &Bytes::copy_from_slice(body.as_bytes()))
+        inspect(
+            &Method::POST,
+            rest,
+            query,
+            &Bytes::copy_from_slice(body.as_bytes()),
+        )
     }
 
     #[test]
     fn endpoint_and_model_come_from_the_path() {
         let cases = [
-            ("/v1beta/models/gemini-2.5-flash:generateContent", Endpoint::GenerateContent, Some("gemini-2.5-flash")),
-            ("/v1/models/gemini-2.0-flash:streamGenerateContent", Endpoint::StreamGenerateContent, Some("gemini-2.0-flash")),
-            ("/v1beta/models/gemini-2.5-pro:countTokens", Endpoint::CountTokens, Some("gemini-2.5-pro")),
-            ("/v1beta/models/text-embedding-004:embedContent", Endpoint::EmbedContent, Some("text-embedding-004")),
-            ("/v1beta/models/gemini-embedding-001:batchEmbedContents", Endpoint::BatchEmbedContents, Some("gemini-embedding-001")),
-            ("/v1beta/tunedModels/my-model-7x2k:generateContent", Endpoint::GenerateContent, Some("tunedModels/my-model-7x2k")),
-            ("/v1beta/models/gemini-2.5-flash%3AgenerateContent", Endpoint::GenerateContent, Some("gemini-2.5-flash")),
-            ("/v1beta/models/gemini-2.5-flash:batchGenerateContent", Endpoint::Other, Some("gemini-2.5-flash")),
+            (
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                Endpoint::GenerateContent,
+                Some("gemini-2.5-flash"),
+            ),
+            (
+                "/v1/models/gemini-2.0-flash:streamGenerateContent",
+                Endpoint::StreamGenerateContent,
+                Some("gemini-2.0-flash"),
+            ),
+            (
+                "/v1beta/models/gemini-2.5-pro:countTokens",
+                Endpoint::CountTokens,
+                Some("gemini-2.5-pro"),
+            ),
+            (
+                "/v1beta/models/text-embedding-004:embedContent",
+                Endpoint::EmbedContent,
+                Some("text-embedding-004"),
+            ),
+            (
+                "/v1beta/models/gemini-embedding-001:batchEmbedContents",
+                Endpoint::BatchEmbedContents,
+                Some("gemini-embedding-001"),
+            ),
+            (
+                "/v1beta/tunedModels/my-model-7x2k:generateContent",
+                Endpoint::GenerateContent,
+                Some("tunedModels/my-model-7x2k"),
+            ),
+            (
+                "/v1beta/models/gemini-2.5-flash%3AgenerateContent",
+                Endpoint::GenerateContent,
+                Some("gemini-2.5-flash"),
+            ),
+            (
+                "/v1beta/models/gemini-2.5-flash:batchGenerateContent",
+                Endpoint::Other,
+                Some("gemini-2.5-flash"),
+            ),
             ("/v1beta/models", Endpoint::Other, None),
             ("/v1beta/models/gemini-2.5-flash", Endpoint::Other, None),
             ("/v1beta/cachedContents", Endpoint::Other, None),
@@ -265,7 +302,10 @@ mod tests {
             let (got, got_model) = endpoint(&Method::POST, rest);
             assert_eq!((got, got_model.as_deref()), (want, model), "{rest}");
         }
-        let (got, _) = endpoint(&Method::GET, "/v1beta/models/gemini-2.5-flash:generateContent");
+        let (got, _) = endpoint(
+            &Method::GET,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+        );
         assert_eq!(got, Endpoint::Other);
     }
 
@@ -282,15 +322,26 @@ mod tests {
         let (info, _) = post(rest, Some("alt=sse"), "{}");
         assert!(info.stream && info.sse);
         let (info, _) = post(rest, None, "{}");
-        assert!(info.stream && !info.sse, "without alt=sse the answer is a JSON array");
-        let (info, _) = post("/v1beta/models/gemini-2.5-flash:generateContent", Some("alt=sse"), "{}");
+        assert!(
+            info.stream && !info.sse,
+            "without alt=sse the answer is a JSON array"
+        );
+        let (info, _) = post(
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            Some("alt=sse"),
+            "{}",
+        );
         assert!(!info.stream && !info.sse);
     }
 
     #[test]
     fn generation_config_gives_the_output_cap() {
         let body = r#"{"contents":[{"role":"user","parts":[{"text":"Explain how AI works in a few words"}]}],"generationConfig":{"temperature":0.2,"maxOutputTokens":800,"thinkingConfig":{"thinkingBudget":0}}}"#;
-        let (info, rewritten) = post("/v1beta/models/gemini-2.5-flash:generateContent", None, body);
+        let (info, rewritten) = post(
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            None,
+            body,
+        );
         assert_eq!(info.model.as_deref(), Some("gemini-2.5-flash"));
         assert_eq!(info.max_output_tokens, Some(800));
         assert_eq!(info.prompt_tokens_estimate, 9, "35 characters");
@@ -299,7 +350,8 @@ mod tests {
 
     #[test]
     fn snake_case_config_and_candidate_count() {
-        let body = r#"{"contents":[],"generation_config":{"max_output_tokens":100,"candidate_count":2}}"#;
+        let body =
+            r#"{"contents":[],"generation_config":{"max_output_tokens":100,"candidate_count":2}}"#;
         let (info, _) = post("/v1/models/gemini-2.0-flash:generateContent", None, body);
         assert_eq!(info.max_output_tokens, Some(200));
     }
@@ -310,11 +362,21 @@ mod tests {
         let body = format!(
             r#"{{"contents":[{{"role":"user","parts":[{{"inlineData":{{"mimeType":"image/png","data":"{data}"}}}},{{"text":"Describe this"}}]}}]}}"#
         );
-        let (info, rewritten) = post("/v1beta/models/gemini-2.5-flash:streamGenerateContent", Some("alt=sse"), &body);
+        let (info, rewritten) = post(
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+            Some("alt=sse"),
+            &body,
+        );
         assert_eq!(info.prompt_tokens_estimate, MEDIA_PART_TOKENS + 4);
         assert!(rewritten.is_none(), "Gemini bodies are never rewritten");
-        let snake = format!(r#"{{"contents":[{{"parts":[{{"inline_data":{{"mime_type":"image/png","data":"{data}"}}}},{{"file_data":{{"file_uri":"https://generativelanguage.googleapis.com/v1beta/files/abc"}}}}]}}]}}"#);
-        let (info, _) = post("/v1beta/models/gemini-2.5-flash:generateContent", None, &snake);
+        let snake = format!(
+            r#"{{"contents":[{{"parts":[{{"inline_data":{{"mime_type":"image/png","data":"{data}"}}}},{{"file_data":{{"file_uri":"https://generativelanguage.googleapis.com/v1beta/files/abc"}}}}]}}]}}"#
+        );
+        let (info, _) = post(
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            None,
+            &snake,
+        );
         assert_eq!(info.prompt_tokens_estimate, 2 * MEDIA_PART_TOKENS);
     }
 
@@ -329,10 +391,25 @@ mod tests {
 
     #[test]
     fn garbage_bodies_never_panic() {
-        for body in ["", "{", "{\"contents\": [", "null", "{\"generationConfig\": 5}", "{\"generationConfig\":{\"maxOutputTokens\":-1}}"] {
-            let (info, rewritten) = post("/v1beta/models/gemini-2.5-flash:generateContent", None, body);
+        for body in [
+            "",
+            "{",
+            "{\"contents\": [",
+            "null",
+            "{\"generationConfig\": 5}",
+            "{\"generationConfig\":{\"maxOutputTokens\":-1}}",
+        ] {
+            let (info, rewritten) = post(
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                None,
+                body,
+            );
             assert_eq!(info.endpoint, Endpoint::GenerateContent);
-            assert_eq!(info.model.as_deref(), Some("gemini-2.5-flash"), "the path still names it");
+            assert_eq!(
+                info.model.as_deref(),
+                Some("gemini-2.5-flash"),
+                "the path still names it"
+            );
             assert_eq!(info.max_output_tokens, None);
             assert!(rewritten.is_none());
         }

@@ -12,7 +12,6 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 use memchr::memmem::{Finder, FinderRev};
-use serde::Deserialize;
 
 use super::json;
 use super::tap::{Extract, Verdict};
@@ -99,7 +98,10 @@ pub fn inspect(
         _ => None,
     };
     // Each of `n` choices (and each of `best_of` candidates) is capped separately.
-    let choices = number(N).unwrap_or(1).max(number(BEST_OF).unwrap_or(1)).max(1);
+    let choices = number(N)
+        .unwrap_or(1)
+        .max(number(BEST_OF).unwrap_or(1))
+        .max(1);
     info.max_output_tokens = cap.map(|c| c.saturating_mul(choices));
 
     let mut rewritten = None;
@@ -179,34 +181,6 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
     kind: Finder::new(b"\"type\""),
 });
 
-/// A usage object as OpenAI sends it: chat and legacy completions and embeddings use
-/// `prompt_tokens`/`completion_tokens`, the Responses API `input_tokens`/`output_tokens`.
-#[derive(Deserialize)]
-struct WireUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    prompt_tokens_details: Option<WireDetails>,
-    completion_tokens_details: Option<WireDetails>,
-    input_tokens_details: Option<WireDetails>,
-    output_tokens_details: Option<WireDetails>,
-}
-
-#[derive(Deserialize)]
-struct WireDetails {
-    cached_tokens: Option<u64>,
-    reasoning_tokens: Option<u64>,
-}
-
-fn cached(details: Option<WireDetails>) -> u64 {
-    details.and_then(|d| d.cached_tokens).unwrap_or(0)
-}
-
-fn reasoning(details: Option<WireDetails>) -> u64 {
-    details.and_then(|d| d.reasoning_tokens).unwrap_or(0)
-}
-
 /// Map the usage object at the start of `object` (trailing bytes are ignored) to [`Usage`]:
 ///
 /// | column | chat / completions / embeddings | Responses |
@@ -219,21 +193,38 @@ fn reasoning(details: Option<WireDetails>) -> u64 {
 /// Missing fields are 0 (embeddings report only `prompt_tokens`). An object with neither
 /// `prompt_tokens` nor `input_tokens` is not a usage report.
 pub(crate) fn parse_usage(object: &[u8]) -> Option<Usage> {
-    let mut de = serde_json::Deserializer::from_slice(object);
-    let wire = WireUsage::deserialize(&mut de).ok()?;
-    if let Some(input) = wire.input_tokens {
-        return Some(Usage {
-            input_tokens: input,
-            cached_input_tokens: cached(wire.input_tokens_details),
-            output_tokens: wire.output_tokens.unwrap_or(0),
-            reasoning_tokens: reasoning(wire.output_tokens_details),
-        });
-    }
+    let (mut prompt, mut completion, mut input, mut output) = (None, None, None, None);
+    let (mut cached, mut reasoning) = (0, 0);
+    json::object_numbers(object, |parent, key, n| {
+        if parent.is_empty() {
+            match key {
+                b"prompt_tokens" => prompt = Some(n),
+                b"completion_tokens" => completion = Some(n),
+                b"input_tokens" => input = Some(n),
+                b"output_tokens" => output = Some(n),
+                _ => {}
+            }
+        } else if key == b"cached_tokens" {
+            // `prompt_tokens_details` / `input_tokens_details`.
+            if parent.starts_with(b"prompt") || parent.starts_with(b"input") {
+                cached = n;
+            }
+        } else if key == b"reasoning_tokens"
+            && (parent.starts_with(b"completion") || parent.starts_with(b"output"))
+        {
+            reasoning = n;
+        }
+    })?;
+    let (input, output) = match (input, prompt) {
+        (Some(input), _) => (input, output),
+        (None, Some(prompt)) => (prompt, completion),
+        (None, None) => return None,
+    };
     Some(Usage {
-        input_tokens: wire.prompt_tokens?,
-        cached_input_tokens: cached(wire.prompt_tokens_details),
-        output_tokens: wire.completion_tokens.unwrap_or(0),
-        reasoning_tokens: reasoning(wire.completion_tokens_details),
+        input_tokens: input,
+        cached_input_tokens: cached,
+        output_tokens: output.unwrap_or(0),
+        reasoning_tokens: reasoning,
     })
 }
 
@@ -250,11 +241,16 @@ pub(crate) fn json_body(endpoint: Endpoint, head: &[u8], tail: &[u8], x: &mut Ex
         // A Responses object with `"status": "failed"` carries a non-null `error`.
         x.error_seen = true;
     }
-    if let Some(usage) = json::last_usage(tail, &k.usage_rev, parse_usage) {
-        x.set_usage(usage);
-    }
-    // Embeddings put `model` after the (huge) data, everything else near the top.
-    let from_tail = || json::rfind_key(tail, &k.model_rev, tail.len());
+    let usage_at = match json::last_usage(tail, &k.usage, &k.usage_rev, parse_usage) {
+        Some((at, usage)) => {
+            x.set_usage(usage);
+            at
+        }
+        None => tail.len(),
+    };
+    // Embeddings put `model` just before `usage`, after the (huge) data; everything else puts
+    // it near the top.
+    let from_tail = || json::rfind_key(tail, &k.model_rev, usage_at);
     let found = if endpoint == Endpoint::Embeddings {
         from_tail().map(|(_, v)| (tail, v))
     } else {
@@ -336,7 +332,7 @@ fn responses_event(ev: &SseEvent<'_>, x: &mut Extract) {
             if kind == b"response.failed" {
                 x.error_seen = true;
             }
-            if let Some(usage) = json::last_usage(data, &k.usage_rev, parse_usage) {
+            if let Some((_, usage)) = json::last_usage(data, &k.usage, &k.usage_rev, parse_usage) {
                 x.set_usage(usage);
             }
             if x.model.is_none()
@@ -371,7 +367,12 @@ mod tests {
     use crate::provider::{Endpoint, MEDIA_PART_TOKENS, RequestInfo};
 
     fn post(rest: &str, body: &str) -> (RequestInfo, Option<Bytes>) {
-        inspect(&Method::POST, rest, None, &Bytes::copy_from_slice(body.as_bytes()))
+        inspect(
+            &Method::POST,
+            rest,
+            None,
+            &Bytes::copy_from_slice(body.as_bytes()),
+        )
     }
 
     fn parse(body: &[u8]) -> Value {
@@ -396,7 +397,11 @@ mod tests {
             assert_eq!(post(rest, "{}").0.endpoint, want, "{rest}");
         }
         let get = inspect(&Method::GET, "/v1/chat/completions", None, &Bytes::new());
-        assert_eq!(get.0.endpoint, Endpoint::Other, "listing stored completions");
+        assert_eq!(
+            get.0.endpoint,
+            Endpoint::Other,
+            "listing stored completions"
+        );
     }
 
     #[test]
@@ -407,22 +412,35 @@ mod tests {
         );
         assert_eq!(info.model.as_deref(), Some("gpt-4o-mini"));
         assert!(!info.stream && !info.sse && !info.usage_injected);
-        assert_eq!(info.max_output_tokens, Some(256), "max_completion_tokens wins");
+        assert_eq!(
+            info.max_output_tokens,
+            Some(256),
+            "max_completion_tokens wins"
+        );
         assert_eq!(info.prompt_tokens_estimate, 7, "25 characters of text");
         assert!(body.is_none());
     }
 
     #[test]
     fn chat_max_tokens_is_the_older_spelling() {
-        let (info, _) = post("/v1/chat/completions", r#"{"model":"gpt-4o","messages":[],"max_tokens":100}"#);
+        let (info, _) = post(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[],"max_tokens":100}"#,
+        );
         assert_eq!(info.max_output_tokens, Some(100));
     }
 
     #[test]
     fn several_choices_multiply_the_cap() {
-        let (info, _) = post("/v1/chat/completions", r#"{"model":"gpt-4o","messages":[],"max_tokens":100,"n":3}"#);
+        let (info, _) = post(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[],"max_tokens":100,"n":3}"#,
+        );
         assert_eq!(info.max_output_tokens, Some(300));
-        let (info, _) = post("/v1/completions", r#"{"model":"gpt-3.5-turbo-instruct","prompt":"x","max_tokens":10,"best_of":4,"n":2}"#);
+        let (info, _) = post(
+            "/v1/completions",
+            r#"{"model":"gpt-3.5-turbo-instruct","prompt":"x","max_tokens":10,"best_of":4,"n":2}"#,
+        );
         assert_eq!(info.max_output_tokens, Some(40));
     }
 
@@ -436,12 +454,18 @@ mod tests {
         assert_eq!(info.model.as_deref(), Some("gpt-4.1"));
         assert!(info.stream && info.sse);
         assert_eq!(info.max_output_tokens, Some(500));
-        assert!(!info.usage_injected && body.is_none(), "response.completed always has usage");
+        assert!(
+            !info.usage_injected && body.is_none(),
+            "response.completed always has usage"
+        );
     }
 
     #[test]
     fn embeddings_request_counts_text_and_token_arrays() {
-        let (info, _) = post("/v1/embeddings", r#"{"model":"text-embedding-3-small","input":["abcd","efgh"]}"#);
+        let (info, _) = post(
+            "/v1/embeddings",
+            r#"{"model":"text-embedding-3-small","input":["abcd","efgh"]}"#,
+        );
         assert_eq!(info.model.as_deref(), Some("text-embedding-3-small"));
         assert_eq!(info.prompt_tokens_estimate, 2);
         assert_eq!(info.max_output_tokens, None);
@@ -451,19 +475,27 @@ mod tests {
 
     #[test]
     fn escaped_model_name_is_decoded() {
-        let (info, _) = post("/v1/chat/completions", r#"{"model":"gpt-4o\u002dmini","messages":[]}"#);
+        let (info, _) = post(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o\u002dmini","messages":[]}"#,
+        );
         assert_eq!(info.model.as_deref(), Some("gpt-4o-mini"));
     }
 
     #[test]
     fn streaming_chat_without_include_usage_gets_it_inserted() {
-        let original = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        let original =
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
         let (info, body) = post("/v1/chat/completions", original);
         assert!(info.stream && info.sse && info.usage_injected);
         let body = body.expect("rewritten");
         assert_eq!(
             &body[..],
-            format!(r#"{{"stream_options":{{"include_usage":true}},{}"#, &original[1..]).as_bytes(),
+            format!(
+                r#"{{"stream_options":{{"include_usage":true}},{}"#,
+                &original[1..]
+            )
+            .as_bytes(),
             "a textual insert after the opening brace; every other byte kept"
         );
         let mut want = parse(original.as_bytes());
@@ -473,7 +505,8 @@ mod tests {
 
     #[test]
     fn insert_works_with_whitespace_and_a_bom() {
-        let original = "\u{feff}  {\n  \"model\": \"gpt-4o\",\n  \"messages\": [],\n  \"stream\": true\n}\n";
+        let original =
+            "\u{feff}  {\n  \"model\": \"gpt-4o\",\n  \"messages\": [],\n  \"stream\": true\n}\n";
         let (info, body) = post("/v1/chat/completions", original);
         assert!(info.usage_injected);
         let body = body.expect("rewritten");
@@ -490,12 +523,24 @@ mod tests {
         assert!(info.usage_injected);
         let body = body.expect("rewritten");
         let value = parse(&body);
-        assert_eq!(value["stream_options"], json!({"include_obfuscation": false, "include_usage": true}));
+        assert_eq!(
+            value["stream_options"],
+            json!({"include_obfuscation": false, "include_usage": true})
+        );
         assert_eq!(value["user"], json!("u1"));
         let text = std::str::from_utf8(&body).expect("utf-8");
-        assert_eq!(text.matches("stream_options").count(), 1, "no duplicate key");
-        assert!(text.starts_with(r#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":"#));
-        assert!(text.ends_with(r#","user":"u1"}"#), "bytes outside the value are untouched");
+        assert_eq!(
+            text.matches("stream_options").count(),
+            1,
+            "no duplicate key"
+        );
+        assert!(
+            text.starts_with(r#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":"#)
+        );
+        assert!(
+            text.ends_with(r#","user":"u1"}"#),
+            "bytes outside the value are untouched"
+        );
     }
 
     #[test]
@@ -516,7 +561,10 @@ mod tests {
             r#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":null}"#,
         );
         assert!(info.usage_injected);
-        assert_eq!(parse(&body.expect("rewritten"))["stream_options"], json!({"include_usage": true}));
+        assert_eq!(
+            parse(&body.expect("rewritten"))["stream_options"],
+            json!({"include_usage": true})
+        );
     }
 
     #[test]
@@ -526,22 +574,34 @@ mod tests {
             r#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
         );
         assert!(info.stream && !info.usage_injected);
-        assert!(body.is_none(), "the client asked for usage: its chunk is forwarded");
+        assert!(
+            body.is_none(),
+            "the client asked for usage: its chunk is forwarded"
+        );
     }
 
     #[test]
     fn non_streaming_requests_are_not_rewritten() {
-        let (info, body) = post("/v1/chat/completions", r#"{"model":"gpt-4o","messages":[],"stream":false}"#);
+        let (info, body) = post(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[],"stream":false}"#,
+        );
         assert!(!info.stream && !info.usage_injected && body.is_none());
     }
 
     #[test]
     fn legacy_completions_stream_gets_include_usage() {
-        let (info, body) = post("/v1/completions", r#"{"model":"gpt-3.5-turbo-instruct","prompt":"Say this is a test","stream":true,"max_tokens":7}"#);
+        let (info, body) = post(
+            "/v1/completions",
+            r#"{"model":"gpt-3.5-turbo-instruct","prompt":"Say this is a test","stream":true,"max_tokens":7}"#,
+        );
         assert_eq!(info.endpoint, Endpoint::Completions);
         assert!(info.usage_injected);
         assert_eq!(info.max_output_tokens, Some(7));
-        assert_eq!(parse(&body.expect("rewritten"))["stream_options"], json!({"include_usage": true}));
+        assert_eq!(
+            parse(&body.expect("rewritten"))["stream_options"],
+            json!({"include_usage": true})
+        );
     }
 
     /// A chat request with a `size`-byte base64 PNG screenshot.
@@ -557,7 +617,11 @@ mod tests {
         let body = screenshot_request(6 * 1024 * 1024, false);
         let (info, rewritten) = post("/v1/chat/completions", &body);
         assert_eq!(info.model.as_deref(), Some("gpt-4o"));
-        assert_eq!(info.prompt_tokens_estimate, MEDIA_PART_TOKENS + 6, "23 characters + 1 image");
+        assert_eq!(
+            info.prompt_tokens_estimate,
+            MEDIA_PART_TOKENS + 6,
+            "23 characters + 1 image"
+        );
         assert!(rewritten.is_none());
     }
 
@@ -599,12 +663,24 @@ mod tests {
             deep_object.as_bytes(),
         ];
         for body in cases {
-            let (info, rewritten) = inspect(&Method::POST, "/v1/chat/completions", None, &Bytes::copy_from_slice(body));
+            let (info, rewritten) = inspect(
+                &Method::POST,
+                "/v1/chat/completions",
+                None,
+                &Bytes::copy_from_slice(body),
+            );
             assert_eq!(info.endpoint, Endpoint::ChatCompletions);
-            assert!(info.model.is_none(), "{:?}", String::from_utf8_lossy(&body[..body.len().min(40)]));
+            assert!(
+                info.model.is_none(),
+                "{:?}",
+                String::from_utf8_lossy(&body[..body.len().min(40)])
+            );
             assert!(rewritten.is_none() && !info.usage_injected);
         }
-        let (info, _) = post("/v1/audio/transcriptions", "--boundary\r\nContent-Disposition: form-data");
+        let (info, _) = post(
+            "/v1/audio/transcriptions",
+            "--boundary\r\nContent-Disposition: form-data",
+        );
         assert_eq!(info.endpoint, Endpoint::Other);
     }
 }

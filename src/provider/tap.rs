@@ -124,8 +124,10 @@ impl Extract {
         if self.model.is_some() {
             return;
         }
-        if let Some(model) = json::decode_string(hay, v) {
-            let model = model.strip_prefix(strip).map(str::to_owned).unwrap_or(model);
+        if let Some(mut model) = json::decode_string(hay, v) {
+            if !strip.is_empty() && model.starts_with(strip) {
+                model.drain(..strip.len());
+            }
             if !model.is_empty() {
                 self.model = Some(model);
             }
@@ -186,7 +188,10 @@ struct JsonBody {
     head: Bytes,
     /// Bytes after the first chunk while the head is shorter than `JSON_HEAD_BYTES`.
     head_more: Vec<u8>,
-    tail: VecDeque<Bytes>,
+    /// The tail: `older` chunks, then `last` (kept apart so that a one-chunk answer, the common
+    /// case, allocates nothing).
+    older: VecDeque<Bytes>,
+    last: Bytes,
     tail_len: usize,
     total: u64,
 }
@@ -214,26 +219,31 @@ impl JsonBody {
             chunk.clone()
         };
         self.tail_len += piece.len();
-        self.tail.push_back(piece);
-        while let Some(front) = self.tail.front() {
+        let previous = std::mem::replace(&mut self.last, piece);
+        if !previous.is_empty() {
+            self.older.push_back(previous);
+        }
+        while let Some(front) = self.older.front() {
             if self.tail_len - front.len() < JSON_TAIL_BYTES {
                 break;
             }
             self.tail_len -= front.len();
-            self.tail.pop_front();
+            self.older.pop_front();
         }
     }
 
     /// Hand the head and tail, each contiguous, to `read`.
     fn read(&self, read: impl FnOnce(&[u8], &[u8])) {
         let joined: Vec<u8>;
-        let tail: &[u8] = match self.tail.len() {
-            0 => &[],
-            1 => &self.tail[0],
-            _ => {
-                joined = self.tail.iter().flat_map(|b| b.iter().copied()).collect();
-                &joined
+        let tail: &[u8] = if self.older.is_empty() {
+            &self.last
+        } else {
+            let mut all = Vec::with_capacity(self.tail_len);
+            for chunk in self.older.iter().chain(std::iter::once(&self.last)) {
+                all.extend_from_slice(chunk);
             }
+            joined = all;
+            &joined
         };
         let whole = self.total == self.tail_len as u64;
         let head_joined: Vec<u8>;
@@ -252,9 +262,9 @@ impl JsonBody {
 /// How the answer is read.
 #[derive(Debug)]
 enum Mode {
-    Json(Box<JsonBody>),
-    Sse(Box<SseParser>),
-    Array(Box<JsonArrayFramer>),
+    Json(JsonBody),
+    Sse(SseParser),
+    Array(JsonArrayFramer),
     Opaque,
 }
 
@@ -287,8 +297,12 @@ impl Decoder {
         }
         for piece in input.chunks(DECODE_STEP) {
             let produced = match self {
-                Decoder::Gzip(d) => write_step(&mut **d, piece).map(|()| std::mem::take(d.get_mut())),
-                Decoder::Zlib(d) => write_step(&mut **d, piece).map(|()| std::mem::take(d.get_mut())),
+                Decoder::Gzip(d) => {
+                    write_step(&mut **d, piece).map(|()| std::mem::take(d.get_mut()))
+                }
+                Decoder::Zlib(d) => {
+                    write_step(&mut **d, piece).map(|()| std::mem::take(d.get_mut()))
+                }
                 Decoder::Deflate(d) => {
                     write_step(&mut **d, piece).map(|()| std::mem::take(d.get_mut()))
                 }
@@ -438,33 +452,40 @@ impl ResponseTap {
             ProviderKind::Gemini => Reader::Gemini(info.endpoint),
         };
         let content_type = header_str(headers, header::CONTENT_TYPE);
-        let is_sse = content_type.starts_with("text/event-stream");
-        let is_json = content_type.is_empty() || content_type.contains("json");
+        let is_sse = starts_with_ignore_case(content_type, "text/event-stream");
+        let declared_json = content_type
+            .as_bytes()
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"json"));
         let success = status.is_success();
-        let (decoder, readable) = match header_str(headers, header::CONTENT_ENCODING).as_str() {
-            "" | "identity" => (None, true),
-            "gzip" | "x-gzip" => (
+        let encoding = header_str(headers, header::CONTENT_ENCODING);
+        let is = |name: &str| encoding.eq_ignore_ascii_case(name);
+        let (decoder, readable) = match () {
+            () if encoding.is_empty() || is("identity") => (None, true),
+            () if is("gzip") || is("x-gzip") => (
                 Some(Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
                     Vec::new(),
                 )))),
                 true,
             ),
-            "deflate" => (Some(Decoder::DeflateUndecided), true),
+            () if is("deflate") => (Some(Decoder::DeflateUndecided), true),
             // br, zstd, …: Tollgate asks for identity, so this is unexpected; forward blind.
-            _ => (None, false),
+            () => (None, false),
         };
+        // The response head decides when it says something; without a content type, the
+        // request does.
         let mode = if !readable || !info.endpoint.consumes() {
             Mode::Opaque
-        } else if success && (is_sse || (info.sse && !is_json)) {
-            Mode::Sse(Box::default())
+        } else if success && (is_sse || (info.sse && !declared_json)) {
+            Mode::Sse(SseParser::new())
         } else if success
+            && kind == ProviderKind::Gemini
             && info.endpoint == Endpoint::StreamGenerateContent
             && !info.sse
-            && kind == ProviderKind::Gemini
         {
-            Mode::Array(Box::default())
-        } else if is_json || !success {
-            Mode::Json(Box::default())
+            Mode::Array(JsonArrayFramer::new())
+        } else if declared_json || content_type.is_empty() || !success {
+            Mode::Json(JsonBody::default())
         } else {
             Mode::Opaque
         };
@@ -538,7 +559,7 @@ impl ResponseTap {
                         .find(|b| !b.is_ascii_whitespace())
                         .is_some_and(|&b| b == b'}' || b == b']');
                 });
-                **body = JsonBody::default();
+                *body = JsonBody::default();
             }
             Mode::Sse(parser) => {
                 let end = parser.position();
@@ -619,13 +640,20 @@ impl ResponseTap {
     }
 }
 
-/// A header's value, trimmed and lowercased; empty when absent or not text.
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> String {
+/// A header's value, trimmed; empty when absent or not text.
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase())
+        .map(str::trim)
         .unwrap_or_default()
+}
+
+fn starts_with_ignore_case(value: &str, prefix: &str) -> bool {
+    value
+        .as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 #[cfg(test)]
@@ -797,7 +825,12 @@ mod tests {
     }
 
     /// Push `input` through a tap; returns the bytes forwarded and the report.
-    fn run(call: &Call, encoding: Option<&str>, input: &[u8], chunking: Chunking) -> (Vec<u8>, TapReport) {
+    fn run(
+        call: &Call,
+        encoding: Option<&str>,
+        input: &[u8],
+        chunking: Chunking,
+    ) -> (Vec<u8>, TapReport) {
         let mut tap = call.tap(encoding);
         let mut forwarded = Vec::with_capacity(input.len());
         let rewriting = call.injected;
@@ -833,7 +866,14 @@ mod tests {
         all
     }
 
-    fn check_bytes(call: &Call, encoding: Option<&str>, input: &[u8], want_forwarded: &[u8], e: &Expect, what: &str) {
+    fn check_bytes(
+        call: &Call,
+        encoding: Option<&str>,
+        input: &[u8],
+        want_forwarded: &[u8],
+        e: &Expect,
+        what: &str,
+    ) {
         check_cuts(call, encoding, input, want_forwarded, e, what, true);
     }
 
@@ -912,7 +952,11 @@ mod tests {
             ("CRLF", with_eol(&original, "\r\n"), true),
             ("CR", with_eol(&original, "\r"), false),
             ("with comments", with_comments(&original), false),
-            ("with comments, CRLF", with_eol(&with_comments(&original), "\r\n"), false),
+            (
+                "with comments, CRLF",
+                with_eol(&with_comments(&original), "\r\n"),
+                false,
+            ),
         ] {
             let what = format!("{name} ({label})");
             check_cuts(&call, None, &input, &input, &e, &what, every_split);
@@ -922,9 +966,17 @@ mod tests {
 
     fn check_gzip(call: Call, input: &[u8], e: &Expect, name: &str) {
         let compressed = gzip(input);
-        for chunking in [Chunking::Whole, Chunking::Size(1), Chunking::Size(7), Chunking::Size(64)] {
+        for chunking in [
+            Chunking::Whole,
+            Chunking::Size(1),
+            Chunking::Size(7),
+            Chunking::Size(64),
+        ] {
             let (forwarded, report) = run(&call, Some("gzip"), &compressed, chunking);
-            assert!(forwarded == compressed, "gzip {name} must be forwarded compressed");
+            assert!(
+                forwarded == compressed,
+                "gzip {name} must be forwarded compressed"
+            );
             e.assert(&report, &format!("{name} gzip {chunking:?}"));
         }
     }
@@ -957,7 +1009,9 @@ mod tests {
 
     #[test]
     fn chat_stream_error_event_is_flagged_and_not_complete() {
-        let e = expect(None, Some("gpt-4o-mini-2024-07-18"), 23).error().incomplete();
+        let e = expect(None, Some("gpt-4o-mini-2024-07-18"), 23)
+            .error()
+            .incomplete();
         check_sse(CHAT_STREAM, "openai/chat_stream_error.sse", e);
     }
 
@@ -982,7 +1036,11 @@ mod tests {
     #[test]
     fn responses_stream_reads_response_incomplete() {
         let e = expect(usage(24, 0, 16, 10), Some("o4-mini-2025-04-16"), 35);
-        check_sse(RESPONSES_STREAM, "openai/responses_stream_incomplete.sse", e);
+        check_sse(
+            RESPONSES_STREAM,
+            "openai/responses_stream_incomplete.sse",
+            e,
+        );
     }
 
     #[test]
@@ -999,13 +1057,21 @@ mod tests {
 
     #[test]
     fn legacy_completions_json_reads_usage() {
-        let e = expect(usage(5, 0, 12, 0), Some("gpt-3.5-turbo-instruct:20230824-v2"), 0);
+        let e = expect(
+            usage(5, 0, 12, 0),
+            Some("gpt-3.5-turbo-instruct:20230824-v2"),
+            0,
+        );
         check(COMPLETIONS, "openai/completions.json", e);
     }
 
     #[test]
     fn legacy_completions_stream_reads_usage() {
-        let e = expect(usage(7, 0, 14, 0), Some("gpt-3.5-turbo-instruct:20230824-v2"), 15);
+        let e = expect(
+            usage(7, 0, 14, 0),
+            Some("gpt-3.5-turbo-instruct:20230824-v2"),
+            15,
+        );
         check_sse(COMPLETIONS.sse(), "openai/completions_stream_usage.sse", e);
     }
 
@@ -1020,7 +1086,11 @@ mod tests {
     #[test]
     fn gemini_error_body_is_flagged() {
         let e = expect(None, None, 0).error();
-        check(GENERATE.status(400), "gemini/generate_content_error.json", e);
+        check(
+            GENERATE.status(400),
+            "gemini/generate_content_error.json",
+            e,
+        );
     }
 
     #[test]
@@ -1048,22 +1118,41 @@ mod tests {
     #[test]
     fn gemini_count_tokens_is_not_consumption() {
         let e = expect(None, None, 0);
-        check(call(GEMINI, Endpoint::CountTokens), "gemini/count_tokens.json", e);
+        check(
+            call(GEMINI, Endpoint::CountTokens),
+            "gemini/count_tokens.json",
+            e,
+        );
     }
 
     #[test]
     fn gemini_embed_content_without_usage_metadata_reports_none() {
         let e = expect(None, None, 0);
-        check(call(GEMINI, Endpoint::EmbedContent), "gemini/embed_content.json", e);
+        check(
+            call(GEMINI, Endpoint::EmbedContent),
+            "gemini/embed_content.json",
+            e,
+        );
         let call = call(GEMINI, Endpoint::BatchEmbedContents);
-        check(call, "gemini/batch_embed_contents.json", expect(None, None, 0));
+        check(
+            call,
+            "gemini/batch_embed_contents.json",
+            expect(None, None, 0),
+        );
     }
 
     #[test]
     fn gemini_embed_content_with_usage_metadata_reads_it() {
         let body = br#"{"embedding": {"values": [0.1, -0.2]}, "usageMetadata": {"promptTokenCount": 6, "totalTokenCount": 6}}"#;
         let e = expect(usage(6, 0, 0, 0), None, 0);
-        check_bytes(&call(GEMINI, Endpoint::EmbedContent), None, body, body, &e, "embed with usage");
+        check_bytes(
+            &call(GEMINI, Endpoint::EmbedContent),
+            None,
+            body,
+            body,
+            &e,
+            "embed with usage",
+        );
     }
 
     #[test]
@@ -1078,7 +1167,13 @@ mod tests {
     /// The stream minus exactly its usage-only event (data line and blank line).
     fn without_usage_event(input: &[u8]) -> Vec<u8> {
         let text = String::from_utf8(input.to_vec()).expect("utf-8 fixture");
-        let eol = if text.contains("\r\n") { "\r\n" } else if text.contains('\r') { "\r" } else { "\n" };
+        let eol = if text.contains("\r\n") {
+            "\r\n"
+        } else if text.contains('\r') {
+            "\r"
+        } else {
+            "\n"
+        };
         let sep = format!("{eol}{eol}");
         let events: Vec<&str> = text.split_inclusive(sep.as_str()).collect();
         let kept: Vec<&str> = events
@@ -1129,21 +1224,38 @@ mod tests {
     #[test]
     fn injected_usage_chunk_is_removed_from_tool_call_stream() {
         let e = expect(usage(2231, 1920, 219, 192), Some("o4-mini-2025-04-16"), 45);
-        check_injected(CHAT_STREAM.injected(), "openai/chat_stream_tool_usage.sse", e);
+        check_injected(
+            CHAT_STREAM.injected(),
+            "openai/chat_stream_tool_usage.sse",
+            e,
+        );
     }
 
     #[test]
     fn injected_usage_chunk_is_removed_from_legacy_completions_stream() {
-        let e = expect(usage(7, 0, 14, 0), Some("gpt-3.5-turbo-instruct:20230824-v2"), 15);
-        check_injected(COMPLETIONS.sse().injected(), "openai/completions_stream_usage.sse", e);
+        let e = expect(
+            usage(7, 0, 14, 0),
+            Some("gpt-3.5-turbo-instruct:20230824-v2"),
+            15,
+        );
+        check_injected(
+            COMPLETIONS.sse().injected(),
+            "openai/completions_stream_usage.sse",
+            e,
+        );
     }
 
     #[test]
     fn injection_holds_back_only_the_unfinished_event() {
         let mut tap = CHAT_STREAM.injected().tap(None);
-        let first = Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"cho");
+        let first = Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"cho",
+        );
         let out = tap.push(first);
-        assert_eq!(&out[..], b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+        assert_eq!(
+            &out[..],
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"
+        );
         let out = tap.push(Bytes::from_static(b"ices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n: c\n\ndata: [DONE]\n\n"));
         assert_eq!(&out[..], b": c\n\ndata: [DONE]\n\n");
         assert!(tap.finish().is_empty());
@@ -1153,10 +1265,15 @@ mod tests {
     #[test]
     fn injection_forwards_a_stream_cut_mid_event_at_finish() {
         let mut tap = CHAT_STREAM.injected().tap(None);
-        let out = tap.push(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"abc\"}}]}"));
+        let out = tap.push(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"abc\"}}]}",
+        ));
         assert!(out.is_empty(), "an unfinished event is held");
         let rest = tap.finish();
-        assert_eq!(&rest[..], b"data: {\"choices\":[{\"delta\":{\"content\":\"abc\"}}]}");
+        assert_eq!(
+            &rest[..],
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"abc\"}}]}"
+        );
         assert_eq!(tap.report().output_chars, 3);
     }
 
@@ -1184,7 +1301,10 @@ mod tests {
         for chunk in input.chunks(64 * 1024) {
             forwarded.extend_from_slice(&tap.push(Bytes::copy_from_slice(chunk)));
         }
-        assert!(forwarded.len() >= crate::stream::MAX_EVENT_BYTES, "past the bound, bytes flow");
+        assert!(
+            forwarded.len() >= crate::stream::MAX_EVENT_BYTES,
+            "past the bound, bytes flow"
+        );
         forwarded.extend_from_slice(&tap.push(Bytes::from_static(b"\n\ndata: [DONE]\n\n")));
         forwarded.extend_from_slice(&tap.finish());
         input.extend_from_slice(b"\n\ndata: [DONE]\n\n");
@@ -1242,7 +1362,12 @@ mod tests {
     #[test]
     fn other_endpoints_are_opaque() {
         let input = fixture("openai/chat.json");
-        let (forwarded, report) = run(&call(OPENAI, Endpoint::Other), None, &input, Chunking::Size(100));
+        let (forwarded, report) = run(
+            &call(OPENAI, Endpoint::Other),
+            None,
+            &input,
+            Chunking::Size(100),
+        );
         assert!(forwarded == input);
         assert_eq!(report.usage, None);
         assert!(report.complete);
@@ -1260,7 +1385,10 @@ mod tests {
         for chunk in body.chunks(1024 * 1024) {
             tap.push(Bytes::copy_from_slice(chunk));
             if let super::Mode::Json(json) = &tap.mode {
-                assert!(json.tail_len <= 2 * super::JSON_TAIL_BYTES, "tail stays bounded");
+                assert!(
+                    json.tail_len <= 2 * super::JSON_TAIL_BYTES,
+                    "tail stays bounded"
+                );
             }
         }
         tap.finish();
@@ -1283,7 +1411,11 @@ mod tests {
         // Gemini's cumulative usage: a stream cut after two chunks has the second's totals.
         let input = fixture("gemini/stream_sse.sse");
         let text = String::from_utf8(input).expect("utf-8");
-        let cut_at = text.match_indices("data: ").nth(2).map(|(i, _)| i).expect("three events");
+        let cut_at = text
+            .match_indices("data: ")
+            .nth(2)
+            .map(|(i, _)| i)
+            .expect("three events");
         let mut tap = GEMINI_SSE.tap(None);
         tap.push(Bytes::copy_from_slice(&text.as_bytes()[..cut_at + 20]));
         let report = tap.report();
@@ -1299,6 +1431,39 @@ mod tests {
         let report = tap.report();
         assert_eq!(report.usage, usage(12, 0, 10, 0));
         assert!(report.complete);
+    }
+
+    #[test]
+    fn a_stream_without_content_type_is_read_as_the_request_says() {
+        let input = fixture("openai/chat_stream_usage.sse");
+        let mut c = CHAT_STREAM;
+        c.content_type = "";
+        let e = expect(usage(12, 0, 10, 0), Some("gpt-4o-mini-2024-07-18"), 34);
+        check_cuts(&c, None, &input, &input, &e, "no content type", false);
+        let input = fixture("gemini/stream_array.json");
+        let mut c = GEMINI_ARRAY;
+        c.content_type = "";
+        let e = expect(usage(11, 0, 22, 0), Some("gemini-2.0-flash"), 67);
+        check_cuts(&c, None, &input, &input, &e, "no content type", false);
+    }
+
+    #[test]
+    fn responses_stream_without_event_lines_reads_the_type_from_data() {
+        let text = String::from_utf8(fixture("openai/responses_stream.sse")).expect("utf-8");
+        let input: String = text
+            .split_inclusive('\n')
+            .filter(|line| !line.starts_with("event: "))
+            .collect();
+        let e = expect(usage(37, 0, 15, 0), Some("gpt-4.1-mini-2025-04-14"), 74);
+        check_cuts(
+            &RESPONSES_STREAM,
+            None,
+            input.as_bytes(),
+            input.as_bytes(),
+            &e,
+            "no event lines",
+            false,
+        );
     }
 
     #[test]
@@ -1322,6 +1487,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
         c.tap(None).adjust_headers(&mut headers);
-        assert_eq!(headers.len(), 1, "nothing is rewritten, so content-length stays");
+        assert_eq!(
+            headers.len(),
+            1,
+            "nothing is rewritten, so content-length stays"
+        );
     }
 }
