@@ -137,27 +137,3 @@ fn status(bencher: Bencher) {
         divan::black_box(f.ledger.status(&f.users[i]))
     });
 }
-
-#[divan::bench]
-fn scratch_timestamp_now() -> jiff::Timestamp {
-    jiff::Timestamp::now()
-}
-
-#[divan::bench]
-fn scratch_quanta_now(bencher: Bencher) {
-    use governor::clock::Clock;
-    let c = governor::clock::DefaultClock::default();
-    bencher.bench_local(|| c.now());
-}
-
-#[divan::bench]
-fn scratch_hash(bencher: Bencher) {
-    use std::hash::BuildHasher;
-    let h = std::collections::hash_map::RandomState::new();
-    let f = &*OPEN;
-    let mut i = 0;
-    bencher.bench_local(|| {
-        i = (i + 1) % USERS;
-        h.hash_one(&*f.users[i])
-    });
-}

@@ -142,7 +142,8 @@ pub trait RateClock: GovernorClock + Clone + Send + Sync + 'static {}
 
 impl<T: GovernorClock + Clone + Send + Sync + 'static> RateClock for T {}
 
-type Limiter<R> = RateLimiter<NotKeyed, InMemoryState, R, NoOpMiddleware<<R as GovernorClock>::Instant>>;
+type Limiter<R> =
+    RateLimiter<NotKeyed, InMemoryState, R, NoOpMiddleware<<R as GovernorClock>::Instant>>;
 
 // === limits ===
 
@@ -345,7 +346,9 @@ fn quota_message(window: Window, kind: LimitKind, limit: u64, reset_at: Timestam
     };
     match kind {
         LimitKind::Tokens => {
-            format!("{period} token limit of {limit} reached for this user; it resets at {reset_at}")
+            format!(
+                "{period} token limit of {limit} reached for this user; it resets at {reset_at}"
+            )
         }
         LimitKind::Cost => format!(
             "{period} cost budget of {} reached for this user; it resets at {reset_at}",
@@ -356,7 +359,11 @@ fn quota_message(window: Window, kind: LimitKind, limit: u64, reset_at: Timestam
 
 /// nano-USD as `$1.23` (cents, truncated).
 fn usd(nano: u64) -> String {
-    format!("${}.{:02}", nano / 1_000_000_000, nano % 1_000_000_000 / 10_000_000)
+    format!(
+        "${}.{:02}",
+        nano / 1_000_000_000,
+        nano % 1_000_000_000 / 10_000_000
+    )
 }
 
 // === calendar ===

@@ -963,8 +963,9 @@ fn controls_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Use
 
 /// A user's controls, `None` when the user has no row.
 pub fn user_controls(conn: &Connection, user: &str) -> rusqlite::Result<Option<UserControls>> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {CONTROL_COLUMNS} FROM users WHERE id = ?1"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CONTROL_COLUMNS} FROM users WHERE id = ?1"
+    ))?;
     let mut rows = stmt.query([user])?;
     match rows.next()? {
         Some(row) => controls_from_row(row, 0).map(Some),
@@ -989,9 +990,7 @@ fn controls_for_change(
 /// A limit as an SQLite integer; one past `i64::MAX` cannot be stored and is refused.
 fn limit_sql(value: Option<u64>) -> rusqlite::Result<Option<i64>> {
     value
-        .map(|v| {
-            i64::try_from(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-        })
+        .map(|v| i64::try_from(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
         .transpose()
 }
 
@@ -1873,14 +1872,22 @@ mod user_control_tests {
     #[test]
     fn blocking_again_replaces_the_reason_and_unblocking_clears_it() {
         let (_db, mut conn) = db();
-        in_tx(&mut conn, |tx| set_user_blocked(tx, "bo", true, Some("first"), 1)).unwrap();
+        in_tx(&mut conn, |tx| {
+            set_user_blocked(tx, "bo", true, Some("first"), 1)
+        })
+        .unwrap();
         let again = in_tx(&mut conn, |tx| set_user_blocked(tx, "bo", true, None, 2)).unwrap();
         assert!(!again.created);
         assert_eq!(again.before.blocked_reason.as_deref(), Some("first"));
         assert_eq!(again.after.blocked_reason, None);
-        in_tx(&mut conn, |tx| set_user_blocked(tx, "bo", true, Some("third"), 3)).unwrap();
-        let unblocked =
-            in_tx(&mut conn, |tx| set_user_blocked(tx, "bo", false, Some("ignored"), 4)).unwrap();
+        in_tx(&mut conn, |tx| {
+            set_user_blocked(tx, "bo", true, Some("third"), 3)
+        })
+        .unwrap();
+        let unblocked = in_tx(&mut conn, |tx| {
+            set_user_blocked(tx, "bo", false, Some("ignored"), 4)
+        })
+        .unwrap();
         assert!(unblocked.before.blocked);
         assert_eq!(unblocked.after, UserControls::default());
         assert_eq!(created_at(&conn, "bo"), 1, "created once");
@@ -2042,14 +2049,20 @@ mod user_control_tests {
         )
         .unwrap();
 
-        let seed = load_quota_seed(&open_reader(&db.path).unwrap(), "2025-06-10", "2025-06-01")
-            .unwrap();
-        assert_eq!((seed.day.as_str(), seed.month_start.as_str()), ("2025-06-10", "2025-06-01"));
+        let seed =
+            load_quota_seed(&open_reader(&db.path).unwrap(), "2025-06-10", "2025-06-01").unwrap();
+        assert_eq!(
+            (seed.day.as_str(), seed.month_start.as_str()),
+            ("2025-06-10", "2025-06-01")
+        );
         let ids: Vec<&str> = seed.users.keys().map(String::as_str).collect();
         assert_eq!(ids, ["fay", "gil", "hal", "ivy"]);
         let fay = &seed.users["fay"];
         assert_eq!((fay.day.tokens, fay.month.tokens), (120, 123));
-        assert_eq!((fay.day.cost_nano_usd, fay.month.cost_nano_usd), (1_200, 1_230));
+        assert_eq!(
+            (fay.day.cost_nano_usd, fay.month.cost_nano_usd),
+            (1_200, 1_230)
+        );
         assert!(fay.controls.is_default());
         let gil = &seed.users["gil"];
         assert!(gil.controls.blocked);

@@ -36,7 +36,11 @@ impl Rig {
     fn set(&self, local: &str) {
         self.clock.set(at(self.ledger.timezone(), local));
     }
-    fn admit(&self, user: &Arc<str>, tokens: u64) -> Result<Reservation<FakeRelativeClock>, Denied> {
+    fn admit(
+        &self,
+        user: &Arc<str>,
+        tokens: u64,
+    ) -> Result<Reservation<FakeRelativeClock>, Denied> {
         self.ledger.admit(user, tokens_only(tokens))
     }
 }
@@ -272,7 +276,11 @@ fn a_quota_refusal_says_when_the_window_resets() {
     else {
         panic!("{denied:?}")
     };
-    assert_eq!(reset_at, utc("2025-06-10T22:00:00Z"), "Berlin midnight, CEST");
+    assert_eq!(
+        reset_at,
+        utc("2025-06-10T22:00:00Z"),
+        "Berlin midnight, CEST"
+    );
     assert_eq!(retry_after_secs, 3_600);
     assert_eq!(denied.retry_after_secs(), Some(3_600));
 }
@@ -328,12 +336,19 @@ fn cost_budgets_refuse_like_token_limits_and_unset_means_none() {
         "{denied:?}"
     );
     assert_eq!(denied.code(), "daily_cost_budget_reached");
-    assert!(denied.to_string().starts_with("daily cost budget of $2.00 reached"));
+    assert!(
+        denied
+            .to_string()
+            .starts_with("daily cost budget of $2.00 reached")
+    );
     call.settle(10, 1_000_000_000);
     second.settle(10, 1_000_000_000);
     // Next day: the daily budget is fresh, the month has $3 of $5 left.
     rig.set("2025-06-11T08:00:00");
-    rig.ledger.admit(&hal, estimate).unwrap().settle(10, 3_000_000_000);
+    rig.ledger
+        .admit(&hal, estimate)
+        .unwrap()
+        .settle(10, 3_000_000_000);
     let denied = rig.ledger.admit(&hal, estimate).unwrap_err();
     assert_eq!(denied.code(), "monthly_cost_budget_reached");
 
@@ -380,7 +395,10 @@ fn a_blocked_user_is_refused_before_any_other_check_and_with_the_reason() {
     );
     assert_eq!(denied.retry_after_secs(), None);
     assert!(!denied.should_retry());
-    assert!(!denied.to_string().contains("abuse"), "the reason is the operator's");
+    assert!(
+        !denied.to_string().contains("abuse"),
+        "the reason is the operator's"
+    );
     assert!(rig.ledger.status("jo").blocked);
 }
 
@@ -426,7 +444,10 @@ fn the_request_rate_follows_the_governor_clock() {
     assert_eq!(denied.retry_after_secs(), Some(1));
     rig.rate.advance(Duration::from_secs(1));
     rig.admit(&lu, 1).unwrap().settle(1, 0);
-    assert!(rig.admit(&lu, 1).is_err(), "one call per 20 s after the burst");
+    assert!(
+        rig.admit(&lu, 1).is_err(),
+        "one call per 20 s after the burst"
+    );
     // Another user has a bucket of their own.
     rig.admit(&user("max"), 1).unwrap().settle(1, 0);
 }
@@ -447,7 +468,10 @@ fn refused_calls_do_not_take_a_rate_token() {
     }
     held.settle(100, 0);
     for _ in 0..10 {
-        assert_eq!(rig.admit(&mo, 1).unwrap_err().code(), "daily_token_limit_reached");
+        assert_eq!(
+            rig.admit(&mo, 1).unwrap_err().code(),
+            "daily_token_limit_reached"
+        );
     }
     // Raise the daily limit: the second token is still there.
     rig.ledger.apply_controls(
@@ -468,17 +492,28 @@ fn refused_calls_do_not_take_a_rate_token() {
 
 #[test]
 fn the_day_rolls_over_at_local_midnight_in_berlin() {
-    let rig = rig("Europe/Berlin", "2025-01-14T23:59:59", limits(1_000, 1_000_000));
+    let rig = rig(
+        "Europe/Berlin",
+        "2025-01-14T23:59:59",
+        limits(1_000, 1_000_000),
+    );
     let ned = user("ned");
     rig.admit(&ned, 0).unwrap().settle(1_000, 0);
     assert!(rig.admit(&ned, 0).is_err());
     let status = rig.ledger.status("ned");
-    assert_eq!(status.day.reset_at, utc("2025-01-14T23:00:00Z"), "CET = UTC+1");
+    assert_eq!(
+        status.day.reset_at,
+        utc("2025-01-14T23:00:00Z"),
+        "CET = UTC+1"
+    );
     assert_eq!(status.day.start, utc("2025-01-13T23:00:00Z"));
 
     rig.set("2025-01-15T00:00:00");
     let status = rig.ledger.status("ned");
-    assert_eq!((status.day.used_tokens, status.day.remaining_tokens), (0, 1_000));
+    assert_eq!(
+        (status.day.used_tokens, status.day.remaining_tokens),
+        (0, 1_000)
+    );
     assert_eq!(status.month.used_tokens, 1_000, "same month");
     rig.admit(&ned, 0).unwrap().settle(10, 0);
 }
@@ -494,7 +529,10 @@ fn the_day_rolls_over_at_local_midnight_in_los_angeles_not_at_utc_midnight() {
     rig.admit(&ola, 0).unwrap().settle(1_000, 0);
     // 17:00 PDT is UTC midnight: still the same local day.
     rig.set("2025-07-01T17:00:00");
-    assert_eq!(rig.admit(&ola, 0).unwrap_err().code(), "daily_token_limit_reached");
+    assert_eq!(
+        rig.admit(&ola, 0).unwrap_err().code(),
+        "daily_token_limit_reached"
+    );
     rig.set("2025-07-01T23:59:59");
     assert!(rig.admit(&ola, 0).is_err());
     rig.set("2025-07-02T00:00:00");
@@ -520,13 +558,21 @@ fn the_month_rolls_over_from_31_january_to_1_february() {
     assert_eq!(status.month.used_tokens, 0);
     assert_eq!(status.day.used_tokens, 0);
     assert_eq!(status.month.start, utc("2025-01-31T23:00:00Z"));
-    assert_eq!(status.month.reset_at, utc("2025-02-28T23:00:00Z"), "28 days");
+    assert_eq!(
+        status.month.reset_at,
+        utc("2025-02-28T23:00:00Z"),
+        "28 days"
+    );
 }
 
 #[test]
 fn dst_days_last_23_and_25_hours_in_berlin_and_los_angeles() {
     for (tz, short, long) in [
-        ("Europe/Berlin", "2025-03-30T12:00:00", "2025-10-26T12:00:00"),
+        (
+            "Europe/Berlin",
+            "2025-03-30T12:00:00",
+            "2025-10-26T12:00:00",
+        ),
         (
             "America/Los_Angeles",
             "2025-03-09T12:00:00",
@@ -544,7 +590,11 @@ fn dst_days_last_23_and_25_hours_in_berlin_and_los_angeles() {
 
 #[test]
 fn usage_on_a_25_hour_day_counts_until_the_real_local_midnight() {
-    let rig = rig("Europe/Berlin", "2025-10-26T00:30:00", limits(1_000, 1_000_000));
+    let rig = rig(
+        "Europe/Berlin",
+        "2025-10-26T00:30:00",
+        limits(1_000, 1_000_000),
+    );
     let quin = user("quin");
     rig.admit(&quin, 0).unwrap().settle(1_000, 0);
     // 24 hours after 00:30 the clock reads 23:30 the same day (an hour repeated at 03:00).
@@ -561,9 +611,17 @@ fn usage_on_a_25_hour_day_counts_until_the_real_local_midnight() {
 #[test]
 fn a_skipped_midnight_starts_the_day_when_the_gap_ends() {
     // Chile moves its clocks from 00:00 to 01:00 on 8 September 2024: that day has no midnight.
-    let rig = rig("America/Santiago", "2024-09-07T23:59:59", limits(1_000, 1_000_000));
+    let rig = rig(
+        "America/Santiago",
+        "2024-09-07T23:59:59",
+        limits(1_000, 1_000_000),
+    );
     let status = rig.ledger.status("x");
-    assert_eq!(status.day.reset_at, utc("2024-09-08T04:00:00Z"), "01:00 -03");
+    assert_eq!(
+        status.day.reset_at,
+        utc("2024-09-08T04:00:00Z"),
+        "01:00 -03"
+    );
     rig.set("2024-09-08T12:00:00");
     let status = rig.ledger.status("x");
     assert_eq!(status.day.start, utc("2024-09-08T04:00:00Z"));
@@ -572,17 +630,21 @@ fn a_skipped_midnight_starts_the_day_when_the_gap_ends() {
 
 #[test]
 fn a_call_admitted_before_midnight_and_settled_after_counts_in_the_old_day() {
-    let rig = rig("Europe/Berlin", "2025-01-14T23:59:59", limits(1_000, 1_000_000));
+    let rig = rig(
+        "Europe/Berlin",
+        "2025-01-14T23:59:59",
+        limits(1_000, 1_000_000),
+    );
     let rex = user("rex");
     let late = rig.admit(&rex, 900).unwrap();
     rig.set("2025-01-15T00:00:05");
     // The reservation belongs to the 14th: it does not hold back the 15th.
     let status = rig.ledger.status("rex");
+    assert_eq!((status.day.used_tokens, status.day.reserved_tokens), (0, 0));
     assert_eq!(
-        (status.day.used_tokens, status.day.reserved_tokens),
-        (0, 0)
+        status.month.reserved_tokens, 900,
+        "same month: still reserved"
     );
-    assert_eq!(status.month.reserved_tokens, 900, "same month: still reserved");
     let early = rig.admit(&rex, 100).unwrap();
     late.settle(800, 0);
     let status = rig.ledger.status("rex");
@@ -601,7 +663,11 @@ fn a_call_admitted_before_midnight_and_settled_after_counts_in_the_old_day() {
 
 #[test]
 fn a_call_admitted_on_31_january_and_settled_in_february_counts_in_january() {
-    let rig = rig("America/Los_Angeles", "2025-01-31T23:59:59", limits(1_000, 2_000));
+    let rig = rig(
+        "America/Los_Angeles",
+        "2025-01-31T23:59:59",
+        limits(1_000, 2_000),
+    );
     let sol = user("sol");
     let late = rig.admit(&sol, 500).unwrap();
     rig.set("2025-02-01T00:00:01");
@@ -904,7 +970,10 @@ fn block_unblock_and_overrides_persist_and_apply_to_the_next_call() {
     assert!(!change.after.blocked);
     assert_eq!(change.after.blocked_reason, None);
     rig.admit(&yul, 1).unwrap().settle(5, 0);
-    assert_eq!(rig.admit(&yul, 1).unwrap_err().code(), "daily_token_limit_reached");
+    assert_eq!(
+        rig.admit(&yul, 1).unwrap_err().code(),
+        "daily_token_limit_reached"
+    );
 
     // The file says the same after a restart.
     let restarted = self::rig("UTC", "2025-06-10T13:00:00", limits(1_000, 1_000_000));
@@ -972,7 +1041,11 @@ fn seeding_restores_todays_and_this_months_usage_in_the_configured_zone() {
     store.record(row(6, "bea", utc("2025-06-02T10:00:00Z"), 40, None));
     writer.close();
 
-    let rig = rig("Europe/Berlin", "2025-06-10T12:00:00", limits(1_000, 1_000_000));
+    let rig = rig(
+        "Europe/Berlin",
+        "2025-06-10T12:00:00",
+        limits(1_000, 1_000_000),
+    );
     let conn = store::open_reader(&db.path).unwrap();
     assert_eq!(rig.ledger.seed_from_store(&conn).unwrap(), 2);
     let amy = rig.ledger.status("amy");
@@ -985,7 +1058,11 @@ fn seeding_restores_todays_and_this_months_usage_in_the_configured_zone() {
 
     // A seed loaded before midnight is stale after it: its day totals are skipped.
     let seed = store::load_quota_seed(&conn, "2025-06-09", "2025-06-01").unwrap();
-    let later = self::rig("Europe/Berlin", "2025-06-10T00:00:01", limits(1_000, 1_000_000));
+    let later = self::rig(
+        "Europe/Berlin",
+        "2025-06-10T00:00:01",
+        limits(1_000, 1_000_000),
+    );
     later.ledger.seed(&seed);
     let amy = later.ledger.status("amy");
     assert_eq!(amy.day.used_tokens, 0);
@@ -1027,7 +1104,10 @@ fn a_burst_of_concurrent_calls_spends_at_most_one_call_past_the_limit() {
                 });
             }
         });
-        assert!(refused.load(Ordering::Relaxed) > 0, "the burst met the limit");
+        assert!(
+            refused.load(Ordering::Relaxed) > 0,
+            "the burst met the limit"
+        );
         let status = rig.ledger.status("ann");
         assert_eq!(status.in_flight, 0);
         assert_eq!(status.day.reserved_tokens, 0);
