@@ -8,6 +8,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::auth::AuthError;
 use crate::provider::ProviderKind;
+use crate::quota::Denied;
 
 /// Why Tollgate answered a call itself instead of relaying the upstream's answer.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,9 @@ pub enum GatewayError {
     /// The request body could not be read from the client.
     #[error("the request body could not be read")]
     BodyRead,
+    /// Refused before forwarding: blocked user, used-up quota, request rate or concurrency.
+    #[error("{}", denied_message(.0))]
+    Denied(Denied),
     /// The upstream could not be reached (connect failure, connect timeout, TLS).
     #[error("the upstream provider could not be reached")]
     UpstreamUnreachable,
@@ -43,6 +47,10 @@ impl GatewayError {
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyRead => StatusCode::BAD_REQUEST,
+            GatewayError::Denied(Denied::Blocked { .. }) => StatusCode::FORBIDDEN,
+            GatewayError::Denied(Denied::Quota { .. } | Denied::Rate { .. } | Denied::Concurrency { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamRejectedKey => StatusCode::BAD_GATEWAY,
@@ -56,6 +64,10 @@ impl GatewayError {
             GatewayError::Unauthenticated(_) => ("invalid_request_error", "invalid_api_key"),
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             GatewayError::BodyRead => ("invalid_request_error", "invalid_body"),
+            GatewayError::Denied(d @ Denied::Blocked { .. }) => ("permission_error", d.code()),
+            // The SDKs read `insufficient_quota` as "don't retry"; `x-should-retry` says so too.
+            GatewayError::Denied(d @ Denied::Quota { .. }) => ("insufficient_quota", d.code()),
+            GatewayError::Denied(d @ (Denied::Rate { .. } | Denied::Concurrency { .. })) => ("requests", d.code()),
             GatewayError::UpstreamUnreachable => ("api_error", "upstream_unreachable"),
             GatewayError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             GatewayError::UpstreamRejectedKey => ("api_error", "upstream_credentials_refused"),
@@ -73,7 +85,43 @@ impl GatewayError {
                 openai_error_body(&message, ty, code)
             }
         };
-        json_response(status, body)
+        let mut resp = json_response(status, body);
+        if let GatewayError::Denied(d) = self {
+            let headers = resp.headers_mut();
+            if let Some(secs) = d.retry_after_secs() {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            let retry = if d.should_retry() { "true" } else { "false" };
+            headers.insert("x-should-retry", HeaderValue::from_static(retry));
+        }
+        resp
+    }
+
+    /// A short name for logs and the row's `outcome`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            GatewayError::UnknownPrefix => "refused_unknown_prefix",
+            GatewayError::Unauthenticated(_) => "refused_unauthenticated",
+            GatewayError::BodyTooLarge { .. } => "refused_body_too_large",
+            GatewayError::BodyRead => "refused_body_unreadable",
+            GatewayError::Denied(Denied::Blocked { .. }) => "refused_blocked",
+            GatewayError::Denied(Denied::Quota { .. }) => "refused_quota",
+            GatewayError::Denied(Denied::Rate { .. }) => "refused_rate",
+            GatewayError::Denied(Denied::Concurrency { .. }) => "refused_concurrency",
+            GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamRejectedKey => "upstream_rejected_key",
+        }
+    }
+}
+
+/// The client's message for a refusal; a blocked user also learns the operator's reason.
+fn denied_message(d: &Denied) -> String {
+    match d {
+        Denied::Blocked { reason: Some(reason) } if !reason.trim().is_empty() => {
+            format!("{d}: {}", reason.trim())
+        }
+        _ => d.to_string(),
     }
 }
 

@@ -36,6 +36,7 @@ use crate::config::{Config, Provider};
 use crate::error::GatewayError;
 use crate::meter::{BodyEnd, MeteredBody, OnEnd};
 use crate::provider::{self, ProviderKind, RequestInfo, ResponseTap, TapReport, UsageSource};
+use crate::quota::{self, Estimate, Ledger, QuotaStatus, Reservation};
 use crate::store::{Store, UsageRow};
 
 /// The body Tollgate sends to clients: a metered upstream answer or its own small response.
@@ -88,6 +89,7 @@ pub struct Proxy {
     verifier: Verifier,
     client: UpstreamClient,
     store: Store,
+    ledger: Arc<Ledger>,
     config: Arc<Config>,
     ids: RequestIds,
 }
@@ -100,11 +102,21 @@ struct CallCtx {
     kind: Option<ProviderKind>,
     provider: Option<Arc<str>>,
     caller: Option<Caller>,
+    /// The caller's id, kept for the quota headers after `caller` moved into the body.
+    user: Option<Arc<str>>,
     info: Option<RequestInfo>,
+    /// The admitted call's reservation, until the body (or a refusal) settles it.
+    reservation: Option<Reservation>,
 }
 
+/// Response headers that tell the app where its user stands.
+pub const DAILY_REMAINING: HeaderName = HeaderName::from_static("x-tollgate-daily-tokens-remaining");
+pub const DAILY_RESET: HeaderName = HeaderName::from_static("x-tollgate-daily-reset");
+pub const MONTHLY_REMAINING: HeaderName = HeaderName::from_static("x-tollgate-monthly-tokens-remaining");
+pub const MONTHLY_RESET: HeaderName = HeaderName::from_static("x-tollgate-monthly-reset");
+
 impl Proxy {
-    pub fn new(config: Arc<Config>, store: Store, client: UpstreamClient) -> Result<Proxy, String> {
+    pub fn new(config: Arc<Config>, store: Store, ledger: Arc<Ledger>, client: UpstreamClient) -> Result<Proxy, String> {
         let verifier = Verifier::new(
             &config.raw.auth,
             config.jwt_secret.as_ref(),
@@ -123,13 +135,17 @@ impl Proxy {
         }
         // Longest prefix first, so `/openai-beta` is not taken by `/openai`.
         routes.sort_by_key(|r| std::cmp::Reverse(r.provider.prefix.len()));
-        Ok(Proxy { routes, verifier, client, store, config, ids: RequestIds::new() })
+        Ok(Proxy { routes, verifier, client, store, ledger, config, ids: RequestIds::new() })
     }
 
     /// Serve one request. Never fails: every error becomes a response in the provider's shape.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
-        if req.uri().path() == "/healthz" && req.method() == Method::GET {
-            return Ok(plain(StatusCode::OK, "ok\n"));
+        if req.method() == Method::GET {
+            match req.uri().path() {
+                "/healthz" => return Ok(plain(StatusCode::OK, "ok\n")),
+                "/me/usage" => return Ok(self.me_usage(&req)),
+                _ => {}
+            }
         }
         let mut ctx = CallCtx {
             request_id: self.ids.for_request(req.headers()),
@@ -138,17 +154,22 @@ impl Proxy {
             kind: None,
             provider: None,
             caller: None,
+            user: None,
             info: None,
+            reservation: None,
         };
         let request_id = ctx.request_id.clone();
         let mut resp = match self.proxy(req, &mut ctx).await {
             Ok(resp) => resp,
             Err(e) => {
                 let resp = e.response::<Full<Bytes>>(ctx.kind);
-                self.record_refusal(&ctx, &e);
+                self.record_refusal(&mut ctx, &e);
                 resp.map(Either::Right)
             }
         };
+        if let Some(user) = &ctx.user {
+            quota_headers(resp.headers_mut(), &self.ledger.status(user));
+        }
         let id = HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("invalid"));
         if !resp.headers().contains_key(X_REQUEST_ID) {
             resp.headers_mut().insert(X_REQUEST_ID, id.clone());
@@ -175,6 +196,7 @@ impl Proxy {
                 .ok_or(GatewayError::Unauthenticated(auth::AuthError::MissingCredential))?;
             self.verifier.verify(&token).map_err(GatewayError::Unauthenticated)?
         };
+        ctx.user = Some(caller.user_id.clone());
         ctx.caller = Some(caller);
 
         // 3 read the body, bounded
@@ -183,7 +205,12 @@ impl Proxy {
         // 4 inspect
         let (info, rewritten) = provider::inspect(provider.kind, &parts.method, rest, query, &body);
         let body = rewritten.unwrap_or(body);
+
+        // 4b admit: blocked 403, quota or rate 429; the upstream is never contacted
+        let estimate = self.estimate(&info);
+        let user = ctx.user.as_ref().ok_or(GatewayError::BodyRead)?;
         ctx.info = Some(info);
+        ctx.reservation = Some(self.ledger.admit(user, estimate).map_err(GatewayError::Denied)?);
 
         // 5 prepare
         let upstream_req = prepare(route, parts, rest, body)?;
@@ -216,6 +243,7 @@ impl Proxy {
             provider: provider.name.clone(),
             caller: ctx.caller.take(),
             info: ctx.info.take(),
+            reservation: ctx.reservation.take(),
             status: head.status.as_u16(),
             ttfb_ms,
         };
@@ -277,7 +305,7 @@ impl Proxy {
     }
 
     /// A row for a call Tollgate answered itself after it knew who was calling.
-    fn record_refusal(&self, ctx: &CallCtx, e: &GatewayError) {
+    fn record_refusal(&self, ctx: &mut CallCtx, e: &GatewayError) {
         let (Some(caller), Some(provider)) = (&ctx.caller, &ctx.provider) else {
             tracing::info!(request_id = %ctx.request_id, status = e.status().as_u16(), error = %e, "refused");
             return;
@@ -290,15 +318,17 @@ impl Proxy {
             }
             _ => (provider::Usage::default(), UsageSource::None),
         };
-        let outcome = match e {
-            GatewayError::UpstreamTimeout => "upstream_timeout",
-            GatewayError::UpstreamUnreachable => "upstream_unreachable",
-            GatewayError::UpstreamRejectedKey => "upstream_rejected_key",
-            _ => "refused",
-        };
+        let cost = self.cost(ctx.info.as_ref().and_then(|i| i.model.as_deref()), &usage, &ctx.request_id);
+        // Settle what the call may have used; a call that consumed nothing releases its
+        // reservation (dropping it does).
+        let reservation = ctx.reservation.take();
+        let ts_ms = reservation.as_ref().map_or(ctx.ts_ms, |r| r.admitted_at().as_millisecond());
+        if let Some(r) = reservation {
+            r.settle(usage.total(), cost.map_or(0, |c| c.max(0) as u64));
+        }
         self.write_row(RowParts {
             request_id: &ctx.request_id,
-            ts_ms: ctx.ts_ms,
+            ts_ms,
             started: ctx.started,
             caller,
             provider,
@@ -307,22 +337,53 @@ impl Proxy {
             status: e.status().as_u16(),
             usage,
             source,
+            cost,
             ttfb_ms: None,
-            outcome,
+            outcome: e.outcome(),
         });
+    }
+
+    /// What an admitted call may cost at most: its prompt estimate plus its output cap, priced.
+    fn estimate(&self, info: &RequestInfo) -> Estimate {
+        let tokens = quota::estimate_tokens(info, self.config.raw.limits.default_max_output_tokens);
+        let input = info.prompt_tokens_estimate.min(tokens);
+        let usage = provider::Usage { input_tokens: input, output_tokens: tokens - input, ..Default::default() };
+        let cost = info.model.as_deref().and_then(|m| self.config.prices.cost_nano_usd(m, &usage));
+        Estimate { tokens, cost_nano_usd: cost.map_or(0, |c| c.max(0) as u64) }
+    }
+
+    /// The cost of `usage` on `model` in nano-USD; `None` (and a warning) when it has no price.
+    fn cost(&self, model: Option<&str>, usage: &provider::Usage, request_id: &str) -> Option<i64> {
+        if usage.total() == 0 {
+            return Some(0);
+        }
+        let cost = model.and_then(|m| self.config.prices.cost_nano_usd(m, usage));
+        if cost.is_none() {
+            tracing::warn!(request_id, model = model.unwrap_or("-"), "no price for this model: cost recorded as NULL");
+        }
+        cost
+    }
+
+    /// `GET /me/usage`: the caller's own usage, limits and reset times, for the app to show.
+    fn me_usage(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        let caller = auth::credential(req.headers(), req.uri().query())
+            .ok_or(GatewayError::Unauthenticated(auth::AuthError::MissingCredential))
+            .and_then(|t| self.verifier.verify(&t).map_err(GatewayError::Unauthenticated));
+        let caller = match caller {
+            Ok(c) => c,
+            Err(e) => return e.response::<Full<Bytes>>(None).map(Either::Right),
+        };
+        let status = self.ledger.status(&caller.user_id);
+        let body = me_usage_json(&caller.user_id, self.ledger.timezone(), &status);
+        let mut resp = crate::error::json_response::<Full<Bytes>>(StatusCode::OK, Bytes::from(body.to_string()));
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        quota_headers(resp.headers_mut(), &status);
+        resp.map(Either::Right)
     }
 
     fn write_row(&self, p: RowParts<'_>) {
         let model = p.response_model.or_else(|| p.info.and_then(|i| i.model.clone()));
-        let cost = if p.usage.total() == 0 {
-            Some(0)
-        } else {
-            let cost = model.as_deref().and_then(|m| self.config.prices.cost_nano_usd(m, &p.usage));
-            if cost.is_none() {
-                tracing::warn!(request_id = %p.request_id, model = model.as_deref().unwrap_or("-"), "no price for this model: cost recorded as NULL");
-            }
-            cost
-        };
+        let cost = p.cost;
         let latency_ms = p.started.elapsed().as_millis() as u64;
         let endpoint = p.info.map_or("other", |i| i.endpoint.as_str());
         tracing::info!(
@@ -374,6 +435,7 @@ struct RowParts<'a> {
     status: u16,
     usage: provider::Usage,
     source: UsageSource,
+    cost: Option<i64>,
     ttfb_ms: Option<u64>,
     outcome: &'static str,
 }
@@ -387,6 +449,7 @@ pub struct CallEnd {
     provider: Arc<str>,
     caller: Option<Caller>,
     info: Option<RequestInfo>,
+    reservation: Option<Reservation>,
     status: u16,
     ttfb_ms: u64,
 }
@@ -414,9 +477,15 @@ impl OnEnd for CallEnd {
             BodyEnd::Complete if info.stream && !report.complete => "stream_truncated",
             other => other.as_str(),
         };
+        let model = report.model.as_deref().or(info.model.as_deref());
+        let cost = self.proxy.cost(model, &usage, &self.request_id);
+        let ts_ms = self.reservation.as_ref().map_or(self.ts_ms, |r| r.admitted_at().as_millisecond());
+        if let Some(r) = self.reservation {
+            r.settle(usage.total(), cost.map_or(0, |c| c.max(0) as u64));
+        }
         self.proxy.write_row(RowParts {
             request_id: &self.request_id,
-            ts_ms: self.ts_ms,
+            ts_ms,
             started: self.started,
             caller,
             provider: &self.provider,
@@ -425,6 +494,7 @@ impl OnEnd for CallEnd {
             status: self.status,
             usage,
             source,
+            cost,
             ttfb_ms: Some(self.ttfb_ms),
             outcome,
         });
@@ -573,4 +643,47 @@ impl RequestIds {
 /// 1 to 128 characters from `[A-Za-z0-9._:-]`: safe to log, store and echo.
 fn is_sane_request_id(v: &str) -> bool {
     (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+/// The quota headers on every answer to an authenticated caller.
+fn quota_headers(headers: &mut HeaderMap, status: &QuotaStatus) {
+    headers.insert(DAILY_REMAINING, HeaderValue::from(status.day.remaining_tokens));
+    headers.insert(MONTHLY_REMAINING, HeaderValue::from(status.month.remaining_tokens));
+    for (name, at) in [(DAILY_RESET, status.day.reset_at), (MONTHLY_RESET, status.month.reset_at)] {
+        if let Ok(v) = HeaderValue::from_str(&at.to_string()) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// The body of `GET /me/usage`.
+fn me_usage_json(user: &str, tz: &jiff::tz::TimeZone, s: &QuotaStatus) -> serde_json::Value {
+    fn usd(nano: u64) -> f64 {
+        nano as f64 / 1e9
+    }
+    let window = |w: &quota::WindowStatus| {
+        serde_json::json!({
+            "start": w.start.to_string(),
+            "resets_at": w.reset_at.to_string(),
+            "resets_in_secs": (w.reset_at.as_second() - jiff::Timestamp::now().as_second()).max(0),
+            "used_tokens": w.used_tokens,
+            "reserved_tokens": w.reserved_tokens,
+            "limit_tokens": w.token_limit,
+            "remaining_tokens": w.remaining_tokens,
+            "used_cost_usd": usd(w.used_cost_nano_usd),
+            "cost_limit_usd": w.cost_limit_nano_usd.map(usd),
+            "remaining_cost_usd": w.remaining_cost_nano_usd.map(usd),
+        })
+    };
+    serde_json::json!({
+        "user": user,
+        "timezone": tz.iana_name().unwrap_or("UTC"),
+        "blocked": s.blocked,
+        "blocked_reason": s.blocked_reason,
+        "day": window(&s.day),
+        "month": window(&s.month),
+        "requests_per_minute": s.limits.requests_per_minute.get(),
+        "max_concurrent": s.limits.max_concurrent.map(|n| n.get()),
+        "in_flight": s.in_flight,
+    })
 }

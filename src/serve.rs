@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::proxy::{Proxy, UpstreamClient};
+use crate::quota::Ledger;
 use crate::store::{Store, StoreWriter};
 
 /// Any error that stops the gateway from starting.
@@ -27,6 +28,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Running {
     /// The proxy listener's bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The quota ledger the proxy admits calls with (the admin side acts on it).
+    pub ledger: Arc<Ledger>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -59,11 +62,17 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         config.raw.store.batch_max,
     )
     .map_err(|e| format!("cannot open the store at {} (store.path): {e}", config.raw.store.path.display()))?;
-    let proxy = Arc::new(Proxy::new(Arc::clone(&config), store, upstream_client(&config)?)?);
+    let ledger = Arc::new(Ledger::new(&config.raw.limits, config.timezone.clone()));
+    // Today's and this month's totals, blocks and overrides: the counters survive restarts.
+    let seeded = crate::store::open_reader(&config.raw.store.path)
+        .and_then(|conn| ledger.seed_from_store(&conn))
+        .map_err(|e| format!("cannot read usage totals from {} (store.path): {e}", config.raw.store.path.display()))?;
+    tracing::debug!(users = seeded, "quota counters seeded from the store");
+    let proxy = Arc::new(Proxy::new(Arc::clone(&config), store, Arc::clone(&ledger), upstream_client(&config)?)?);
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, proxy, Arc::clone(&config), stop_rx, writer));
     tracing::info!(%addr, providers = config.providers.len(), "tollgate listening");
-    Ok(Running { addr, stop, task })
+    Ok(Running { addr, ledger, stop, task })
 }
 
 /// Start, then run until SIGTERM or SIGINT, then stop gracefully.

@@ -411,6 +411,10 @@ pub fn test_config(upstream: &str, dir: &Path) -> RawConfig {
     raw.server.listen = "127.0.0.1:0".parse().unwrap();
     raw.server.shutdown_grace_secs = 5;
     raw.store.path = dir.join("tollgate.db");
+    // Limits out of the way; the quota tests set their own.
+    raw.limits.daily_tokens = 1_000_000_000_000;
+    raw.limits.monthly_tokens = 1_000_000_000_000;
+    raw.limits.requests_per_minute = 1_000_000;
     raw.providers = vec![
         ProviderConfig {
             name: "openai".into(),
