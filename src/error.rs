@@ -14,7 +14,9 @@ use crate::quota::Denied;
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// No provider is mounted at the request's path.
-    #[error("no provider is mounted at this path; use one of the configured prefixes (e.g. /openai/v1, /gemini/v1beta)")]
+    #[error(
+        "no provider is mounted at this path; use one of the configured prefixes (e.g. /openai/v1, /gemini/v1beta)"
+    )]
     UnknownPrefix,
     /// The credential is missing or did not verify.
     #[error("{0}")]
@@ -35,7 +37,9 @@ pub enum GatewayError {
     #[error("the upstream provider did not answer in time")]
     UpstreamTimeout,
     /// The upstream refused the gateway's own provider key (401/403 about Tollgate's key).
-    #[error("the gateway's provider credentials were refused by the upstream; the operator has been told")]
+    #[error(
+        "the gateway's provider credentials were refused by the upstream; the operator has been told"
+    )]
     UpstreamRejectedKey,
 }
 
@@ -48,9 +52,9 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyRead => StatusCode::BAD_REQUEST,
             GatewayError::Denied(Denied::Blocked { .. }) => StatusCode::FORBIDDEN,
-            GatewayError::Denied(Denied::Quota { .. } | Denied::Rate { .. } | Denied::Concurrency { .. }) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            GatewayError::Denied(
+                Denied::Quota { .. } | Denied::Rate { .. } | Denied::Concurrency { .. },
+            ) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamRejectedKey => StatusCode::BAD_GATEWAY,
@@ -67,7 +71,9 @@ impl GatewayError {
             GatewayError::Denied(d @ Denied::Blocked { .. }) => ("permission_error", d.code()),
             // The SDKs read `insufficient_quota` as "don't retry"; `x-should-retry` says so too.
             GatewayError::Denied(d @ Denied::Quota { .. }) => ("insufficient_quota", d.code()),
-            GatewayError::Denied(d @ (Denied::Rate { .. } | Denied::Concurrency { .. })) => ("requests", d.code()),
+            GatewayError::Denied(d @ (Denied::Rate { .. } | Denied::Concurrency { .. })) => {
+                ("requests", d.code())
+            }
             GatewayError::UpstreamUnreachable => ("api_error", "upstream_unreachable"),
             GatewayError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             GatewayError::UpstreamRejectedKey => ("api_error", "upstream_credentials_refused"),
@@ -118,7 +124,9 @@ impl GatewayError {
 /// The client's message for a refusal; a blocked user also learns the operator's reason.
 fn denied_message(d: &Denied) -> String {
     match d {
-        Denied::Blocked { reason: Some(reason) } if !reason.trim().is_empty() => {
+        Denied::Blocked {
+            reason: Some(reason),
+        } if !reason.trim().is_empty() => {
             format!("{d}: {}", reason.trim())
         }
         _ => d.to_string(),
@@ -127,7 +135,8 @@ fn denied_message(d: &Denied) -> String {
 
 /// `{"error":{"message","type","param","code"}}`.
 pub fn openai_error_body(message: &str, ty: &str, code: &str) -> Bytes {
-    let v = serde_json::json!({"error": {"message": message, "type": ty, "param": null, "code": code}});
+    let v =
+        serde_json::json!({"error": {"message": message, "type": ty, "param": null, "code": code}});
     Bytes::from(v.to_string())
 }
 
@@ -155,7 +164,9 @@ fn google_status(status: StatusCode) -> &'static str {
 pub fn json_response<B: From<Bytes>>(status: StatusCode, body: Bytes) -> Response<B> {
     let mut resp = Response::new(B::from(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }

@@ -2,13 +2,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod error;
+pub mod meter;
 pub mod pricing;
-pub mod quota;
 pub mod provider;
+pub mod proxy;
+pub mod quota;
+pub mod serve;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
-pub mod serve;
-pub mod error;
-pub mod meter;
-pub mod proxy;

@@ -104,7 +104,13 @@ where
 {
     /// `exact_hint`: whether the tap forwards the body unchanged, so that the upstream's length
     /// still holds for the client.
-    pub fn new(inner: B, tap: ResponseTap, idle_after: Duration, exact_hint: bool, on_end: F) -> Self {
+    pub fn new(
+        inner: B,
+        tap: ResponseTap,
+        idle_after: Duration,
+        exact_hint: bool,
+        on_end: F,
+    ) -> Self {
         MeteredBody {
             inner,
             tap,
@@ -192,7 +198,10 @@ where
                     this.idle.as_mut().reset(Instant::now() + *this.idle_after);
                     match frame.into_data() {
                         Ok(data) => {
-                            let out = Merge { first: this.tap.push(data), more: None };
+                            let out = Merge {
+                                first: this.tap.push(data),
+                                more: None,
+                            };
                             if this.inner.is_end_stream() || !out.is_empty() {
                                 break out;
                             }
@@ -309,7 +318,9 @@ mod tests {
         ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
             match self.0.pop_front() {
                 None => Poll::Ready(None),
-                Some(Step::Data(d)) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(d.as_bytes()))))),
+                Some(Step::Data(d)) => {
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(d.as_bytes())))))
+                }
                 Some(Step::Fail) => Poll::Ready(Some(Err(std::io::Error::other("reset")))),
                 Some(Step::Pending) => {
                     cx.waker().wake_by_ref();
@@ -337,13 +348,22 @@ mod tests {
             sse: true,
         };
         let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         let tap = ResponseTap::new(ProviderKind::Openai, &info, StatusCode::OK, &headers);
         let ends: Ends = Arc::default();
         let sink = Arc::clone(&ends);
-        let body = MeteredBody::new(Scripted(script.into()), tap, idle, false, move |how, report| {
-            sink.lock().unwrap().push((how, report));
-        });
+        let body = MeteredBody::new(
+            Scripted(script.into()),
+            tap,
+            idle,
+            false,
+            move |how, report| {
+                sink.lock().unwrap().push((how, report));
+            },
+        );
         (body, ends)
     }
 
@@ -353,28 +373,59 @@ mod tests {
             match body.frame().await {
                 None => return (out, false),
                 Some(Err(_)) => return (out, true),
-                Some(Ok(f)) => out.push(String::from_utf8(f.into_data().unwrap().to_vec()).unwrap()),
+                Some(Ok(f)) => {
+                    out.push(String::from_utf8(f.into_data().unwrap().to_vec()).unwrap())
+                }
             }
         }
     }
 
     #[tokio::test]
     async fn frames_ready_together_reach_the_client_as_one_write_and_the_end_is_reported_once() {
-        let (body, ends) = metered(vec![Step::Data(E1), Step::Data(E2), Step::Data(USAGE), Step::Data(DONE)], Duration::from_secs(5));
+        let (body, ends) = metered(
+            vec![
+                Step::Data(E1),
+                Step::Data(E2),
+                Step::Data(USAGE),
+                Step::Data(DONE),
+            ],
+            Duration::from_secs(5),
+        );
         let mut body = Box::pin(body);
         let (got, failed) = frames(&mut body).await;
         assert!(!failed);
-        assert_eq!(got, [format!("{E1}{E2}{USAGE}{DONE}")], "ready frames are merged");
+        assert_eq!(
+            got,
+            [format!("{E1}{E2}{USAGE}{DONE}")],
+            "ready frames are merged"
+        );
         drop(body);
         let ends = ends.lock().unwrap();
         assert_eq!(ends.len(), 1, "exactly one end, not a second one on drop");
         assert_eq!(ends[0].0, BodyEnd::Complete);
-        assert_eq!(ends[0].1.usage, Some(Usage { input_tokens: 5, cached_input_tokens: 0, output_tokens: 2, reasoning_tokens: 0 }));
+        assert_eq!(
+            ends[0].1.usage,
+            Some(Usage {
+                input_tokens: 5,
+                cached_input_tokens: 0,
+                output_tokens: 2,
+                reasoning_tokens: 0
+            })
+        );
     }
 
     #[tokio::test]
     async fn a_frame_is_forwarded_before_the_next_one_arrives() {
-        let (body, ends) = metered(vec![Step::Data(E1), Step::Pending, Step::Data(E2), Step::Pending, Step::Data(DONE)], Duration::from_secs(5));
+        let (body, ends) = metered(
+            vec![
+                Step::Data(E1),
+                Step::Pending,
+                Step::Data(E2),
+                Step::Pending,
+                Step::Data(DONE),
+            ],
+            Duration::from_secs(5),
+        );
         let mut body = Box::pin(body);
         let (got, failed) = frames(&mut body).await;
         assert!(!failed);
@@ -384,20 +435,32 @@ mod tests {
 
     #[tokio::test]
     async fn an_upstream_failure_delivers_what_came_then_fails_the_client() {
-        let (body, ends) = metered(vec![Step::Data(E1), Step::Data(E2), Step::Fail], Duration::from_secs(5));
+        let (body, ends) = metered(
+            vec![Step::Data(E1), Step::Data(E2), Step::Fail],
+            Duration::from_secs(5),
+        );
         let mut body = Box::pin(body);
         let (got, failed) = frames(&mut body).await;
         assert_eq!(got, [format!("{E1}{E2}")]);
-        assert!(failed, "the client's stream ends in an error, never cleanly");
+        assert!(
+            failed,
+            "the client's stream ends in an error, never cleanly"
+        );
         let ends = ends.lock().unwrap();
         assert_eq!(ends.len(), 1);
         assert_eq!(ends[0].0, BodyEnd::UpstreamError);
-        assert!(ends[0].1.output_chars >= 8, "the relayed text is counted for the estimate");
+        assert!(
+            ends[0].1.output_chars >= 8,
+            "the relayed text is counted for the estimate"
+        );
     }
 
     #[tokio::test]
     async fn a_client_that_goes_away_is_reported_on_drop() {
-        let (body, ends) = metered(vec![Step::Data(E1), Step::Pending, Step::Data(E2)], Duration::from_secs(5));
+        let (body, ends) = metered(
+            vec![Step::Data(E1), Step::Pending, Step::Data(E2)],
+            Duration::from_secs(5),
+        );
         let mut body = Box::pin(body);
         assert!(body.frame().await.is_some());
         assert!(ends.lock().unwrap().is_empty());
@@ -436,14 +499,28 @@ mod tests {
             usage_injected: false,
             sse: true,
         };
-        let tap = ResponseTap::new(ProviderKind::Openai, &info, StatusCode::OK, &HeaderMap::new());
+        let tap = ResponseTap::new(
+            ProviderKind::Openai,
+            &info,
+            StatusCode::OK,
+            &HeaderMap::new(),
+        );
         let ends: Ends = Arc::default();
         let sink = Arc::clone(&ends);
-        let mut body = Box::pin(MeteredBody::new(Stalls(false), tap, Duration::from_secs(30), false, move |how, report| {
-            sink.lock().unwrap().push((how, report));
-        }));
+        let mut body = Box::pin(MeteredBody::new(
+            Stalls(false),
+            tap,
+            Duration::from_secs(30),
+            false,
+            move |how, report| {
+                sink.lock().unwrap().push((how, report));
+            },
+        ));
         assert!(body.frame().await.unwrap().is_ok());
-        assert!(body.frame().await.unwrap().is_err(), "the idle timeout ends the stream with an error");
+        assert!(
+            body.frame().await.unwrap().is_err(),
+            "the idle timeout ends the stream with an error"
+        );
         assert_eq!(ends.lock().unwrap()[0].0, BodyEnd::IdleTimeout);
     }
 }

@@ -110,13 +110,20 @@ struct CallCtx {
 }
 
 /// Response headers that tell the app where its user stands.
-pub const DAILY_REMAINING: HeaderName = HeaderName::from_static("x-tollgate-daily-tokens-remaining");
+pub const DAILY_REMAINING: HeaderName =
+    HeaderName::from_static("x-tollgate-daily-tokens-remaining");
 pub const DAILY_RESET: HeaderName = HeaderName::from_static("x-tollgate-daily-reset");
-pub const MONTHLY_REMAINING: HeaderName = HeaderName::from_static("x-tollgate-monthly-tokens-remaining");
+pub const MONTHLY_REMAINING: HeaderName =
+    HeaderName::from_static("x-tollgate-monthly-tokens-remaining");
 pub const MONTHLY_RESET: HeaderName = HeaderName::from_static("x-tollgate-monthly-reset");
 
 impl Proxy {
-    pub fn new(config: Arc<Config>, store: Store, ledger: Arc<Ledger>, client: UpstreamClient) -> Result<Proxy, String> {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        ledger: Arc<Ledger>,
+        client: UpstreamClient,
+    ) -> Result<Proxy, String> {
         let verifier = Verifier::new(
             &config.raw.auth,
             config.jwt_secret.as_ref(),
@@ -125,21 +132,39 @@ impl Proxy {
         let mut routes = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
             let (key_header, raw) = match p.kind {
-                ProviderKind::Openai => (header::AUTHORIZATION, format!("Bearer {}", p.api_key.expose())),
+                ProviderKind::Openai => (
+                    header::AUTHORIZATION,
+                    format!("Bearer {}", p.api_key.expose()),
+                ),
                 ProviderKind::Gemini => (X_GOOG_API_KEY, p.api_key.expose().to_string()),
             };
             let mut key_value = HeaderValue::from_str(&raw)
                 .map_err(|_| format!("the key in {} is not a valid header value", p.name))?;
             key_value.set_sensitive(true);
-            routes.push(Route { provider: p.clone(), key_header, key_value });
+            routes.push(Route {
+                provider: p.clone(),
+                key_header,
+                key_value,
+            });
         }
         // Longest prefix first, so `/openai-beta` is not taken by `/openai`.
         routes.sort_by_key(|r| std::cmp::Reverse(r.provider.prefix.len()));
-        Ok(Proxy { routes, verifier, client, store, ledger, config, ids: RequestIds::new() })
+        Ok(Proxy {
+            routes,
+            verifier,
+            client,
+            store,
+            ledger,
+            config,
+            ids: RequestIds::new(),
+        })
     }
 
     /// Serve one request. Never fails: every error becomes a response in the provider's shape.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         if req.method() == Method::GET {
             match req.uri().path() {
                 "/healthz" => return Ok(plain(StatusCode::OK, "ok\n")),
@@ -178,7 +203,11 @@ impl Proxy {
         Ok(resp)
     }
 
-    async fn proxy(self: &Arc<Self>, req: Request<Incoming>, ctx: &mut CallCtx) -> Result<Response<ProxyBody>, GatewayError> {
+    async fn proxy(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        ctx: &mut CallCtx,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
         let (parts, body) = req.into_parts();
         // A cheap clone (shared bytes): `rest` and `query` borrow from it while `parts` moves on.
         let uri = parts.uri.clone();
@@ -192,15 +221,23 @@ impl Proxy {
         // 2 authenticate
         let query = uri.query();
         let caller = {
-            let token = auth::credential(&parts.headers, query)
-                .ok_or(GatewayError::Unauthenticated(auth::AuthError::MissingCredential))?;
-            self.verifier.verify(&token).map_err(GatewayError::Unauthenticated)?
+            let token = auth::credential(&parts.headers, query).ok_or(
+                GatewayError::Unauthenticated(auth::AuthError::MissingCredential),
+            )?;
+            self.verifier
+                .verify(&token)
+                .map_err(GatewayError::Unauthenticated)?
         };
         ctx.user = Some(caller.user_id.clone());
         ctx.caller = Some(caller);
 
         // 3 read the body, bounded
-        let body = read_body(&parts.headers, body, self.config.raw.server.max_request_bytes).await?;
+        let body = read_body(
+            &parts.headers,
+            body,
+            self.config.raw.server.max_request_bytes,
+        )
+        .await?;
 
         // 4 inspect
         let (info, rewritten) = provider::inspect(provider.kind, &parts.method, rest, query, &body);
@@ -210,14 +247,23 @@ impl Proxy {
         let estimate = self.estimate(&info);
         let user = ctx.user.as_ref().ok_or(GatewayError::BodyRead)?;
         ctx.info = Some(info);
-        ctx.reservation = Some(self.ledger.admit(user, estimate).map_err(GatewayError::Denied)?);
+        ctx.reservation = Some(
+            self.ledger
+                .admit(user, estimate)
+                .map_err(GatewayError::Denied)?,
+        );
 
         // 5 prepare
         let upstream_req = prepare(route, parts, rest, body)?;
 
         // 6 forward
         let sent = Instant::now();
-        let resp = match tokio::time::timeout(self.config.response_header_timeout(), self.client.request(upstream_req)).await {
+        let resp = match tokio::time::timeout(
+            self.config.response_header_timeout(),
+            self.client.request(upstream_req),
+        )
+        .await
+        {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
             Ok(Err(e)) => {
                 tracing::warn!(request_id = %ctx.request_id, provider = %provider.name, error = %error_chain(&e), "upstream request failed");
@@ -227,7 +273,9 @@ impl Proxy {
         };
         let ttfb_ms = sent.elapsed().as_millis() as u64;
         let (mut head, upstream_body) = resp.into_parts();
-        let upstream_body = self.screen_key_refusal(provider, &ctx.request_id, &head, upstream_body).await?;
+        let upstream_body = self
+            .screen_key_refusal(provider, &ctx.request_id, &head, upstream_body)
+            .await?;
 
         // 7 meter
         strip_hop_headers(&mut head.headers);
@@ -247,7 +295,13 @@ impl Proxy {
             status: head.status.as_u16(),
             ttfb_ms,
         };
-        let body = MeteredBody::new(upstream_body, tap, self.config.idle_timeout(), exact_hint, end);
+        let body = MeteredBody::new(
+            upstream_body,
+            tap,
+            self.config.idle_timeout(),
+            exact_hint,
+            end,
+        );
         Ok(Response::from_parts(head, Either::Left(body)))
     }
 
@@ -266,11 +320,17 @@ impl Proxy {
         let status = head.status;
         let gemini_400 = provider.kind == ProviderKind::Gemini
             && status == StatusCode::BAD_REQUEST
-            && http_body::Body::size_hint(&body).upper().is_some_and(|n| n <= SMALL);
+            && http_body::Body::size_hint(&body)
+                .upper()
+                .is_some_and(|n| n <= SMALL);
         if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN && !gemini_400 {
             return Ok(Either::Left(body));
         }
-        let read = tokio::time::timeout(Duration::from_secs(5), Limited::new(body, SMALL as usize).collect()).await;
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            Limited::new(body, SMALL as usize).collect(),
+        )
+        .await;
         let bytes = match read {
             Ok(Ok(collected)) => collected.to_bytes(),
             _ if gemini_400 => return Err(GatewayError::UpstreamUnreachable),
@@ -300,7 +360,8 @@ impl Proxy {
     fn route<'p>(&self, path: &'p str) -> Option<(&Route, &'p str)> {
         self.routes.iter().find_map(|r| {
             let rest = path.strip_prefix(r.provider.prefix.as_str())?;
-            (rest.is_empty() || rest.starts_with('/')).then_some((r, if rest.is_empty() { "/" } else { rest }))
+            (rest.is_empty() || rest.starts_with('/'))
+                .then_some((r, if rest.is_empty() { "/" } else { rest }))
         })
     }
 
@@ -313,16 +374,23 @@ impl Proxy {
         // A request that reached the upstream but got no answer in time may still be billed:
         // estimate it. Everything else consumed nothing.
         let (usage, source) = match (e, &ctx.info) {
-            (GatewayError::UpstreamTimeout, Some(info)) if info.endpoint.consumes() => {
-                (provider::estimate(info, &TapReport::default()), UsageSource::Estimated)
-            }
+            (GatewayError::UpstreamTimeout, Some(info)) if info.endpoint.consumes() => (
+                provider::estimate(info, &TapReport::default()),
+                UsageSource::Estimated,
+            ),
             _ => (provider::Usage::default(), UsageSource::None),
         };
-        let cost = self.cost(ctx.info.as_ref().and_then(|i| i.model.as_deref()), &usage, &ctx.request_id);
+        let cost = self.cost(
+            ctx.info.as_ref().and_then(|i| i.model.as_deref()),
+            &usage,
+            &ctx.request_id,
+        );
         // Settle what the call may have used; a call that consumed nothing releases its
         // reservation (dropping it does).
         let reservation = ctx.reservation.take();
-        let ts_ms = reservation.as_ref().map_or(ctx.ts_ms, |r| r.admitted_at().as_millisecond());
+        let ts_ms = reservation
+            .as_ref()
+            .map_or(ctx.ts_ms, |r| r.admitted_at().as_millisecond());
         if let Some(r) = reservation {
             r.settle(usage.total(), cost.map_or(0, |c| c.max(0) as u64));
         }
@@ -347,9 +415,19 @@ impl Proxy {
     fn estimate(&self, info: &RequestInfo) -> Estimate {
         let tokens = quota::estimate_tokens(info, self.config.raw.limits.default_max_output_tokens);
         let input = info.prompt_tokens_estimate.min(tokens);
-        let usage = provider::Usage { input_tokens: input, output_tokens: tokens - input, ..Default::default() };
-        let cost = info.model.as_deref().and_then(|m| self.config.prices.cost_nano_usd(m, &usage));
-        Estimate { tokens, cost_nano_usd: cost.map_or(0, |c| c.max(0) as u64) }
+        let usage = provider::Usage {
+            input_tokens: input,
+            output_tokens: tokens - input,
+            ..Default::default()
+        };
+        let cost = info
+            .model
+            .as_deref()
+            .and_then(|m| self.config.prices.cost_nano_usd(m, &usage));
+        Estimate {
+            tokens,
+            cost_nano_usd: cost.map_or(0, |c| c.max(0) as u64),
+        }
     }
 
     /// The cost of `usage` on `model` in nano-USD; `None` (and a warning) when it has no price.
@@ -359,7 +437,11 @@ impl Proxy {
         }
         let cost = model.and_then(|m| self.config.prices.cost_nano_usd(m, usage));
         if cost.is_none() {
-            tracing::warn!(request_id, model = model.unwrap_or("-"), "no price for this model: cost recorded as NULL");
+            tracing::warn!(
+                request_id,
+                model = model.unwrap_or("-"),
+                "no price for this model: cost recorded as NULL"
+            );
         }
         cost
     }
@@ -367,22 +449,34 @@ impl Proxy {
     /// `GET /me/usage`: the caller's own usage, limits and reset times, for the app to show.
     fn me_usage(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
         let caller = auth::credential(req.headers(), req.uri().query())
-            .ok_or(GatewayError::Unauthenticated(auth::AuthError::MissingCredential))
-            .and_then(|t| self.verifier.verify(&t).map_err(GatewayError::Unauthenticated));
+            .ok_or(GatewayError::Unauthenticated(
+                auth::AuthError::MissingCredential,
+            ))
+            .and_then(|t| {
+                self.verifier
+                    .verify(&t)
+                    .map_err(GatewayError::Unauthenticated)
+            });
         let caller = match caller {
             Ok(c) => c,
             Err(e) => return e.response::<Full<Bytes>>(None).map(Either::Right),
         };
         let status = self.ledger.status(&caller.user_id);
         let body = me_usage_json(&caller.user_id, self.ledger.timezone(), &status);
-        let mut resp = crate::error::json_response::<Full<Bytes>>(StatusCode::OK, Bytes::from(body.to_string()));
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let mut resp = crate::error::json_response::<Full<Bytes>>(
+            StatusCode::OK,
+            Bytes::from(body.to_string()),
+        );
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         quota_headers(resp.headers_mut(), &status);
         resp.map(Either::Right)
     }
 
     fn write_row(&self, p: RowParts<'_>) {
-        let model = p.response_model.or_else(|| p.info.and_then(|i| i.model.clone()));
+        let model = p
+            .response_model
+            .or_else(|| p.info.and_then(|i| i.model.clone()));
         let cost = p.cost;
         let latency_ms = p.started.elapsed().as_millis() as u64;
         let endpoint = p.info.map_or("other", |i| i.endpoint.as_str());
@@ -463,7 +557,9 @@ impl OnEnd for CallEnd {
         let (usage, source) = match report.usage {
             Some(usage) => (usage, UsageSource::Reported),
             // The provider bills nothing for an error answer it completed.
-            None if !success && how == BodyEnd::Complete => (provider::Usage::default(), UsageSource::None),
+            None if !success && how == BodyEnd::Complete => {
+                (provider::Usage::default(), UsageSource::None)
+            }
             None if !info.endpoint.consumes() => (provider::Usage::default(), UsageSource::None),
             None if success && how == BodyEnd::Complete && !info.stream => {
                 // A complete answer without a usage report: nothing to estimate from the
@@ -479,7 +575,10 @@ impl OnEnd for CallEnd {
         };
         let model = report.model.as_deref().or(info.model.as_deref());
         let cost = self.proxy.cost(model, &usage, &self.request_id);
-        let ts_ms = self.reservation.as_ref().map_or(self.ts_ms, |r| r.admitted_at().as_millisecond());
+        let ts_ms = self
+            .reservation
+            .as_ref()
+            .map_or(self.ts_ms, |r| r.admitted_at().as_millisecond());
         if let Some(r) = self.reservation {
             r.settle(usage.total(), cost.map_or(0, |c| c.max(0) as u64));
         }
@@ -513,19 +612,28 @@ async fn read_body(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<By
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     match Limited::new(body, limit_usize).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::BodyTooLarge { limit })
+        }
         Err(_) => Err(GatewayError::BodyRead),
     }
 }
 
 /// Phase 5: the upstream request — same method, path under the upstream's base, query without
 /// `key`, end-to-end headers without any client credential, and the provider's real key.
-fn prepare(route: &Route, parts: http::request::Parts, rest: &str, body: Bytes) -> Result<Request<Full<Bytes>>, GatewayError> {
+fn prepare(
+    route: &Route,
+    parts: http::request::Parts,
+    rest: &str,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, GatewayError> {
     let p = &route.provider;
     let query = parts.uri.query();
     let stripped = query.and_then(auth::strip_key_param);
     let query = stripped.as_deref().or(query).filter(|q| !q.is_empty());
-    let mut path_and_query = String::with_capacity(p.upstream_base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    let mut path_and_query = String::with_capacity(
+        p.upstream_base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1),
+    );
     path_and_query.push_str(&p.upstream_base_path);
     path_and_query.push_str(rest);
     if let Some(q) = query {
@@ -546,7 +654,10 @@ fn prepare(route: &Route, parts: http::request::Parts, rest: &str, body: Bytes) 
     }
     headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH);
-    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     headers.insert(route.key_header.clone(), route.key_value.clone());
 
     let mut req = Request::new(Full::new(body));
@@ -588,10 +699,17 @@ fn error_code(body: &[u8]) -> String {
             _ => {}
         }
     }
-    if let Some(reason) = err["details"].as_array().and_then(|d| d.iter().find_map(|x| x["reason"].as_str())) {
+    if let Some(reason) = err["details"]
+        .as_array()
+        .and_then(|d| d.iter().find_map(|x| x["reason"].as_str()))
+    {
         parts.push(format!("reason={reason}"));
     }
-    if parts.is_empty() { "no code".into() } else { parts.join(" ") }
+    if parts.is_empty() {
+        "no code".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -606,14 +724,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
 }
 
 fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Request ids: the client's `x-request-id` when it is sane, else a new one.
@@ -624,9 +747,14 @@ struct RequestIds {
 
 impl RequestIds {
     fn new() -> RequestIds {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         let prefix = nanos ^ (u64::from(std::process::id()) << 32);
-        RequestIds { prefix, counter: AtomicU64::new(0) }
+        RequestIds {
+            prefix,
+            counter: AtomicU64::new(0),
+        }
     }
 
     fn for_request(&self, headers: &HeaderMap) -> Arc<str> {
@@ -642,14 +770,25 @@ impl RequestIds {
 
 /// 1 to 128 characters from `[A-Za-z0-9._:-]`: safe to log, store and echo.
 fn is_sane_request_id(v: &str) -> bool {
-    (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    (1..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
 /// The quota headers on every answer to an authenticated caller.
 fn quota_headers(headers: &mut HeaderMap, status: &QuotaStatus) {
-    headers.insert(DAILY_REMAINING, HeaderValue::from(status.day.remaining_tokens));
-    headers.insert(MONTHLY_REMAINING, HeaderValue::from(status.month.remaining_tokens));
-    for (name, at) in [(DAILY_RESET, status.day.reset_at), (MONTHLY_RESET, status.month.reset_at)] {
+    headers.insert(
+        DAILY_REMAINING,
+        HeaderValue::from(status.day.remaining_tokens),
+    );
+    headers.insert(
+        MONTHLY_REMAINING,
+        HeaderValue::from(status.month.remaining_tokens),
+    );
+    for (name, at) in [
+        (DAILY_RESET, status.day.reset_at),
+        (MONTHLY_RESET, status.month.reset_at),
+    ] {
         if let Ok(v) = HeaderValue::from_str(&at.to_string()) {
             headers.insert(name, v);
         }

@@ -47,7 +47,12 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running, BoxError> {
     let listener = TcpListener::bind(config.raw.server.listen)
         .await
-        .map_err(|e| format!("cannot listen on {} (server.listen): {e}", config.raw.server.listen))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} (server.listen): {e}",
+                config.raw.server.listen
+            )
+        })?;
     start_on(config, listener).await
 }
 
@@ -61,18 +66,44 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         config.raw.store.queue_capacity,
         config.raw.store.batch_max,
     )
-    .map_err(|e| format!("cannot open the store at {} (store.path): {e}", config.raw.store.path.display()))?;
+    .map_err(|e| {
+        format!(
+            "cannot open the store at {} (store.path): {e}",
+            config.raw.store.path.display()
+        )
+    })?;
     let ledger = Arc::new(Ledger::new(&config.raw.limits, config.timezone.clone()));
     // Today's and this month's totals, blocks and overrides: the counters survive restarts.
     let seeded = crate::store::open_reader(&config.raw.store.path)
         .and_then(|conn| ledger.seed_from_store(&conn))
-        .map_err(|e| format!("cannot read usage totals from {} (store.path): {e}", config.raw.store.path.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot read usage totals from {} (store.path): {e}",
+                config.raw.store.path.display()
+            )
+        })?;
     tracing::debug!(users = seeded, "quota counters seeded from the store");
-    let proxy = Arc::new(Proxy::new(Arc::clone(&config), store, Arc::clone(&ledger), upstream_client(&config)?)?);
+    let proxy = Arc::new(Proxy::new(
+        Arc::clone(&config),
+        store,
+        Arc::clone(&ledger),
+        upstream_client(&config)?,
+    )?);
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, proxy, Arc::clone(&config), stop_rx, writer));
+    let task = tokio::spawn(accept_loop(
+        listener,
+        proxy,
+        Arc::clone(&config),
+        stop_rx,
+        writer,
+    ));
     tracing::info!(%addr, providers = config.providers.len(), "tollgate listening");
-    Ok(Running { addr, ledger, stop, task })
+    Ok(Running {
+        addr,
+        ledger,
+        stop,
+        task,
+    })
 }
 
 /// Start, then run until SIGTERM or SIGINT, then stop gracefully.
@@ -124,7 +155,9 @@ fn upstream_client(config: &Config) -> Result<UpstreamClient, BoxError> {
         .enable_http2()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(config.raw.server.pool_idle_timeout_secs))
+        .pool_idle_timeout(Duration::from_secs(
+            config.raw.server.pool_idle_timeout_secs,
+        ))
         .pool_max_idle_per_host(config.raw.server.pool_max_idle_per_host)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
@@ -183,8 +216,14 @@ async fn accept_loop(
     drop(listener);
 
     let grace = config.shutdown_grace();
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_secs = grace.as_secs(), "calls still in flight after the grace period: cutting them");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "calls still in flight after the grace period: cutting them"
+        );
     }
     // Dropping a connection drops its metered bodies, and each writes its row on drop.
     conns.abort_all();

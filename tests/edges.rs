@@ -1,7 +1,10 @@
 //! The edges of the request path: body and header limits, upstream failures and timeouts, an
 //! upstream refusing the gateway's own key. Each answer is in the provider's error shape and
 //! each call after authentication leaves a row.
-#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the test's failure report")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the test's failure report"
+)]
 
 mod common;
 
@@ -9,14 +12,25 @@ use std::time::Duration;
 
 use common::*;
 
-const CHAT_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}"#;
+const CHAT_BODY: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}"#;
 
 #[tokio::test]
 async fn body_over_the_limit_is_413_and_never_forwarded() {
     let mut h = Harness::start_with(|c| c.server.max_request_bytes = 1024).await;
     let jwt = h.token("big");
-    let big = format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(4096));
-    let resp = h.client.post(h.url("/openai/v1/chat/completions")).bearer_auth(&jwt).body(big.clone()).send().await.unwrap();
+    let big = format!(
+        r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(4096)
+    );
+    let resp = h
+        .client
+        .post(h.url("/openai/v1/chat/completions"))
+        .bearer_auth(&jwt)
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 413);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "request_too_large");
@@ -31,17 +45,24 @@ async fn body_over_the_limit_is_413_and_never_forwarded() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     let v: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["status"], "INVALID_ARGUMENT", "Gemini callers get Gemini's error shape");
+    assert_eq!(
+        v["error"]["status"], "INVALID_ARGUMENT",
+        "Gemini callers get Gemini's error shape"
+    );
     assert_eq!(h.mock.hits(), 0);
     h.stop().await;
     let rows = h.rows();
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|r| r.status == 413 && r.usage_source == "none" && r.total_tokens == 0));
+    assert!(
+        rows.iter()
+            .all(|r| r.status == 413 && r.usage_source == "none" && r.total_tokens == 0)
+    );
 }
 
 /// The body as a stream of 512-byte chunks with no known length, for a chunked upload.
 fn chunked_upload(data: Vec<u8>) -> reqwest::Body {
-    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = data.chunks(512).map(|c| Ok(c.to_vec())).collect();
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(512).map(|c| Ok(c.to_vec())).collect();
     reqwest::Body::wrap_stream(tokio_stream::iter(pieces))
 }
 
@@ -49,7 +70,11 @@ fn chunked_upload(data: Vec<u8>) -> reqwest::Body {
 async fn too_many_request_headers_are_refused() {
     let h = Harness::start_with(|c| c.server.max_headers = 20).await;
     let jwt = h.token("hdr");
-    let mut req = h.client.post(h.url("/openai/v1/chat/completions")).bearer_auth(&jwt).body(CHAT_BODY);
+    let mut req = h
+        .client
+        .post(h.url("/openai/v1/chat/completions"))
+        .bearer_auth(&jwt)
+        .body(CHAT_BODY);
     for i in 0..40 {
         req = req.header(format!("x-extra-{i}"), "v");
     }
@@ -72,53 +97,93 @@ async fn unreachable_upstream_is_502_with_a_row() {
     })
     .await;
     let jwt = h.token("gone");
-    let resp = h.client.post(h.url("/openai/v1/chat/completions")).bearer_auth(&jwt).body(CHAT_BODY).send().await.unwrap();
+    let resp = h
+        .client
+        .post(h.url("/openai/v1/chat/completions"))
+        .bearer_auth(&jwt)
+        .body(CHAT_BODY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 502);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "upstream_unreachable");
     h.stop().await;
     let rows = h.rows();
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].status, rows[0].usage_source.as_str(), rows[0].outcome.as_str()), (502, "none", "upstream_unreachable"));
+    assert_eq!(
+        (
+            rows[0].status,
+            rows[0].usage_source.as_str(),
+            rows[0].outcome.as_str()
+        ),
+        (502, "none", "upstream_unreachable")
+    );
     assert_eq!(rows[0].model.as_deref(), Some("gpt-4o-mini"));
 }
 
 #[tokio::test]
 async fn no_response_head_in_time_is_504_and_estimated() {
     let mut h = Harness::start_with(|c| c.server.response_header_timeout_ms = 200).await;
-    h.mock.push(Reply::json(200, "{}").head_delay(Duration::from_secs(2)));
+    h.mock
+        .push(Reply::json(200, "{}").head_delay(Duration::from_secs(2)));
     let jwt = h.token("slow");
-    let resp = h.client.post(h.url("/openai/v1/chat/completions")).bearer_auth(&jwt).body(CHAT_BODY).send().await.unwrap();
+    let resp = h
+        .client
+        .post(h.url("/openai/v1/chat/completions"))
+        .bearer_auth(&jwt)
+        .body(CHAT_BODY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 504);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "upstream_timeout");
     h.stop().await;
     let rows = h.rows();
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].status, rows[0].usage_source.as_str()), (504, "estimated"));
-    assert!(rows[0].input_tokens > 0, "the prompt that reached the upstream is estimated");
+    assert_eq!(
+        (rows[0].status, rows[0].usage_source.as_str()),
+        (504, "estimated")
+    );
+    assert!(
+        rows[0].input_tokens > 0,
+        "the prompt that reached the upstream is estimated"
+    );
 }
 
 #[tokio::test]
 async fn upstream_silent_between_chunks_cuts_the_stream_visibly() {
     let mut h = Harness::start_with(|c| c.server.idle_timeout_ms = 300).await;
     let events = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello world\"},\"finish_reason\":null}]}\n\n";
-    h.mock.push(Reply::sse(format!("{events}{events}")).split_every(events.len()).gap(Duration::from_secs(3)));
+    h.mock.push(
+        Reply::sse(format!("{events}{events}"))
+            .split_every(events.len())
+            .gap(Duration::from_secs(3)),
+    );
     let jwt = h.token("idle");
     let resp = h
         .client
         .post(h.url("/openai/v1/chat/completions"))
         .bearer_auth(&jwt)
-        .body(r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
+        .body(
+            r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(read_all(resp).await.is_err(), "a cut stream must fail on the client, not end cleanly");
+    assert!(
+        read_all(resp).await.is_err(),
+        "a cut stream must fail on the client, not end cleanly"
+    );
     h.stop().await;
     let rows = h.rows();
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].usage_source.as_str(), rows[0].outcome.as_str()), ("estimated", "idle_timeout"));
+    assert_eq!(
+        (rows[0].usage_source.as_str(), rows[0].outcome.as_str()),
+        ("estimated", "idle_timeout")
+    );
 }
 
 #[tokio::test]
@@ -131,13 +196,28 @@ async fn upstream_refusing_the_gateway_key_is_502_without_its_body() {
     h.mock.push(Reply::json(401, echo));
     h.mock.push(Reply::json(403, r#"{"error":{"code":403,"message":"Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.","status":"PERMISSION_DENIED"}}"#));
     let jwt = h.token("keyless");
-    let resp = h.client.post(h.url("/openai/v1/chat/completions")).bearer_auth(&jwt).body(CHAT_BODY).send().await.unwrap();
+    let resp = h
+        .client
+        .post(h.url("/openai/v1/chat/completions"))
+        .bearer_auth(&jwt)
+        .body(CHAT_BODY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 502);
     let text = resp.text().await.unwrap();
-    assert!(!text.contains(&OPENAI_KEY[..12]), "no key fragment reaches the client: {text}");
+    assert!(
+        !text.contains(&OPENAI_KEY[..12]),
+        "no key fragment reaches the client: {text}"
+    );
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["code"], "upstream_credentials_refused");
-    assert!(v["error"]["message"].as_str().unwrap().contains("gateway's provider credentials"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gateway's provider credentials")
+    );
 
     let resp = h
         .client
@@ -166,7 +246,12 @@ async fn upstream_refusing_the_gateway_key_is_502_without_its_body() {
     assert!(!text.contains("API key not valid"), "{text}");
     h.stop().await;
     let rows = h.rows();
-    assert_eq!(rows.iter().map(|r| (r.status, r.outcome.as_str())).collect::<Vec<_>>(), [(502, "upstream_rejected_key"); 3]);
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.status, r.outcome.as_str()))
+            .collect::<Vec<_>>(),
+        [(502, "upstream_rejected_key"); 3]
+    );
 }
 
 #[tokio::test]
@@ -176,7 +261,14 @@ async fn upstream_errors_pass_through_unchanged_and_are_recorded() {
     h.mock.push(Reply::json(400, body));
     h.mock.push(Reply::json(503, r#"{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}"#));
     let jwt = h.token("err");
-    let resp = h.client.post(h.url("/openai/v1/chat/completions")).bearer_auth(&jwt).body(CHAT_BODY).send().await.unwrap();
+    let resp = h
+        .client
+        .post(h.url("/openai/v1/chat/completions"))
+        .bearer_auth(&jwt)
+        .body(CHAT_BODY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.text().await.unwrap(), body);
     let resp = h
@@ -192,7 +284,21 @@ async fn upstream_errors_pass_through_unchanged_and_are_recorded() {
     h.stop().await;
     let rows = h.rows();
     assert_eq!(rows.len(), 2);
-    assert_eq!((rows[0].status, rows[0].usage_source.as_str(), rows[0].total_tokens), (400, "none", 0));
-    assert_eq!((rows[1].status, rows[1].usage_source.as_str(), rows[1].provider.as_str()), (503, "none", "gemini"));
+    assert_eq!(
+        (
+            rows[0].status,
+            rows[0].usage_source.as_str(),
+            rows[0].total_tokens
+        ),
+        (400, "none", 0)
+    );
+    assert_eq!(
+        (
+            rows[1].status,
+            rows[1].usage_source.as_str(),
+            rows[1].provider.as_str()
+        ),
+        (503, "none", "gemini")
+    );
     assert_eq!(rows[1].model.as_deref(), Some("gemini-2.5-flash"));
 }

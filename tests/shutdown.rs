@@ -1,6 +1,9 @@
 //! Graceful stop of the real binary: with calls in flight, SIGTERM stops new connections, lets
 //! the calls finish, flushes every row and exits 0.
-#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the test's failure report")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the test's failure report"
+)]
 
 mod common;
 
@@ -10,7 +13,11 @@ use std::time::Duration;
 use common::*;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn chat_stream(chunks: usize) -> String {
@@ -31,7 +38,11 @@ async fn sigterm_with_calls_in_flight_loses_no_row_and_exits_zero() {
     let body = chat_stream(8);
     // Each stream takes ~8 × 100 ms, so SIGTERM lands while all of them are mid-flight.
     let event_len = body.find("\n\n").unwrap() + 2;
-    mock.set_default(Reply::sse(body.clone()).split_every(event_len).gap(Duration::from_millis(100)));
+    mock.set_default(
+        Reply::sse(body.clone())
+            .split_every(event_len)
+            .gap(Duration::from_millis(100)),
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -68,7 +79,11 @@ output = 0.60
         .env("JWT_SECRET", JWT_SECRET)
         .output()
         .unwrap();
-    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
     let jwt = String::from_utf8(token.stdout).unwrap().trim().to_string();
     mock.forbid(&jwt);
 
@@ -86,7 +101,12 @@ output = 0.60
     let base = format!("http://127.0.0.1:{port}");
     let mut up = false;
     for _ in 0..200 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+        if client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             up = true;
             break;
         }
@@ -118,20 +138,34 @@ output = 0.60
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
 
     for c in calls {
         let got = c.await.unwrap();
         assert_eq!(got, body.as_bytes(), "each in-flight stream arrives whole");
     }
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
 
     let rows = read_rows(&db);
     assert_eq!(rows.len(), N, "one row per call: {rows:#?}");
     for r in &rows {
-        assert_eq!((r.input_tokens, r.output_tokens, r.usage_source.as_str(), r.outcome.as_str()), (12, 8, "reported", "complete"));
+        assert_eq!(
+            (
+                r.input_tokens,
+                r.output_tokens,
+                r.usage_source.as_str(),
+                r.outcome.as_str()
+            ),
+            (12, 8, "reported", "complete")
+        );
         assert!(r.request_id.starts_with("graceful-"));
     }
     assert!(mock.violations().is_empty(), "{:?}", mock.violations());

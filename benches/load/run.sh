@@ -373,7 +373,7 @@ if [ "$PERF" = 1 ]; then
     wait "$pp"
     local rep=(perf report -i "$RUN/perf-$name.data" --no-children --stdio -g none)
     "${rep[@]}" --sort comm,dso,symbol --percent-limit 0.6 2>/dev/null | grep -E '^ +[0-9]' \
-      | sed -E 's/ +$//; s/ {2,}/  /g' | cut -c1-150 | head -40 > "$RUN/perf-$name-top.txt"
+      | sed -E 's/ +$//; s/ {2,}/  /g; s/  -  -$//' | cut -c1-150 | head -40 > "$RUN/perf-$name-top.txt"
     "${rep[@]}" --sort comm,dso 2>/dev/null | grep -E '^ +[0-9]' | sed -E 's/ +$//; s/ {2,}/  /g' | head -12 > "$RUN/perf-$name-dso.txt"
     { echo "PERF name=$name conns=$c"; sed 's/^/PERFLINE /' "$RUN/perf-$name-dso.txt"; echo "PERFLINE"; sed 's/^/PERFLINE /' "$RUN/perf-$name-top.txt"; } >> "$RESULTS"
   }

@@ -28,7 +28,9 @@ pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-01234567
 
 /// A fixture file's bytes.
 pub fn fixture(path: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path);
     std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }
 
@@ -53,7 +55,10 @@ impl Reply {
     pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
         Reply {
             status,
-            headers: vec![("content-type".into(), "application/json; charset=utf-8".into())],
+            headers: vec![(
+                "content-type".into(),
+                "application/json; charset=utf-8".into(),
+            )],
             pieces: vec![body.into()],
             chunked: false,
             head_delay: Duration::ZERO,
@@ -77,7 +82,10 @@ impl Reply {
     /// A JSON array stream (Gemini `streamGenerateContent` without `alt=sse`).
     pub fn json_stream(body: impl Into<Vec<u8>>) -> Reply {
         let mut r = Reply::sse(body);
-        r.headers = vec![("content-type".into(), "application/json; charset=UTF-8".into())];
+        r.headers = vec![(
+            "content-type".into(),
+            "application/json; charset=UTF-8".into(),
+        )];
         r
     }
 
@@ -109,7 +117,8 @@ impl Reply {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&all).unwrap();
         self.pieces = vec![enc.finish().unwrap()];
-        self.headers.push(("content-encoding".into(), "gzip".into()));
+        self.headers
+            .push(("content-encoding".into(), "gzip".into()));
         self
     }
 
@@ -203,7 +212,11 @@ impl MockUpstream {
 
     /// Answer the request whose `x-request-id` is `id` with `reply`.
     pub fn push_for(&self, id: &str, reply: Reply) {
-        self.state.lock().unwrap().by_id.insert(id.to_string(), reply);
+        self.state
+            .lock()
+            .unwrap()
+            .by_id
+            .insert(id.to_string(), reply);
     }
 
     /// Answer every request without a queued reply with `reply`.
@@ -213,7 +226,11 @@ impl MockUpstream {
 
     /// A client credential that must never reach the upstream.
     pub fn forbid(&self, secret: &str) {
-        self.state.lock().unwrap().forbidden.push(secret.to_string());
+        self.state
+            .lock()
+            .unwrap()
+            .forbidden
+            .push(secret.to_string());
     }
 
     pub fn hits(&self) -> usize {
@@ -252,7 +269,12 @@ async fn serve_conn(mut sock: TcpStream, state: Arc<Mutex<MockState>>) {
                     let hs: Vec<(String, String)> = req
                         .headers
                         .iter()
-                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
                         .collect();
                     let cl = hs
                         .iter()
@@ -290,11 +312,17 @@ async fn serve_conn(mut sock: TcpStream, state: Arc<Mutex<MockState>>) {
         let reply = {
             let mut st = state.lock().unwrap();
             check_credentials(&mut st, &seen);
-            let by_id = seen.header("x-request-id").and_then(|id| st.by_id.remove(id));
+            let by_id = seen
+                .header("x-request-id")
+                .and_then(|id| st.by_id.remove(id));
             st.seen.push(seen);
-            by_id.or_else(|| st.replies.pop_front()).or_else(|| st.default_reply.clone())
+            by_id
+                .or_else(|| st.replies.pop_front())
+                .or_else(|| st.default_reply.clone())
         };
-        let reply = reply.unwrap_or_else(|| Reply::json(500, r#"{"error":{"message":"mock has no reply queued"}}"#));
+        let reply = reply.unwrap_or_else(|| {
+            Reply::json(500, r#"{"error":{"message":"mock has no reply queued"}}"#)
+        });
         match write_reply(&mut sock, &reply).await {
             Written::Done => {}
             Written::Cut => return,
@@ -315,7 +343,10 @@ fn check_credentials(st: &mut MockState, seen: &Seen) {
     everything.push_str(&String::from_utf8_lossy(&seen.body));
     for secret in &st.forbidden {
         if everything.contains(secret.as_str()) {
-            st.violations.push(format!("a client credential reached the upstream: {} {}", seen.method, seen.target));
+            st.violations.push(format!(
+                "a client credential reached the upstream: {} {}",
+                seen.method, seen.target
+            ));
         }
     }
     let auth = seen.header("authorization");
@@ -323,10 +354,16 @@ fn check_credentials(st: &mut MockState, seen: &Seen) {
     let ok = auth == Some(&format!("Bearer {OPENAI_KEY}")) && goog.is_none()
         || goog == Some(GEMINI_KEY) && auth.is_none();
     if !ok {
-        st.violations.push(format!("the upstream did not get exactly the real key: {} {}", seen.method, seen.target));
+        st.violations.push(format!(
+            "the upstream did not get exactly the real key: {} {}",
+            seen.method, seen.target
+        ));
     }
     if seen.target.contains("key=") {
-        st.violations.push(format!("a key query parameter reached the upstream: {}", seen.target));
+        st.violations.push(format!(
+            "a key query parameter reached the upstream: {}",
+            seen.target
+        ));
     }
 }
 
@@ -478,10 +515,20 @@ impl Harness {
         let db = raw.store.path.clone();
         let config = Config::from_raw(raw.clone(), &test_env).expect("valid test config");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = tollgate::serve::start_on(config, listener).await.expect("gateway starts");
+        let running = tollgate::serve::start_on(config, listener)
+            .await
+            .expect("gateway starts");
         let addr = running.addr;
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        Harness { mock, running: Some(running), addr, dir, db, client, raw }
+        Harness {
+            mock,
+            running: Some(running),
+            addr,
+            dir,
+            db,
+            client,
+            raw,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -491,10 +538,48 @@ impl Harness {
     /// A valid JWT for `sub`; registered with the mock as a credential it must never see.
     pub fn token(&self, sub: &str) -> String {
         let secret = tollgate::config::Secret::new(JWT_SECRET);
-        let t = tollgate::auth::mint(&secret, &self.raw.auth, sub, false, Duration::from_secs(3600), None, None)
-            .expect("mint");
+        let t = tollgate::auth::mint(
+            &secret,
+            &self.raw.auth,
+            sub,
+            false,
+            Duration::from_secs(3600),
+            None,
+            None,
+        )
+        .expect("mint");
         self.mock.forbid(&t);
         t
+    }
+
+    /// The running gateway's quota ledger.
+    pub fn ledger(&self) -> std::sync::Arc<tollgate::quota::Ledger> {
+        std::sync::Arc::clone(
+            &self
+                .running
+                .as_ref()
+                .expect("the gateway is running")
+                .ledger,
+        )
+    }
+
+    /// A writable connection to the gateway's database (for operator actions).
+    pub fn db_conn(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn
+    }
+
+    /// Stop the gateway and start a new one on the same database and upstream.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let config = Config::from_raw(self.raw.clone(), &test_env).expect("valid test config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = tollgate::serve::start_on(config, listener)
+            .await
+            .expect("gateway restarts");
+        self.addr = running.addr;
+        self.running = Some(running);
     }
 
     /// Stop the gateway gracefully (every row flushed).
@@ -546,7 +631,13 @@ pub struct Row {
 impl Row {
     /// (input, cached, output, reasoning, source)
     pub fn usage(&self) -> (i64, i64, i64, i64, &str) {
-        (self.input_tokens, self.cached_input_tokens, self.output_tokens, self.reasoning_tokens, &self.usage_source)
+        (
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+            &self.usage_source,
+        )
     }
 }
 
@@ -554,7 +645,9 @@ pub fn read_rows(db: &Path) -> Vec<Row> {
     if !db.exists() {
         return Vec::new();
     }
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     let mut stmt = conn
         .prepare(
