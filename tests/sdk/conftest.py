@@ -16,6 +16,7 @@ its own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import time
@@ -44,8 +45,14 @@ def fake(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def gateway(fake, tmp_path_factory):
+    with running_gateway(fake, tmp_path_factory.mktemp("tollgate")) as gw:
+        yield gw
+
+
+@contextlib.contextmanager
+def running_gateway(fake, d, daily_tokens=100000000, requests_per_minute=100000):
+    """`tollgate serve` on a fresh config and database in `d`, stopped (exit 0 asserted) on exit."""
     exe = binary("TOLLGATE_BIN", "target/debug/tollgate")
-    d = tmp_path_factory.mktemp("tollgate")
     db = d / "usage.db"
     port = free_port()
     admin_port = free_port()
@@ -66,9 +73,9 @@ listen = "127.0.0.1:{admin_port}"
 jwt_secret_env = "JWT_SECRET"
 
 [limits]
-daily_tokens = 100000000
+daily_tokens = {daily_tokens}
 monthly_tokens = 1000000000
-requests_per_minute = 100000
+requests_per_minute = {requests_per_minute}
 
 [store]
 path = "{db}"
