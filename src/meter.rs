@@ -64,6 +64,7 @@ pub enum MeterError {
 
 pin_project! {
     /// See the module doc. `F` is told once with how the body ended and what the tap read.
+    #[project = MeteredBodyProj]
     pub struct MeteredBody<B, F>
     where
         F: OnEnd,
@@ -81,6 +82,10 @@ pin_project! {
         // A frame that must follow data already returned: trailers, or the error that ended
         // the upstream body.
         stashed: Option<Result<Frame<Bytes>, MeterError>>,
+        // Data being merged while the task yields once to let the upstream connection decode
+        // what it has already read.
+        held: Option<Merge>,
+        yielded: u8,
         // The upstream body has ended (cleanly or not): nothing more is polled from it.
         done: bool,
     }
@@ -119,6 +124,8 @@ where
             exact_hint,
             on_end: Some(on_end),
             stashed: None,
+            held: None,
+            yielded: 0,
             done: false,
         }
     }
@@ -129,6 +136,9 @@ fn end<F: OnEnd>(on_end: &mut Option<F>, how: BodyEnd, tap: &ResponseTap) {
         f.on_end(how, tap.report());
     }
 }
+
+/// Yields in a row that may bring nothing before merged data is sent.
+const MAX_YIELDS: u8 = 3;
 
 /// Most bytes merged into one frame for the client.
 const MERGE_LIMIT: usize = 64 * 1024;
@@ -170,6 +180,80 @@ impl Merge {
     }
 }
 
+/// Merge into `out` what the upstream body has ready, so that the client gets one write instead
+/// of one per upstream frame. hyper hands a body over one frame at a time through a channel that
+/// the upstream connection's task refills only when it runs; so when the body is momentarily
+/// empty, the task yields once (wakes itself and steps back in the run queue) to let that
+/// connection decode the bytes it has already read, and goes on merging while yields bring
+/// more. A yield that brings nothing sends what was merged: no chunk waits for a later one.
+fn merge_more<B, F>(
+    mut this: MeteredBodyProj<'_, B, F>,
+    cx: &mut Context<'_>,
+    mut out: Merge,
+) -> Poll<Option<Result<Frame<Bytes>, MeterError>>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: OnEnd,
+{
+    loop {
+        if this.inner.is_end_stream() {
+            // hyper stops polling a body once it has written the length it announced, so the
+            // end must be seen here, not only at `None`.
+            *this.done = true;
+            out.push(this.tap.finish());
+            end(this.on_end, BodyEnd::Complete, this.tap);
+            break;
+        }
+        if out.len() >= MERGE_LIMIT {
+            break;
+        }
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    this.idle.as_mut().reset(Instant::now() + *this.idle_after);
+                    out.push(this.tap.push(data));
+                    *this.yielded = 0;
+                }
+                Err(trailers) => {
+                    *this.stashed = Some(Ok(trailers));
+                    break;
+                }
+            },
+            Poll::Ready(Some(Err(e))) => {
+                *this.done = true;
+                end(this.on_end, BodyEnd::UpstreamError, this.tap);
+                *this.stashed = Some(Err(MeterError::Upstream(e.into())));
+                break;
+            }
+            Poll::Ready(None) => {
+                *this.done = true;
+                out.push(this.tap.finish());
+                end(this.on_end, BodyEnd::Complete, this.tap);
+                break;
+            }
+            Poll::Pending if *this.yielded < MAX_YIELDS && !out.is_empty() => {
+                *this.yielded += 1;
+                *this.held = Some(out);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Pending => break,
+        }
+    }
+    *this.yielded = 0;
+    let out = out.into_bytes();
+    if out.is_empty() {
+        if *this.done || this.stashed.is_some() {
+            return Poll::Ready(this.stashed.take());
+        }
+        // Everything merged so far was held back by the tap: wait for more.
+        cx.waker().wake_by_ref();
+        return Poll::Pending;
+    }
+    Poll::Ready(Some(Ok(Frame::data(out))))
+}
+
 impl<B, F> Body for MeteredBody<B, F>
 where
     B: Body<Data = Bytes>,
@@ -187,12 +271,15 @@ where
         if let Some(stashed) = this.stashed.take() {
             return Poll::Ready(Some(stashed));
         }
+        if let Some(held) = this.held.take() {
+            return merge_more(this, cx, held);
+        }
         if *this.done {
             return Poll::Ready(None);
         }
 
         // Wait for the first bytes to forward.
-        let mut out = loop {
+        let out = loop {
             match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     this.idle.as_mut().reset(Instant::now() + *this.idle_after);
@@ -231,52 +318,12 @@ where
             }
         };
 
-        // Merge what the upstream body already has ready, so that the client gets one write
-        // instead of one per upstream frame. Nothing here waits: the first `Pending` ends it.
-        loop {
-            if this.inner.is_end_stream() {
-                // hyper stops polling a body once it has written the length it announced, so
-                // the end must be seen here, not only at `None`.
-                *this.done = true;
-                out.push(this.tap.finish());
-                end(this.on_end, BodyEnd::Complete, this.tap);
-                break;
-            }
-            if out.len() >= MERGE_LIMIT {
-                break;
-            }
-            match this.inner.as_mut().poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => out.push(this.tap.push(data)),
-                    Err(trailers) => {
-                        *this.stashed = Some(Ok(trailers));
-                        break;
-                    }
-                },
-                Poll::Ready(Some(Err(e))) => {
-                    *this.done = true;
-                    end(this.on_end, BodyEnd::UpstreamError, this.tap);
-                    *this.stashed = Some(Err(MeterError::Upstream(e.into())));
-                    break;
-                }
-                Poll::Ready(None) => {
-                    *this.done = true;
-                    out.push(this.tap.finish());
-                    end(this.on_end, BodyEnd::Complete, this.tap);
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
-        let out = out.into_bytes();
-        if out.is_empty() {
-            return Poll::Ready(this.stashed.take());
-        }
-        Poll::Ready(Some(Ok(Frame::data(out))))
+        *this.yielded = 0;
+        merge_more(this, cx, out)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.stashed.is_none()
+        self.done && self.stashed.is_none() && self.held.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -302,7 +349,11 @@ mod tests {
     /// One step of a scripted upstream body.
     enum Step {
         Data(&'static str),
+        /// One `Pending`: the next frame is there after one pass of the scheduler.
         Pending,
+        /// The upstream really is waiting for its next chunk: more `Pending`s than the body
+        /// yields for.
+        Wait,
         Fail,
     }
 
@@ -323,6 +374,13 @@ mod tests {
                 }
                 Some(Step::Fail) => Poll::Ready(Some(Err(std::io::Error::other("reset")))),
                 Some(Step::Pending) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Some(Step::Wait) => {
+                    for _ in 0..MAX_YIELDS {
+                        self.0.push_front(Step::Pending);
+                    }
                     cx.waker().wake_by_ref();
                     Poll::Pending
                 }
@@ -416,7 +474,29 @@ mod tests {
 
     #[tokio::test]
     async fn a_frame_is_forwarded_before_the_next_one_arrives() {
+        // The yields bring nothing: the upstream is really waiting for its next chunk.
         let (body, ends) = metered(
+            vec![
+                Step::Data(E1),
+                Step::Wait,
+                Step::Data(E2),
+                Step::Wait,
+                Step::Data(DONE),
+            ],
+            Duration::from_secs(5),
+        );
+        let mut body = Box::pin(body);
+        let (got, failed) = frames(&mut body).await;
+        assert!(!failed);
+        assert_eq!(got, [E1, E2, DONE], "nothing waits for the next chunk");
+        assert_eq!(ends.lock().unwrap()[0].0, BodyEnd::Complete);
+    }
+
+    #[tokio::test]
+    async fn frames_the_upstream_connection_decodes_after_one_yield_are_merged() {
+        // One `Pending` between frames: what hyper's body channel does while the upstream
+        // connection's task decodes bytes it has already read.
+        let (body, _) = metered(
             vec![
                 Step::Data(E1),
                 Step::Pending,
@@ -429,8 +509,7 @@ mod tests {
         let mut body = Box::pin(body);
         let (got, failed) = frames(&mut body).await;
         assert!(!failed);
-        assert_eq!(got, [E1, E2, DONE], "nothing waits for the next chunk");
-        assert_eq!(ends.lock().unwrap()[0].0, BodyEnd::Complete);
+        assert_eq!(got, [format!("{E1}{E2}{DONE}")]);
     }
 
     #[tokio::test]
@@ -458,7 +537,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_goes_away_is_reported_on_drop() {
         let (body, ends) = metered(
-            vec![Step::Data(E1), Step::Pending, Step::Data(E2)],
+            vec![Step::Data(E1), Step::Wait, Step::Data(E2)],
             Duration::from_secs(5),
         );
         let mut body = Box::pin(body);

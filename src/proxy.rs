@@ -94,8 +94,12 @@ pub struct Proxy {
     ids: RequestIds,
 }
 
-/// What the end of a call needs to write its row.
+/// What the end of a call needs to write its row. Dropped with the call's future: a client
+/// that goes away before the answer's head still leaves a row (see `Drop`).
 struct CallCtx {
+    proxy: Arc<Proxy>,
+    /// The request was handed to the upstream client (it may have been billed).
+    sent: bool,
     request_id: Arc<str>,
     started: Instant,
     ts_ms: i64,
@@ -107,6 +111,26 @@ struct CallCtx {
     info: Option<RequestInfo>,
     /// The admitted call's reservation, until the body (or a refusal) settles it.
     reservation: Option<Reservation>,
+}
+
+impl Drop for CallCtx {
+    /// The client went away while Tollgate was still reading its body, waiting for admission
+    /// or for the upstream's answer: hyper dropped the call's future. Record it (status 499,
+    /// nginx's "client closed request"), estimated if the upstream may already be working on it.
+    fn drop(&mut self) {
+        if self.caller.is_none() {
+            return;
+        }
+        let (usage, source) = match &self.info {
+            Some(info) if self.sent && info.endpoint.consumes() => (
+                provider::estimate(info, &TapReport::default()),
+                UsageSource::Estimated,
+            ),
+            _ => (provider::Usage::default(), UsageSource::None),
+        };
+        let proxy = Arc::clone(&self.proxy);
+        proxy.record_unanswered(self, 499, usage, source, "client_gone");
+    }
 }
 
 /// Response headers that tell the app where its user stands.
@@ -173,6 +197,8 @@ impl Proxy {
             }
         }
         let mut ctx = CallCtx {
+            proxy: Arc::clone(&self),
+            sent: false,
             request_id: self.ids.for_request(req.headers()),
             started: Instant::now(),
             ts_ms: unix_ms(),
@@ -258,6 +284,7 @@ impl Proxy {
 
         // 6 forward
         let sent = Instant::now();
+        ctx.sent = true;
         let resp = match tokio::time::timeout(
             self.config.response_header_timeout(),
             self.client.request(upstream_req),
@@ -367,10 +394,10 @@ impl Proxy {
 
     /// A row for a call Tollgate answered itself after it knew who was calling.
     fn record_refusal(&self, ctx: &mut CallCtx, e: &GatewayError) {
-        let (Some(caller), Some(provider)) = (&ctx.caller, &ctx.provider) else {
+        if ctx.caller.is_none() {
             tracing::info!(request_id = %ctx.request_id, status = e.status().as_u16(), error = %e, "refused");
             return;
-        };
+        }
         // A request that reached the upstream but got no answer in time may still be billed:
         // estimate it. Everything else consumed nothing.
         let (usage, source) = match (e, &ctx.info) {
@@ -379,6 +406,23 @@ impl Proxy {
                 UsageSource::Estimated,
             ),
             _ => (provider::Usage::default(), UsageSource::None),
+        };
+        self.record_unanswered(ctx, e.status().as_u16(), usage, source, e.outcome());
+    }
+
+    /// The row of an authenticated call that got no upstream answer (refused, failed, or its
+    /// client gone before the answer's head); settles its reservation. Takes the caller out
+    /// of `ctx`, so that a call is recorded once.
+    fn record_unanswered(
+        &self,
+        ctx: &mut CallCtx,
+        status: u16,
+        usage: provider::Usage,
+        source: UsageSource,
+        outcome: &'static str,
+    ) {
+        let (Some(caller), Some(provider)) = (ctx.caller.take(), ctx.provider.clone()) else {
+            return;
         };
         let cost = self.cost(
             ctx.info.as_ref().and_then(|i| i.model.as_deref()),
@@ -398,16 +442,16 @@ impl Proxy {
             request_id: &ctx.request_id,
             ts_ms,
             started: ctx.started,
-            caller,
-            provider,
+            caller: &caller,
+            provider: &provider,
             info: ctx.info.as_ref(),
             response_model: None,
-            status: e.status().as_u16(),
+            status,
             usage,
             source,
             cost,
             ttfb_ms: None,
-            outcome: e.outcome(),
+            outcome,
         });
     }
 

@@ -27,7 +27,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,11 @@ pub struct StoreOptions {
     /// Retries of a failing batch once the store is stopping, after which its rows are given
     /// up (and logged as lost). While running, the writer retries without limit.
     pub retries_when_stopping: u32,
+    /// After the first row of a batch, how long the writer keeps collecting rows before it
+    /// commits. Every commit costs an fsync (`synchronous=FULL`) and a rollup upsert per key,
+    /// so a few milliseconds of patience turn many tiny transactions into a few large ones.
+    /// Nobody waits for it: the request path has already moved on.
+    pub linger: Duration,
 }
 
 impl Default for StoreOptions {
@@ -105,6 +110,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5),
             retries_when_stopping: 8,
+            linger: Duration::from_millis(10),
         }
     }
 }
@@ -191,6 +197,7 @@ impl Store {
             batch_max: options.batch_max.max(1),
             max_backoff: options.max_backoff,
             retries_when_stopping: options.retries_when_stopping,
+            linger: options.linger,
         };
         let thread = std::thread::Builder::new()
             .name("tollgate-store".into())
@@ -337,6 +344,7 @@ struct Writer {
     batch_max: usize,
     max_backoff: Duration,
     retries_when_stopping: u32,
+    linger: Duration,
 }
 
 /// Rows per multi-row INSERT; the remainder goes one row at a time.
@@ -355,11 +363,18 @@ impl Writer {
                     Ok(Msg::Stop) | Err(_) => stopping = true,
                 }
             }
+            let deadline = std::time::Instant::now() + self.linger;
             while batch.len() < self.batch_max {
-                match self.rx.try_recv() {
+                let next = if stopping {
+                    self.rx.try_recv().map_err(|_| ())
+                } else {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    self.rx.recv_timeout(left).map_err(|_| ())
+                };
+                match next {
                     Ok(Msg::Row(row)) => batch.push(*row),
                     Ok(Msg::Stop) => stopping = true,
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    Err(()) => break,
                 }
             }
             if batch.is_empty() {
@@ -827,7 +842,7 @@ fn open_writer_connection(path: &Path, busy_timeout: Duration) -> Result<Connect
         "PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = OFF;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -65536;
+         PRAGMA cache_size = -8192;
          PRAGMA wal_autocheckpoint = 16384;
          PRAGMA journal_size_limit = 67108864;",
     )?;

@@ -250,3 +250,44 @@ async fn upstream_error_statuses_and_non_consuming_calls_record_zero_tokens() {
         [(429, "none", 0), (400, "none", 0)]
     );
 }
+
+#[tokio::test]
+async fn client_gone_before_the_answer_head_is_still_recorded() {
+    let mut h = Harness::start().await;
+    h.mock.set_default(
+        Reply::json(200, fixture("openai/chat.json")).head_delay(Duration::from_millis(600)),
+    );
+    let jwt = h.token("impatient");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let err = client
+            .post(h.url("/openai/v1/chat/completions"))
+            .bearer_auth(&jwt)
+            .body(CHAT_STREAM)
+            .send()
+            .await
+            .expect_err("the client gives up before the head");
+        assert!(err.is_timeout());
+    }
+    let rows = h.wait_rows(3).await;
+    for r in &rows {
+        assert_eq!(
+            (r.status, r.usage_source.as_str(), r.outcome.as_str()),
+            (499, "estimated", "client_gone"),
+            "{r:?}"
+        );
+        assert!(r.input_tokens > 0);
+    }
+    let status = h.ledger().status("impatient");
+    assert_eq!(
+        (status.in_flight, status.day.reserved_tokens),
+        (0, 0),
+        "reservations settled"
+    );
+    h.stop().await;
+    assert_eq!(h.rows().len(), 3);
+}

@@ -29,7 +29,7 @@ for a in "$@"; do
   case "$a" in
     --no-build) BUILD=0 ;;
     --quick|--no-install) PASS+=("$a") ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
 done

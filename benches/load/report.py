@@ -258,7 +258,7 @@ def main():
 
     perf = [r for r in rows if r["kind"] in ("PERF", "PERFLINE")]
     if perf:
-        out.append("## Profile (perf record -e cpu-clock, Tollgate only, self time)")
+        out.append("## Profile (perf record -e cpu-clock --call-graph dwarf, Tollgate only)")
         out.append("")
         for r in perf:
             if r["kind"] == "PERF":

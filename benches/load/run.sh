@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Tollgate load benchmark: direct to the fake upstream vs through Tollgate, on loopback, in one run.
 #
-#   benches/load/run.sh            # full run (~10 min on 2 cores)
-#   benches/load/run.sh --quick    # smoke run (~3 min): 1 round, 1 s warm-up + 3 s per step
+#   benches/load/run.sh            # full run (~7 min on 2 cores, plus the build)
+#   benches/load/run.sh --quick    # smoke run (~2 min): 1 round, 1 s warm-up + 3 s per step
 #
 # Options: --quick, --no-install (don't apt-get), --no-build (use the binaries already in
 # target/release), -h.
@@ -34,9 +34,9 @@
 #   PROBE_N        sequential streams per target for time-to-first-chunk (default 50)
 #   HELD_N         streams per target and case for the held-back check (default 10; --quick 5)
 #   OPEN_STREAMS   concurrent open streams for RSS                   (default "1000 10000")
-#   PERF           1: also profile Tollgate with `perf record -e cpu-clock` (non-streaming c=32
+#   PERF           1: also profile Tollgate (perf record -e cpu-clock --call-graph dwarf; c=32
 #                  and streaming), print the top functions             (default 0)
-#   STEPS          which steps to run                  (default "ns stream probe held rss")
+#   STEPS          which steps to run (default "ns stream probe held rss"; "none": only PERF + rows)
 #   PIN            1: pin as above (needs 2 CPUs); 0: no pinning       (default 1)
 #   RESULTS_DIR    where latest.md / latest-results.txt are copied    (default benches/load/results)
 #
@@ -51,7 +51,7 @@ for a in "$@"; do
     --quick) QUICK=1 ;;
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -114,7 +114,7 @@ fi
 RUN="$(mktemp -d /tmp/tollgate-load.XXXXXX)"
 # Run private copies: a concurrent `cargo build` must not swap a binary under a running step
 # (and perf needs the exact file it sampled).
-mkdir -p "$RUN/bin" && cp "$BIN/tollgate" "$BIN/fake-upstream" "$RUN/bin/" || die "cannot copy the binaries"
+mkdir -p "$RUN/bin" && cp -p "$BIN/tollgate" "$BIN/fake-upstream" "$RUN/bin/" || die "cannot copy the binaries"
 BIN="$RUN/bin"
 RESULTS="$RUN/results.txt"
 : > "$RESULTS"
@@ -194,6 +194,7 @@ now_s() { date +%s.%N; }
   echo "host: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo) x $NCPU; $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); kernel $(uname -r)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "git: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' + uncommitted changes in src/Cargo')"
+  echo "binaries: tollgate built $(date -u -r "$BIN/tollgate" +%Y-%m-%dT%H:%M:%SZ), fake-upstream built $(date -u -r "$BIN/fake-upstream" +%Y-%m-%dT%H:%M:%SZ)$([ "$BUILD" = 0 ] && echo ' (--no-build: not rebuilt for this run)')"
   echo "pinning: PIN=$PIN (load generators: ${LOAD_PIN[*]:-any CPU}; fakes + tollgate: ${SUT_PIN[*]:-any CPU}); open files limit $FD_LIMIT"
   echo "steps: [$STEPS] rounds=$ROUNDS warmup=${WARMUP}s duration=${DURATION}s conns=[$CONNS] stream_conns=$STREAM_CONNS stream_chunks=$STREAM_CHUNKS probe_n=$PROBE_N held_n=$HELD_N open_streams=[$OPEN_STREAMS]"
   echo "tools: $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'); python $(python3 -c 'import platform; print(platform.python_version())'); $(h2load --version 2>/dev/null | head -1)"
@@ -342,20 +343,20 @@ if step probe; then
 fi
 
 if step held; then
-log "== b) held-back check: $HELD_CHUNKS chunks 10 ms apart, $HELD_N streams per target and case"
-HELD_MODEL="gpt-4o-mini-n$HELD_CHUNKS-cd10"
-HB_USAGE='{"model":"'"$HELD_MODEL"'","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
-HB_PLAIN='{"model":"'"$HELD_MODEL"'","stream":true,"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
-probe chunks held-openai-usage -n "$HELD_N" --body "$HB_USAGE" \
-  --target direct "$FD_URL" "$OAI" "$D_HDR" --target tollgate "$TG_URL" "/openai$OAI" "$T_HDR"
-# Client did not ask for usage: Tollgate asks upstream and strips the usage event. Reference:
-# direct with include_usage, usage event dropped (same upstream pacing as behind Tollgate).
-probe chunks held-openai-injected -n "$HELD_N" --body "$HB_PLAIN" --body-for direct "$HB_USAGE" --drop-usage direct \
-  --target direct "$FD_URL" "$OAI" "$D_HDR" --target tollgate "$TG_URL" "/openai$OAI" "$T_HDR"
-GEM_BODY='{"contents":[{"role":"user","parts":[{"text":"Say hello in one short sentence."}]}]}'
-GEM_PATH="/v1beta/models/gemini-2.0-flash-n$HELD_CHUNKS-cd10:streamGenerateContent?alt=sse"
-probe chunks held-gemini-sse -n "$HELD_N" --body "$GEM_BODY" \
-  --target direct "$FD_URL" "$GEM_PATH" "x-goog-api-key: AIza-fake" --target tollgate "$TG_URL" "/gemini$GEM_PATH" "x-goog-api-key: $JWT"
+  log "== b) held-back check: $HELD_CHUNKS chunks 10 ms apart, $HELD_N streams per target and case"
+  HELD_MODEL="gpt-4o-mini-n$HELD_CHUNKS-cd10"
+  HB_USAGE='{"model":"'"$HELD_MODEL"'","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
+  HB_PLAIN='{"model":"'"$HELD_MODEL"'","stream":true,"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
+  probe chunks held-openai-usage -n "$HELD_N" --body "$HB_USAGE" \
+    --target direct "$FD_URL" "$OAI" "$D_HDR" --target tollgate "$TG_URL" "/openai$OAI" "$T_HDR"
+  # Client did not ask for usage: Tollgate asks upstream and strips the usage event. Reference:
+  # direct with include_usage, usage event dropped (same upstream pacing as behind Tollgate).
+  probe chunks held-openai-injected -n "$HELD_N" --body "$HB_PLAIN" --body-for direct "$HB_USAGE" --drop-usage direct \
+    --target direct "$FD_URL" "$OAI" "$D_HDR" --target tollgate "$TG_URL" "/openai$OAI" "$T_HDR"
+  GEM_BODY='{"contents":[{"role":"user","parts":[{"text":"Say hello in one short sentence."}]}]}'
+  GEM_PATH="/v1beta/models/gemini-2.0-flash-n$HELD_CHUNKS-cd10:streamGenerateContent?alt=sse"
+  probe chunks held-gemini-sse -n "$HELD_N" --body "$GEM_BODY" \
+    --target direct "$FD_URL" "$GEM_PATH" "x-goog-api-key: AIza-fake" --target tollgate "$TG_URL" "/gemini$GEM_PATH" "x-goog-api-key: $JWT"
 fi
 
 # ------------------------------------------------------------------ optional profile
@@ -363,7 +364,9 @@ if [ "$PERF" = 1 ]; then
   perf_step() {  # perf_step NAME BODY CONNS
     local name="$1" body="$2" c="$3" out sent
     log "== perf: tollgate $name c=$c (${DURATION}s, perf record -e cpu-clock)"
-    perf record -q -e cpu-clock -F 2999 -g -p "$TG_PID" -o "$RUN/perf-$name.data" -- sleep "$((DURATION + 1))" 2>/dev/null &
+    # DWARF call graphs (Rust release builds have no frame pointers): self and inclusive time.
+    perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$TG_PID" -o "$RUN/perf-$name.data" \
+      -- sleep "$((DURATION + 1))" 2>/dev/null &
     local pp=$!
     sleep 0.5
     out="$(WRK_PATH="/openai$OAI" WRK_BODY="$body" WRK_HEADERS="$T_HDR" WRK_TAG="perf-$name" \
@@ -375,7 +378,14 @@ if [ "$PERF" = 1 ]; then
     "${rep[@]}" --sort comm,dso,symbol --percent-limit 0.6 2>/dev/null | grep -E '^ +[0-9]' \
       | sed -E 's/ +$//; s/ {2,}/  /g; s/  -  -$//' | cut -c1-150 | head -40 > "$RUN/perf-$name-top.txt"
     "${rep[@]}" --sort comm,dso 2>/dev/null | grep -E '^ +[0-9]' | sed -E 's/ +$//; s/ {2,}/  /g' | head -12 > "$RUN/perf-$name-dso.txt"
-    { echo "PERF name=$name conns=$c"; sed 's/^/PERFLINE /' "$RUN/perf-$name-dso.txt"; echo "PERFLINE"; sed 's/^/PERFLINE /' "$RUN/perf-$name-top.txt"; } >> "$RESULTS"
+    # Inclusive time of Tollgate's own functions and of the syscalls and libraries around them.
+    perf report -i "$RUN/perf-$name.data" --children --stdio -g none --sort symbol --percent-limit 0.4 2>/dev/null \
+      | grep -E '^ +[0-9]' | grep -v '(inlined)' | sed -E 's/ +$//; s/ {2,}/  /g; s/  -  -$//' \
+      | grep -E 'tollgate::|sqlite3_step|fsync|pwrite64|__GI___writev|__sys_recvfrom|epoll_wait|send_request|UpgradeableConnection|jsonwebtoken|_int_malloc|_int_free' \
+      | awk '!seen[$NF]++' | cut -c1-150 | head -30 > "$RUN/perf-$name-inclusive.txt"
+    { echo "PERF name=$name conns=$c"; sed 's/^/PERFLINE /' "$RUN/perf-$name-dso.txt"
+      echo "PERFLINE"; echo "PERFLINE self time, top symbols:"; sed 's/^/PERFLINE /' "$RUN/perf-$name-top.txt"
+      echo "PERFLINE"; echo "PERFLINE inclusive (children) time, selected:"; sed 's/^/PERFLINE /' "$RUN/perf-$name-inclusive.txt"; } >> "$RESULTS"
   }
   perf_step ns "$NS_BODY" 32
   perf_step stream "$ST_BODY" "$STREAM_CONNS"
