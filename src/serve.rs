@@ -60,11 +60,15 @@ pub async fn start(config: Config) -> Result<Running, BoxError> {
 pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, BoxError> {
     let config = Arc::new(config);
     let addr = listener.local_addr()?;
-    let (store, writer) = Store::open(
+    let (store, writer) = Store::open_with(
         &config.raw.store.path,
         config.timezone.clone(),
-        config.raw.store.queue_capacity,
-        config.raw.store.batch_max,
+        crate::store::StoreOptions {
+            queue_capacity: config.raw.store.queue_capacity,
+            batch_max: config.raw.store.batch_max,
+            linger: Duration::from_millis(config.raw.store.commit_interval_ms),
+            ..Default::default()
+        },
     )
     .map_err(|e| {
         format!(

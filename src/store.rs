@@ -110,7 +110,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5),
             retries_when_stopping: 8,
-            linger: Duration::from_millis(10),
+            linger: Duration::from_millis(50),
         }
     }
 }
@@ -363,18 +363,17 @@ impl Writer {
                     Ok(Msg::Stop) | Err(_) => stopping = true,
                 }
             }
-            let deadline = std::time::Instant::now() + self.linger;
+            // Let the batch fill without being woken for each row (a blocked receiver costs
+            // every sender a futex wake), then take what came.
+            let backlog = self.shared.pending.load(Ordering::Relaxed);
+            if !stopping && !self.linger.is_zero() && backlog < self.batch_max {
+                std::thread::sleep(self.linger);
+            }
             while batch.len() < self.batch_max {
-                let next = if stopping {
-                    self.rx.try_recv().map_err(|_| ())
-                } else {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    self.rx.recv_timeout(left).map_err(|_| ())
-                };
-                match next {
+                match self.rx.try_recv() {
                     Ok(Msg::Row(row)) => batch.push(*row),
                     Ok(Msg::Stop) => stopping = true,
-                    Err(()) => break,
+                    Err(_) => break,
                 }
             }
             if batch.is_empty() {
