@@ -156,6 +156,7 @@ impl Stream {
             stream: true,
             max_output_tokens: None,
             prompt_tokens_estimate: 12,
+            media_parts: 0,
             usage_injected,
             sse,
         }
@@ -407,6 +408,7 @@ fn json_info(endpoint: Endpoint) -> RequestInfo {
         stream: false,
         max_output_tokens: None,
         prompt_tokens_estimate: 0,
+        media_parts: 0,
         usage_injected: false,
         sse: false,
     }

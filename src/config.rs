@@ -216,6 +216,9 @@ pub struct LimitsConfig {
     /// Output tokens a call is assumed to produce, for its reservation, when the request sets no
     /// `max_tokens` / `maxOutputTokens` of its own.
     pub default_max_output_tokens: u64,
+    /// Prompt tokens one inline image or audio part counts for in a call's reservation (a
+    /// base64 screenshot is megabytes of text but a few thousand tokens at most).
+    pub media_part_tokens: u64,
 }
 
 impl Default for LimitsConfig {
@@ -229,6 +232,7 @@ impl Default for LimitsConfig {
             monthly_cost_usd: None,
             max_concurrent: None,
             default_max_output_tokens: 4_096,
+            media_part_tokens: 1_000,
         }
     }
 }

@@ -402,6 +402,7 @@ mod tests {
             stream: true,
             max_output_tokens: None,
             prompt_tokens_estimate: 5,
+            media_parts: 0,
             usage_injected: false,
             sse: true,
         };
@@ -575,6 +576,7 @@ mod tests {
             stream: true,
             max_output_tokens: None,
             prompt_tokens_estimate: 1,
+            media_parts: 0,
             usage_injected: false,
             sse: true,
         };

@@ -457,8 +457,15 @@ impl Proxy {
 
     /// What an admitted call may cost at most: its prompt estimate plus its output cap, priced.
     fn estimate(&self, info: &RequestInfo) -> Estimate {
-        let tokens = quota::estimate_tokens(info, self.config.raw.limits.default_max_output_tokens);
-        let input = info.prompt_tokens_estimate.min(tokens);
+        let limits = &self.config.raw.limits;
+        let tokens = quota::estimate_tokens(
+            info,
+            limits.default_max_output_tokens,
+            limits.media_part_tokens,
+        );
+        let input = info
+            .prompt_tokens_with(limits.media_part_tokens)
+            .min(tokens);
         let usage = provider::Usage {
             input_tokens: input,
             output_tokens: tokens - input,

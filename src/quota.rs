@@ -2,7 +2,7 @@
 //! calls and blocking — decided in memory, on every call, before anything is forwarded.
 //!
 //! ```text
-//! estimate_tokens(&info, default_max_output)        prompt estimate + max output (or the default)
+//! estimate_tokens(&info, max_output, media_tokens)  prompt estimate + max output (or the default)
 //!   → Estimate { tokens, cost_nano_usd }            the caller prices the estimate
 //!   → Ledger::admit(&user, estimate)                blocked? quota? concurrency? rate?
 //!        ├─ Err(Denied)                             403 / 429: the upstream is never called
@@ -250,7 +250,9 @@ pub struct Estimate {
 /// own cap on output (`max_tokens`, `max_output_tokens`, `maxOutputTokens`), or
 /// `default_max_output` (`limits.default_max_output_tokens`) when it sets none. Embeddings
 /// produce no output; endpoints that consume nothing (`countTokens`, unknown paths) reserve 0.
-pub fn estimate_tokens(info: &RequestInfo, default_max_output: u64) -> u64 {
+/// Each inline image or audio part of the prompt counts `media_part_tokens`
+/// (`limits.media_part_tokens`), never the bytes of its base64 data.
+pub fn estimate_tokens(info: &RequestInfo, default_max_output: u64, media_part_tokens: u64) -> u64 {
     let output = match info.endpoint {
         Endpoint::CountTokens | Endpoint::Other => return 0,
         Endpoint::Embeddings | Endpoint::EmbedContent | Endpoint::BatchEmbedContents => 0,
@@ -260,7 +262,8 @@ pub fn estimate_tokens(info: &RequestInfo, default_max_output: u64) -> u64 {
         | Endpoint::GenerateContent
         | Endpoint::StreamGenerateContent => info.max_output_tokens.unwrap_or(default_max_output),
     };
-    info.prompt_tokens_estimate.saturating_add(output)
+    info.prompt_tokens_with(media_part_tokens)
+        .saturating_add(output)
 }
 
 // === refusals ===

@@ -103,6 +103,7 @@ pub fn inspect(
         stream,
         max_output_tokens: None,
         prompt_tokens_estimate: 0,
+        media_parts: 0,
         usage_injected: false,
         sse: stream && wants_sse(query),
     };
@@ -111,6 +112,7 @@ pub fn inspect(
     }
     let scan = json::scan_body(body, REQUEST_KEYS, &[]);
     info.prompt_tokens_estimate = scan.prompt_tokens();
+    info.media_parts = scan.media_parts;
     if scan.valid
         && matches!(
             endpoint,

@@ -138,11 +138,24 @@ pub struct RequestInfo {
     pub max_output_tokens: Option<u64>,
     /// Rough prompt size in tokens: text counted, inline media by a per-part constant.
     pub prompt_tokens_estimate: u64,
+    /// Inline or referenced media parts (images, audio) in the prompt, each counted in
+    /// `prompt_tokens_estimate` as [`MEDIA_PART_TOKENS`].
+    pub media_parts: u64,
     /// Tollgate added `stream_options.include_usage` upstream; the extra usage chunk must be
     /// removed from what the client receives.
     pub usage_injected: bool,
     /// Gemini `alt=sse` (or an OpenAI stream): the body is SSE rather than a JSON array.
     pub sse: bool,
+}
+
+impl RequestInfo {
+    /// The prompt estimate with each media part counted as `media_part_tokens` instead of
+    /// [`MEDIA_PART_TOKENS`] (`limits.media_part_tokens`).
+    pub fn prompt_tokens_with(&self, media_part_tokens: u64) -> u64 {
+        self.prompt_tokens_estimate
+            .saturating_sub(self.media_parts.saturating_mul(MEDIA_PART_TOKENS))
+            .saturating_add(self.media_parts.saturating_mul(media_part_tokens))
+    }
 }
 
 /// Read a request: `rest` is the path after the provider prefix (starts with `/`), `query`

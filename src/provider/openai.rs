@@ -73,6 +73,7 @@ pub fn inspect(
         stream: false,
         max_output_tokens: None,
         prompt_tokens_estimate: 0,
+        media_parts: 0,
         usage_injected: false,
         sse: false,
     };
@@ -82,6 +83,7 @@ pub fn inspect(
     }
     let scan = json::scan_body(body, REQUEST_KEYS, &[b"input", b"prompt"]);
     info.prompt_tokens_estimate = scan.prompt_tokens();
+    info.media_parts = scan.media_parts;
     if !scan.valid {
         return (info, None);
     }

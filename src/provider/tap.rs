@@ -733,6 +733,7 @@ mod tests {
                 stream: self.stream,
                 max_output_tokens: None,
                 prompt_tokens_estimate: 0,
+                media_parts: 0,
                 usage_injected: self.injected,
                 sse: self.sse,
             }

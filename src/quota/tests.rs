@@ -94,23 +94,46 @@ fn info(endpoint: Endpoint, prompt: u64, max_output: Option<u64>) -> RequestInfo
         stream: false,
         max_output_tokens: max_output,
         prompt_tokens_estimate: prompt,
+        media_parts: 0,
         usage_injected: false,
         sse: false,
     }
 }
 
 #[test]
+fn inline_media_parts_count_the_configured_tokens_not_their_bytes() {
+    // Two screenshots and 40 tokens of text, as `inspect` describes them.
+    let mut screenshots = info(
+        Endpoint::ChatCompletions,
+        40 + 2 * crate::provider::MEDIA_PART_TOKENS,
+        Some(500),
+    );
+    screenshots.media_parts = 2;
+    assert_eq!(estimate_tokens(&screenshots, 4_096, 1_000), 40 + 2_000 + 500);
+    assert_eq!(estimate_tokens(&screenshots, 4_096, 1_500), 40 + 3_000 + 500);
+    assert_eq!(estimate_tokens(&screenshots, 4_096, 0), 40 + 500);
+}
+
+#[test]
 fn the_estimate_is_the_prompt_plus_the_requests_max_output_or_the_default() {
     assert_eq!(
-        estimate_tokens(&info(Endpoint::ChatCompletions, 120, Some(300)), 4_096),
+        estimate_tokens(
+            &info(Endpoint::ChatCompletions, 120, Some(300)),
+            4_096,
+            1_000
+        ),
         420
     );
     assert_eq!(
-        estimate_tokens(&info(Endpoint::StreamGenerateContent, 120, None), 4_096),
+        estimate_tokens(
+            &info(Endpoint::StreamGenerateContent, 120, None),
+            4_096,
+            1_000
+        ),
         4_216
     );
     assert_eq!(
-        estimate_tokens(&info(Endpoint::Responses, u64::MAX, None), 4_096),
+        estimate_tokens(&info(Endpoint::Responses, u64::MAX, None), 4_096, 1_000),
         u64::MAX,
         "saturates"
     );
@@ -119,18 +142,21 @@ fn the_estimate_is_the_prompt_plus_the_requests_max_output_or_the_default() {
 #[test]
 fn embeddings_reserve_only_their_input_and_count_tokens_reserves_nothing() {
     assert_eq!(
-        estimate_tokens(&info(Endpoint::Embeddings, 800, None), 4_096),
+        estimate_tokens(&info(Endpoint::Embeddings, 800, None), 4_096, 1_000),
         800
     );
     assert_eq!(
-        estimate_tokens(&info(Endpoint::BatchEmbedContents, 800, None), 4_096),
+        estimate_tokens(&info(Endpoint::BatchEmbedContents, 800, None), 4_096, 1_000),
         800
     );
     assert_eq!(
-        estimate_tokens(&info(Endpoint::CountTokens, 800, None), 4_096),
+        estimate_tokens(&info(Endpoint::CountTokens, 800, None), 4_096, 1_000),
         0
     );
-    assert_eq!(estimate_tokens(&info(Endpoint::Other, 800, None), 4_096), 0);
+    assert_eq!(
+        estimate_tokens(&info(Endpoint::Other, 800, None), 4_096, 1_000),
+        0
+    );
 }
 
 // === reservations and settlement ===
@@ -1179,6 +1205,7 @@ fn limits_in_gateway_toml_are_validated_naming_the_key() {
     assert_eq!(limits.daily_cost_nano_usd, Some(5_000_000_000));
     assert_eq!(limits.monthly_cost_nano_usd, Some(12_500_000_000));
     assert_eq!(config.raw.limits.default_max_output_tokens, 4_096);
+    assert_eq!(config.raw.limits.media_part_tokens, 1_000);
     for (toml, key) in [
         ("requests_per_minute = 0", "`limits.requests_per_minute`"),
         ("max_concurrent = 0", "`limits.max_concurrent`"),
