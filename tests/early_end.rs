@@ -33,13 +33,8 @@ async fn upstream_cut_before_usage_fails_the_client_and_is_estimated() {
     h.mock.push(Reply::sse(body).split_at(&[cut]).cut_after(1));
     let jwt = h.token("cut");
     let resp = h
-        .client
-        .post(h.url("/openai/v1/chat/completions"))
-        .bearer_auth(&jwt)
-        .body(CHAT_STREAM)
-        .send()
-        .await
-        .unwrap();
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT_STREAM)
+        .await;
     assert_eq!(resp.status(), 200);
     assert!(
         read_all(resp).await.is_err(),
@@ -67,13 +62,12 @@ async fn upstream_cut_after_gemini_reported_usage_keeps_the_report() {
         .push(Reply::sse(body.clone()).split_at(&[cut]).cut_after(1));
     let jwt = h.token("gcut");
     let resp = h
-        .client
-        .post(h.url("/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"))
-        .header("x-goog-api-key", &jwt)
-        .body(GEMINI_BODY)
-        .send()
-        .await
-        .unwrap();
+        .post_gemini(
+            "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            &jwt,
+            GEMINI_BODY,
+        )
+        .await;
     assert!(read_all(resp).await.is_err());
     h.stop().await;
     let rows = h.rows();
@@ -115,13 +109,8 @@ async fn client_disconnect_mid_stream_stops_the_upstream_and_records_a_row() {
     );
     let jwt = h.token("leaver");
     let mut resp = h
-        .client
-        .post(h.url("/openai/v1/chat/completions"))
-        .bearer_auth(&jwt)
-        .body(CHAT_STREAM)
-        .send()
-        .await
-        .unwrap();
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT_STREAM)
+        .await;
     let _ = resp.chunk().await.unwrap();
     let _ = resp.chunk().await.unwrap();
     drop(resp);
@@ -218,13 +207,8 @@ async fn upstream_error_statuses_and_non_consuming_calls_record_zero_tokens() {
     ));
     let jwt = h.token("zero");
     let resp = h
-        .client
-        .post(h.url("/openai/v1/chat/completions"))
-        .bearer_auth(&jwt)
-        .body(CHAT_STREAM)
-        .send()
-        .await
-        .unwrap();
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT_STREAM)
+        .await;
     assert_eq!(resp.status(), 429);
     assert_eq!(
         resp.bytes().await.unwrap(),
@@ -232,13 +216,12 @@ async fn upstream_error_statuses_and_non_consuming_calls_record_zero_tokens() {
         "upstream errors pass through unchanged"
     );
     let resp = h
-        .client
-        .post(h.url("/gemini/v1beta/models/gemini-2.5-flash:generateContent"))
-        .header("x-goog-api-key", &jwt)
-        .body(GEMINI_BODY)
-        .send()
-        .await
-        .unwrap();
+        .post_gemini(
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            &jwt,
+            GEMINI_BODY,
+        )
+        .await;
     assert_eq!(resp.status(), 400);
     resp.bytes().await.unwrap();
     h.stop().await;

@@ -98,13 +98,8 @@ async fn unreachable_upstream_is_502_with_a_row() {
     .await;
     let jwt = h.token("gone");
     let resp = h
-        .client
-        .post(h.url("/openai/v1/chat/completions"))
-        .bearer_auth(&jwt)
-        .body(CHAT_BODY)
-        .send()
-        .await
-        .unwrap();
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT_BODY)
+        .await;
     assert_eq!(resp.status(), 502);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "upstream_unreachable");
@@ -129,13 +124,8 @@ async fn no_response_head_in_time_is_504_and_estimated() {
         .push(Reply::json(200, "{}").head_delay(Duration::from_secs(2)));
     let jwt = h.token("slow");
     let resp = h
-        .client
-        .post(h.url("/openai/v1/chat/completions"))
-        .bearer_auth(&jwt)
-        .body(CHAT_BODY)
-        .send()
-        .await
-        .unwrap();
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT_BODY)
+        .await;
     assert_eq!(resp.status(), 504);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "upstream_timeout");
@@ -163,15 +153,12 @@ async fn upstream_silent_between_chunks_cuts_the_stream_visibly() {
     );
     let jwt = h.token("idle");
     let resp = h
-        .client
-        .post(h.url("/openai/v1/chat/completions"))
-        .bearer_auth(&jwt)
-        .body(
+        .post_openai(
+            "/openai/v1/chat/completions",
+            &jwt,
             r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(resp.status(), 200);
     assert!(
         read_all(resp).await.is_err(),
@@ -197,13 +184,8 @@ async fn upstream_refusing_the_gateway_key_is_502_without_its_body() {
     h.mock.push(Reply::json(403, r#"{"error":{"code":403,"message":"Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.","status":"PERMISSION_DENIED"}}"#));
     let jwt = h.token("keyless");
     let resp = h
-        .client
-        .post(h.url("/openai/v1/chat/completions"))
-        .bearer_auth(&jwt)
-        .body(CHAT_BODY)
-        .send()
-        .await
-        .unwrap();
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT_BODY)
+        .await;
     assert_eq!(resp.status(), 502);
     let text = resp.text().await.unwrap();
     assert!(
@@ -220,13 +202,12 @@ async fn upstream_refusing_the_gateway_key_is_502_without_its_body() {
     );
 
     let resp = h
-        .client
-        .post(h.url("/gemini/v1beta/models/gemini-2.5-flash:generateContent"))
-        .header("x-goog-api-key", &jwt)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .post_gemini(
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            &jwt,
+            "{}",
+        )
+        .await;
     assert_eq!(resp.status(), 502);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["status"], "UNAVAILABLE");
@@ -234,13 +215,12 @@ async fn upstream_refusing_the_gateway_key_is_502_without_its_body() {
     // Gemini reports a bad key as 400 with reason API_KEY_INVALID.
     h.mock.push(Reply::json(400, r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}}]}}"#));
     let resp = h
-        .client
-        .post(h.url("/gemini/v1beta/models/gemini-2.5-flash:generateContent"))
-        .header("x-goog-api-key", &jwt)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .post_gemini(
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            &jwt,
+            "{}",
+        )
+        .await;
     assert_eq!(resp.status(), 502);
     let text = resp.text().await.unwrap();
     assert!(!text.contains("API key not valid"), "{text}");
@@ -262,23 +242,17 @@ async fn upstream_errors_pass_through_unchanged_and_are_recorded() {
     h.mock.push(Reply::json(503, r#"{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}"#));
     let jwt = h.token("err");
     let resp = h
-        .client
-        .post(h.url("/openai/v1/chat/completions"))
-        .bearer_auth(&jwt)
-        .body(CHAT_BODY)
-        .send()
-        .await
-        .unwrap();
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT_BODY)
+        .await;
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.text().await.unwrap(), body);
     let resp = h
-        .client
-        .post(h.url("/gemini/v1beta/models/gemini-2.5-flash:generateContent"))
-        .header("x-goog-api-key", &jwt)
-        .body(r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#)
-        .send()
-        .await
-        .unwrap();
+        .post_gemini(
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            &jwt,
+            r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#,
+        )
+        .await;
     assert_eq!(resp.status(), 503);
     resp.text().await.unwrap();
     h.stop().await;

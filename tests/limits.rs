@@ -25,13 +25,8 @@ fn no_audit(
 }
 
 async fn chat(h: &Harness, jwt: &str) -> reqwest::Response {
-    h.client
-        .post(h.url("/openai/v1/chat/completions"))
-        .bearer_auth(jwt)
-        .body(CHAT)
-        .send()
+    h.post_openai("/openai/v1/chat/completions", jwt, CHAT)
         .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -63,13 +58,12 @@ async fn a_blocked_user_gets_403_with_the_reason_and_the_upstream_is_never_calle
         "{msg}"
     );
     let resp = h
-        .client
-        .post(h.url("/gemini/v1beta/models/gemini-2.5-flash:generateContent"))
-        .header("x-goog-api-key", &jwt)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .post_gemini(
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            &jwt,
+            "{}",
+        )
+        .await;
     assert_eq!(resp.status(), 403);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["status"], "PERMISSION_DENIED");
@@ -215,13 +209,8 @@ async fn every_answer_carries_the_quota_headers_and_me_usage_matches_the_rows() 
     }
     resp.bytes().await.unwrap();
     let resp = h
-        .client
-        .post(h.url("/openai/v1/chat/completions"))
-        .bearer_auth(&jwt)
-        .body(CHAT_STREAM)
-        .send()
-        .await
-        .unwrap();
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT_STREAM)
+        .await;
     read_all(resp).await.unwrap();
     h.wait_rows(2).await;
 

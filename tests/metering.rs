@@ -430,13 +430,8 @@ async fn the_upstream_is_asked_for_usage_and_identity_encoding() {
         .push(Reply::sse(fixture("openai/chat_stream_usage.sse")));
     let jwt = h.token("inject");
     let resp = h
-        .client
-        .post(h.url("/openai/v1/chat/completions"))
-        .bearer_auth(&jwt)
-        .body(CHAT_STREAM_BARE)
-        .send()
-        .await
-        .unwrap();
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT_STREAM_BARE)
+        .await;
     read_all(resp).await.unwrap();
     let seen = h.mock.last();
     let v = seen.json();

@@ -177,14 +177,7 @@ async fn unknown_prefix_is_404_in_openai_shape_and_never_forwarded() {
         "/openaiX/v1/chat/completions",
         "/",
     ] {
-        let resp = h
-            .client
-            .post(h.url(path))
-            .bearer_auth(&jwt)
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let resp = h.post_openai(path, &jwt, "{}").await;
         assert_eq!(resp.status(), 404, "{path}");
         let v: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["code"], "unknown_url");

@@ -109,8 +109,14 @@ fn inline_media_parts_count_the_configured_tokens_not_their_bytes() {
         Some(500),
     );
     screenshots.media_parts = 2;
-    assert_eq!(estimate_tokens(&screenshots, 4_096, 1_000), 40 + 2_000 + 500);
-    assert_eq!(estimate_tokens(&screenshots, 4_096, 1_500), 40 + 3_000 + 500);
+    assert_eq!(
+        estimate_tokens(&screenshots, 4_096, 1_000),
+        40 + 2_000 + 500
+    );
+    assert_eq!(
+        estimate_tokens(&screenshots, 4_096, 1_500),
+        40 + 3_000 + 500
+    );
     assert_eq!(estimate_tokens(&screenshots, 4_096, 0), 40 + 500);
 }
 

@@ -535,6 +535,38 @@ impl Harness {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// `POST` `body` to an OpenAI path with `jwt` as the bearer API key.
+    pub async fn post_openai(
+        &self,
+        path: &str,
+        jwt: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(jwt)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST` `body` to a Gemini path with `jwt` in `x-goog-api-key`.
+    pub async fn post_gemini(
+        &self,
+        path: &str,
+        jwt: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("x-goog-api-key", jwt)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A valid JWT for `sub`; registered with the mock as a credential it must never see.
     pub fn token(&self, sub: &str) -> String {
         let secret = tollgate::config::Secret::new(JWT_SECRET);
