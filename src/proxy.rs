@@ -31,6 +31,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use tracing::Instrument;
+
 use crate::auth::{self, Caller, Verifier};
 use crate::config::{Config, Provider};
 use crate::error::GatewayError;
@@ -98,6 +100,8 @@ pub struct Proxy {
 /// that goes away before the answer's head still leaves a row (see `Drop`).
 struct CallCtx {
     proxy: Arc<Proxy>,
+    /// The call's span: request id, then provider, user, model and status as they are known.
+    span: tracing::Span,
     /// The request was handed to the upstream client (it may have been billed).
     sent: bool,
     request_id: Arc<str>,
@@ -129,6 +133,8 @@ impl Drop for CallCtx {
             _ => (provider::Usage::default(), UsageSource::None),
         };
         let proxy = Arc::clone(&self.proxy);
+        let span = self.span.clone();
+        let _in_span = span.enter();
         proxy.record_unanswered(self, 499, usage, source, "client_gone");
     }
 }
@@ -196,10 +202,20 @@ impl Proxy {
                 _ => {}
             }
         }
+        let request_id = self.ids.for_request(req.headers());
+        let span = tracing::info_span!(
+            "call",
+            request_id = %request_id,
+            provider = tracing::field::Empty,
+            user = tracing::field::Empty,
+            model = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
         let mut ctx = CallCtx {
             proxy: Arc::clone(&self),
+            span: span.clone(),
             sent: false,
-            request_id: self.ids.for_request(req.headers()),
+            request_id,
             started: Instant::now(),
             ts_ms: unix_ms(),
             kind: None,
@@ -210,7 +226,9 @@ impl Proxy {
             reservation: None,
         };
         let request_id = ctx.request_id.clone();
-        let mut resp = match self.proxy(req, &mut ctx).await {
+        let result = self.proxy(req, &mut ctx).instrument(span.clone()).await;
+        let _in_span = span.enter();
+        let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 let resp = e.response::<Full<Bytes>>(ctx.kind);
@@ -243,6 +261,7 @@ impl Proxy {
         let provider = &route.provider;
         ctx.kind = Some(provider.kind);
         ctx.provider = Some(provider.name.clone());
+        ctx.span.record("provider", &*provider.name);
 
         // 2 authenticate
         let query = uri.query();
@@ -254,6 +273,7 @@ impl Proxy {
                 .verify(&token)
                 .map_err(GatewayError::Unauthenticated)?
         };
+        ctx.span.record("user", &*caller.user_id);
         ctx.user = Some(caller.user_id.clone());
         ctx.caller = Some(caller);
 
@@ -270,6 +290,9 @@ impl Proxy {
         let body = rewritten.unwrap_or(body);
 
         // 4b admit: blocked 403, quota or rate 429; the upstream is never contacted
+        if let Some(model) = &info.model {
+            ctx.span.record("model", model.as_str());
+        }
         let estimate = self.estimate(&info);
         let user = ctx.user.as_ref().ok_or(GatewayError::BodyRead)?;
         ctx.info = Some(info);
@@ -312,6 +335,7 @@ impl Proxy {
         let exact_hint = head.headers.contains_key(header::CONTENT_LENGTH);
         let end = CallEnd {
             proxy: Arc::clone(self),
+            span: ctx.span.clone(),
             request_id: ctx.request_id.clone(),
             started: ctx.started,
             ts_ms: ctx.ts_ms,
@@ -395,7 +419,7 @@ impl Proxy {
     /// A row for a call Tollgate answered itself after it knew who was calling.
     fn record_refusal(&self, ctx: &mut CallCtx, e: &GatewayError) {
         if ctx.caller.is_none() {
-            tracing::info!(request_id = %ctx.request_id, status = e.status().as_u16(), error = %e, "refused");
+            tracing::info!(status = e.status().as_u16(), error = %e, "refused");
             return;
         }
         // A request that reached the upstream but got no answer in time may still be billed:
@@ -530,11 +554,9 @@ impl Proxy {
             .or_else(|| p.info.and_then(|i| i.model.clone()));
         let cost = p.cost;
         let latency_ms = p.started.elapsed().as_millis() as u64;
+        tracing::Span::current().record("status", p.status);
         let endpoint = p.info.map_or("other", |i| i.endpoint.as_str());
         tracing::info!(
-            request_id = %p.request_id,
-            user = %p.caller.user_id,
-            provider = %p.provider,
             model = model.as_deref().unwrap_or("-"),
             endpoint,
             status = p.status,
@@ -588,6 +610,7 @@ struct RowParts<'a> {
 /// The end of a metered call: prices its usage and hands its row to the store.
 pub struct CallEnd {
     proxy: Arc<Proxy>,
+    span: tracing::Span,
     request_id: Arc<str>,
     started: Instant,
     ts_ms: i64,
@@ -601,6 +624,8 @@ pub struct CallEnd {
 
 impl OnEnd for CallEnd {
     fn on_end(self, how: BodyEnd, report: TapReport) {
+        let span = self.span.clone();
+        let _in_span = span.enter();
         let (Some(caller), Some(info)) = (&self.caller, &self.info) else {
             return;
         };
