@@ -36,6 +36,9 @@ pub enum GatewayError {
     /// The upstream did not answer within `server.response_header_timeout_ms`.
     #[error("the upstream provider did not answer in time")]
     UpstreamTimeout,
+    /// A state the request path never reaches (a bug of Tollgate's, logged).
+    #[error("internal error in the gateway")]
+    Internal,
     /// The upstream refused the gateway's own provider key (401/403 about Tollgate's key).
     #[error(
         "the gateway's provider credentials were refused by the upstream; the operator has been told"
@@ -58,6 +61,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamRejectedKey => StatusCode::BAD_GATEWAY,
+            GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -77,6 +81,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable => ("api_error", "upstream_unreachable"),
             GatewayError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             GatewayError::UpstreamRejectedKey => ("api_error", "upstream_credentials_refused"),
+            GatewayError::Internal => ("api_error", "internal_error"),
         }
     }
 
@@ -117,6 +122,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamRejectedKey => "upstream_rejected_key",
+            GatewayError::Internal => "internal_error",
         }
     }
 }

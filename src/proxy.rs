@@ -294,7 +294,7 @@ impl Proxy {
             ctx.span.record("model", model.as_str());
         }
         let estimate = self.estimate(&info);
-        let user = ctx.user.as_ref().ok_or(GatewayError::BodyRead)?;
+        let user = ctx.user.as_ref().ok_or(GatewayError::Internal)?;
         ctx.info = Some(info);
         ctx.reservation = Some(
             self.ledger
@@ -329,7 +329,7 @@ impl Proxy {
 
         // 7 meter
         strip_hop_headers(&mut head.headers);
-        let info = ctx.info.as_ref().ok_or(GatewayError::BodyRead)?;
+        let info = ctx.info.as_ref().ok_or(GatewayError::Internal)?;
         let tap = ResponseTap::new(provider.kind, info, head.status, &head.headers);
         tap.adjust_headers(&mut head.headers);
         let exact_hint = head.headers.contains_key(header::CONTENT_LENGTH);
@@ -721,7 +721,10 @@ fn prepare(
         .authority(p.upstream_authority.clone())
         .path_and_query(path_and_query)
         .build()
-        .map_err(|_| GatewayError::BodyRead)?;
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot build the upstream URI");
+            GatewayError::Internal
+        })?;
 
     let mut headers = parts.headers;
     strip_hop_headers(&mut headers);
