@@ -87,6 +87,9 @@ pub struct ServerConfig {
     pub pool_idle_timeout_secs: u64,
     /// Most idle pooled connections kept per upstream host.
     pub pool_max_idle_per_host: usize,
+    /// Threads that serve calls: 0 = one per CPU the process may run on; 1 = a single-threaded
+    /// runtime (the fastest choice when Tollgate is given one core).
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +105,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             pool_idle_timeout_secs: 90,
             pool_max_idle_per_host: 256,
+            worker_threads: 0,
         }
     }
 }
@@ -541,6 +545,12 @@ fn validate_server(raw: &RawConfig) -> Result<(), ConfigError> {
         return Err(invalid(
             "server.max_header_bytes",
             format!("must be at least {MIN_HEADER_BYTES}"),
+        ));
+    }
+    if server.worker_threads > 1024 {
+        return Err(invalid(
+            "server.worker_threads",
+            "must be at most 1024 (0 = one per CPU)",
         ));
     }
     if server.max_headers == 0 {

@@ -55,6 +55,8 @@ async fn sigterm_with_calls_in_flight_loses_no_row_and_exits_zero() {
 [server]
 listen = "127.0.0.1:{port}"
 shutdown_grace_secs = 10
+# The single-threaded runtime (the SDK suite runs the default, one thread per CPU).
+worker_threads = 1
 [store]
 path = "{}"
 [[providers]]

@@ -7,6 +7,8 @@ cat <<EOF
 [server]
 listen = "$LISTEN"
 max_request_bytes = 1048576
+# Tollgate is pinned to one core in these runs: a single-threaded runtime fits that placement.
+worker_threads = 1
 
 [admin]
 listen = "$ADMIN"
