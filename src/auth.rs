@@ -98,10 +98,22 @@ pub fn strip_key_param(query: &str) -> Option<String> {
     removed.then(|| kept.join("&"))
 }
 
-/// Remove every header that can carry a client credential (`Authorization`, `x-goog-api-key`).
+/// Headers that can carry a client credential: the two Tollgate reads JWTs from, plus the other
+/// API-key and session headers clients send. None of them is ever forwarded upstream.
+pub const CREDENTIAL_HEADERS: [HeaderName; 6] = [
+    AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    X_GOOG_API_KEY,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    http::header::COOKIE,
+];
+
+/// Remove every header that can carry a client credential ([`CREDENTIAL_HEADERS`]).
 pub fn strip_credential_headers(headers: &mut HeaderMap) {
-    headers.remove(AUTHORIZATION);
-    headers.remove(X_GOOG_API_KEY);
+    for name in &CREDENTIAL_HEADERS {
+        headers.remove(name);
+    }
 }
 
 fn bearer(value: &HeaderValue) -> Option<&str> {
@@ -1434,10 +1446,14 @@ mod tests {
     }
 
     #[test]
-    fn strip_credential_headers_removes_both_credential_headers() {
+    fn strip_credential_headers_removes_every_credential_header() {
         let mut h = headers(&[
             ("authorization", "Bearer a"),
             ("x-goog-api-key", "b"),
+            ("proxy-authorization", "Basic c"),
+            ("x-api-key", "d"),
+            ("api-key", "e"),
+            ("cookie", "session=f"),
             ("accept", "*/*"),
         ]);
         strip_credential_headers(&mut h);

@@ -54,17 +54,6 @@ pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// The header carrying Tollgate's request id on every answer.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-tollgate-request-id");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
-
-/// Headers that carry a client credential: never forwarded upstream.
-const CREDENTIAL_HEADERS: [HeaderName; 6] = [
-    header::AUTHORIZATION,
-    header::PROXY_AUTHORIZATION,
-    X_GOOG_API_KEY,
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("api-key"),
-    header::COOKIE,
-];
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones a proxy must recompute.
 const HOP_HEADERS: [HeaderName; 8] = [
@@ -166,7 +155,7 @@ impl Proxy {
                     header::AUTHORIZATION,
                     format!("Bearer {}", p.api_key.expose()),
                 ),
-                ProviderKind::Gemini => (X_GOOG_API_KEY, p.api_key.expose().to_string()),
+                ProviderKind::Gemini => (auth::X_GOOG_API_KEY, p.api_key.expose().to_string()),
             };
             let mut key_value = HeaderValue::from_str(&raw)
                 .map_err(|_| format!("the key in {} is not a valid header value", p.name))?;
@@ -728,9 +717,7 @@ fn prepare(
 
     let mut headers = parts.headers;
     strip_hop_headers(&mut headers);
-    for name in &CREDENTIAL_HEADERS {
-        headers.remove(name);
-    }
+    auth::strip_credential_headers(&mut headers);
     headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH);
     headers.insert(
