@@ -91,4 +91,31 @@ CREATE TABLE IF NOT EXISTS admin_audit (
 CREATE INDEX IF NOT EXISTS admin_audit_ts ON admin_audit (ts);
 CREATE INDEX IF NOT EXISTS admin_audit_target ON admin_audit (target, ts);
 
+-- Admin accounts for the dashboard and API (`tollgate admin add NAME`). Passwords are argon2id
+-- PHC strings; the plain password is never stored.
+CREATE TABLE IF NOT EXISTS admin_accounts (
+    name           TEXT    PRIMARY KEY,
+    password_hash  TEXT    NOT NULL,                -- argon2id PHC string
+    created_at     INTEGER NOT NULL,                -- unix ms UTC
+    last_login_at  INTEGER
+);
+
+-- Signed-in admin sessions. Only a SHA-256 of the cookie's token is kept, so a copy of the
+-- file does not hand out sessions. Expired rows are deleted on sign-in.
+CREATE TABLE IF NOT EXISTS admin_sessions (
+    token_sha256   TEXT    PRIMARY KEY,             -- hex
+    admin          TEXT    NOT NULL,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL                 -- unix ms UTC
+);
+CREATE INDEX IF NOT EXISTS admin_sessions_admin ON admin_sessions (admin);
+
+CREATE INDEX IF NOT EXISTS users_last_seen ON users (last_seen_at);
+
+-- For the admin API's reads (src/store/reads.rs): count blocked users without reading every
+-- user, and page through users by creation time. Both change only when a user is created or
+-- blocked, never on the writer's per-batch `last_seen_at` update.
+CREATE INDEX IF NOT EXISTS users_blocked ON users (blocked) WHERE blocked != 0;
+CREATE INDEX IF NOT EXISTS users_created ON users (created_at);
+
 PRAGMA user_version = 1;

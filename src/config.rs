@@ -90,6 +90,9 @@ pub struct ServerConfig {
     /// Threads that serve calls: 0 = one per CPU the process may run on; 1 = a single-threaded
     /// runtime (the fastest choice when Tollgate is given one core).
     pub worker_threads: usize,
+    /// Reload the configuration file when it changes (it is also reloaded on SIGHUP). A change
+    /// to this key takes effect at the next start.
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +109,7 @@ impl Default for ServerConfig {
             pool_idle_timeout_secs: 90,
             pool_max_idle_per_host: 256,
             worker_threads: 0,
+            watch_config: true,
         }
     }
 }
@@ -114,14 +118,21 @@ impl Default for ServerConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Address of the admin listener (loopback by default).
+    /// Address of the admin listener (loopback by default). A non-loopback address is refused
+    /// unless an admin can sign in (an admin account, or admin JWTs).
     pub listen: SocketAddr,
+    /// How long a dashboard sign-in lasts (seconds).
+    pub session_ttl_secs: u64,
+    /// Sign-in attempts allowed per client address and per account name, per minute.
+    pub login_attempts_per_minute: u32,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            session_ttl_secs: 12 * 3600,
+            login_attempts_per_minute: 10,
         }
     }
 }
@@ -417,6 +428,9 @@ pub struct Config {
     pub jwt_public_key_pem: Option<Vec<u8>>,
     pub timezone: jiff::tz::TimeZone,
     pub prices: PriceTable,
+    /// The file this configuration was read from ([`Config::load`]); `None` when it was built
+    /// from a [`RawConfig`] in memory. Hot reload reads this file again.
+    pub source: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used, naming the key at fault.
@@ -464,10 +478,13 @@ impl RawConfig {
     }
 }
 
-/// `TOLLGATE_SECTION__KEY` overrides, without [`CONFIG_PATH_ENV`] (which names the file).
+/// `TOLLGATE_SECTION__KEY` overrides. Only names with a `__` are configuration: every key lives
+/// in a section, and other `TOLLGATE_*` variables (`TOLLGATE_CONFIG`, which names the file, or a
+/// deployment's own `TOLLGATE_BIN`, `TOLLGATE_VERSION`…) must not make the file invalid.
 pub fn env_overrides() -> Env {
     Env::prefixed(ENV_PREFIX)
         .ignore(&[&CONFIG_PATH_ENV[ENV_PREFIX.len()..]])
+        .filter(|key| key.as_str().contains("__"))
         .split("__")
 }
 
@@ -785,6 +802,7 @@ impl Config {
             jwt_public_key_pem,
             timezone,
             prices,
+            source: None,
         })
     }
 
@@ -884,7 +902,17 @@ impl Config {
 
     /// Load and validate from a file and the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::from_raw(RawConfig::load(path)?, &|name| std::env::var(name).ok())
+        Config::load_with(path, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::load`] reading the secrets the file names through `env` (tests pass their own).
+    pub fn load_with(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::from_raw(RawConfig::load(path)?, env)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     pub fn connect_timeout(&self) -> Duration {

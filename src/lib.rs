@@ -1,13 +1,16 @@
 //! Tollgate: a metering, budget-enforcing reverse proxy in front of the OpenAI and Gemini APIs.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod meter;
+pub mod metrics;
 pub mod pricing;
 pub mod provider;
 pub mod proxy;
 pub mod quota;
+pub mod reload;
 pub mod serve;
 pub mod store;
 pub mod stream;

@@ -1,5 +1,6 @@
 //! The `tollgate` command line: `serve` runs the gateway, `check-config` validates and prints the
-//! effective configuration with secrets masked, `token` mints a trial JWT.
+//! effective configuration with secrets masked, `token` mints a trial JWT, `admin` manages the
+//! admin accounts (argon2id hashes in the store; passwords never echoed or logged).
 //!
 //! This file only parses arguments, loads the configuration and picks exit codes: 0 on success
 //! (and after a graceful stop), 2 for an invalid configuration or usage, 1 when the gateway
@@ -38,6 +39,30 @@ enum Command {
     CheckConfig(ConfigArg),
     /// Mint a JWT with the configured HS256 secret, for trials; prints it on stdout.
     Token(TokenArgs),
+    /// Manage the admin accounts that sign in to the dashboard and admin API.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an account. The password is read from stdin when it is not a terminal (one
+    /// line), else prompted for twice.
+    Add(AdminName),
+    /// Give an account a new password (read like `add`) and end its sessions.
+    SetPassword(AdminName),
+    /// List the accounts.
+    List(ConfigArg),
+    /// Remove an account and end its sessions.
+    Remove(AdminName),
+}
+
+#[derive(Args)]
+struct AdminName {
+    /// The account name (letters, digits, . _ - @).
+    name: String,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Args)]
@@ -87,6 +112,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Token(args) => token(&args),
+        Command::Admin(command) => admin(&command),
     }
 }
 
@@ -181,6 +207,158 @@ fn token(args: &TokenArgs) -> ExitCode {
             ExitCode::from(EXIT_INVALID)
         }
     }
+}
+
+/// `tollgate admin …`: reads only `store.path` from the configuration; every change is audited
+/// with the operating-system user as the actor (`cli:$USER`).
+fn admin(command: &AdminCommand) -> ExitCode {
+    use tollgate::store::{self, AuditEntry, accounts};
+    let config = match command {
+        AdminCommand::Add(a) | AdminCommand::SetPassword(a) | AdminCommand::Remove(a) => &a.config,
+        AdminCommand::List(c) => c,
+    };
+    let raw = match RawConfig::load(&config.path()) {
+        Ok(raw) => raw,
+        Err(e) => return invalid(&e),
+    };
+    let conn = match store::open_for_writing(&raw.store.path) {
+        Ok(conn) => conn,
+        Err(e) => {
+            eprintln!(
+                "error: cannot open the store at {} (store.path): {e}",
+                raw.store.path.display()
+            );
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    let now = jiff::Timestamp::now().as_millisecond();
+    let audit = |action: &str, name: &str| {
+        store::write_audit(
+            &conn,
+            &AuditEntry {
+                ts: now,
+                actor: &actor,
+                action,
+                target: Some(name),
+                ..Default::default()
+            },
+        )
+    };
+    let result: Result<String, String> = (|| match command {
+        AdminCommand::List(_) => {
+            let list = accounts::list_accounts(&conn).map_err(|e| e.to_string())?;
+            if list.is_empty() {
+                return Ok("no admin accounts; add one with `tollgate admin add NAME`".into());
+            }
+            let fmt_ms = |ms: i64| {
+                jiff::Timestamp::from_millisecond(ms)
+                    .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_default()
+            };
+            let mut out = format!("{:<32} {:<22} {}\n", "NAME", "CREATED", "LAST SIGN-IN");
+            for a in list {
+                out.push_str(&format!(
+                    "{:<32} {:<22} {}\n",
+                    a.name,
+                    fmt_ms(a.created_at),
+                    a.last_login_at.map_or_else(|| "never".into(), fmt_ms)
+                ));
+            }
+            Ok(out.trim_end().to_string())
+        }
+        AdminCommand::Add(a) | AdminCommand::SetPassword(a) => {
+            tollgate::admin::session::valid_account_name(&a.name)?;
+            let adding = matches!(command, AdminCommand::Add(_));
+            if adding
+                && accounts::password_hash(&conn, &a.name)
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+            {
+                return Err(format!(
+                    "an account named {:?} exists (use `admin set-password`)",
+                    a.name
+                ));
+            }
+            let password = read_new_password()?;
+            let hash = tollgate::admin::hash_password(&password)?;
+            let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+            let done = if adding {
+                accounts::add_account(&tx, &a.name, &hash, now)
+            } else {
+                accounts::set_password(&tx, &a.name, &hash)
+            }
+            .map_err(|e| e.to_string())?;
+            if !done {
+                return Err(format!("no account named {:?}", a.name));
+            }
+            audit(
+                if adding {
+                    "admin_add"
+                } else {
+                    "admin_set_password"
+                },
+                &a.name,
+            )
+            .map_err(|e| e.to_string())?;
+            tx.commit().map_err(|e| e.to_string())?;
+            Ok(if adding {
+                format!("admin account {:?} created", a.name)
+            } else {
+                format!("password of {:?} changed; its sessions ended", a.name)
+            })
+        }
+        AdminCommand::Remove(a) => {
+            let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+            if !accounts::remove_account(&tx, &a.name).map_err(|e| e.to_string())? {
+                return Err(format!("no account named {:?}", a.name));
+            }
+            audit("admin_remove", &a.name).map_err(|e| e.to_string())?;
+            tx.commit().map_err(|e| e.to_string())?;
+            Ok(format!(
+                "admin account {:?} removed; its sessions ended",
+                a.name
+            ))
+        }
+    })();
+    match result {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// A new password: one line from stdin when it is not a terminal, else prompted twice.
+fn read_new_password() -> Result<String, String> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let min = tollgate::admin::session::MIN_PASSWORD_CHARS;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the two passwords differ".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if password.chars().count() < min {
+        return Err(format!("the password must have at least {min} characters"));
+    }
+    Ok(password)
 }
 
 fn invalid(e: &ConfigError) -> ExitCode {

@@ -16,12 +16,19 @@
 //!
 //! After phase 7 nothing can change the status code: later failures abort the client's stream
 //! and are recorded as the row's `outcome`.
+//!
+//! A call loads the [`Runtime`] (configuration, routes, JWT verifier, upstream client) once
+//! when it starts and keeps it to its end, through its streamed body: a configuration reload
+//! (`reload`) swaps the runtime for later calls and never changes a call in flight. The call
+//! also counts in the in-flight gauge until it ends, and a refusal bumps its reason's counter
+//! (`metrics`); every other figure is counted off the request path, by the store's writer.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -37,6 +44,7 @@ use crate::auth::{self, Caller, Verifier};
 use crate::config::{Config, Provider};
 use crate::error::GatewayError;
 use crate::meter::{BodyEnd, MeteredBody, OnEnd};
+use crate::metrics::{InFlight, Metrics};
 use crate::provider::{self, ProviderKind, RequestInfo, ResponseTap, TapReport, UsageSource};
 use crate::quota::{self, Estimate, Ledger, QuotaStatus, Reservation};
 use crate::store::{Store, UsageRow};
@@ -74,14 +82,76 @@ struct Route {
     key_value: HeaderValue,
 }
 
-/// Everything the request path shares across calls.
-pub struct Proxy {
+/// What a configuration reload replaces, whole: the configuration, the routes built from its
+/// providers, the JWT verifier built from `[auth]` (with its token cache), and the upstream
+/// client. A call loads it once when it starts and keeps it to its end (pricing included), so a
+/// reload never changes a call in flight.
+pub struct Runtime {
+    pub config: Arc<Config>,
     routes: Vec<Route>,
     verifier: Verifier,
     client: UpstreamClient,
+}
+
+impl Runtime {
+    /// Build the routes and the verifier of `config`; calls go out through `client`.
+    pub fn new(config: Arc<Config>, client: UpstreamClient) -> Result<Runtime, String> {
+        let verifier = Verifier::new(
+            &config.raw.auth,
+            config.jwt_secret.as_ref(),
+            config.jwt_public_key_pem.as_deref(),
+        )?;
+        let mut routes = Vec::with_capacity(config.providers.len());
+        for p in &config.providers {
+            let (key_header, raw) = match p.kind {
+                ProviderKind::Openai => (
+                    header::AUTHORIZATION,
+                    format!("Bearer {}", p.api_key.expose()),
+                ),
+                ProviderKind::Gemini => (auth::X_GOOG_API_KEY, p.api_key.expose().to_string()),
+            };
+            let mut key_value = HeaderValue::from_str(&raw)
+                .map_err(|_| format!("the key in {} is not a valid header value", p.name))?;
+            key_value.set_sensitive(true);
+            routes.push(Route {
+                provider: p.clone(),
+                key_header,
+                key_value,
+            });
+        }
+        // Longest prefix first, so `/openai-beta` is not taken by `/openai`.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.provider.prefix.len()));
+        Ok(Runtime {
+            config,
+            routes,
+            verifier,
+            client,
+        })
+    }
+
+    /// The upstream client calls go out through (a reload keeps it, and its pooled
+    /// connections, unless the client's own settings changed).
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
+    }
+
+    /// Phase 1: the provider whose prefix the path starts with, and the rest of the path.
+    fn route<'p>(&self, path: &'p str) -> Option<(&Route, &'p str)> {
+        self.routes.iter().find_map(|r| {
+            let rest = path.strip_prefix(r.provider.prefix.as_str())?;
+            (rest.is_empty() || rest.starts_with('/'))
+                .then_some((r, if rest.is_empty() { "/" } else { rest }))
+        })
+    }
+}
+
+/// Everything the request path shares across calls.
+pub struct Proxy {
+    /// Swapped whole by a configuration reload; each call loads it once (one `Arc` clone).
+    runtime: ArcSwap<Runtime>,
     store: Store,
     ledger: Arc<Ledger>,
-    config: Arc<Config>,
+    metrics: Arc<Metrics>,
     ids: RequestIds,
 }
 
@@ -89,6 +159,10 @@ pub struct Proxy {
 /// that goes away before the answer's head still leaves a row (see `Drop`).
 struct CallCtx {
     proxy: Arc<Proxy>,
+    /// The configuration this call started with; it keeps it to the end.
+    rt: Arc<Runtime>,
+    /// Counts the call in flight until the call (or its streamed body) ends.
+    in_flight: Option<InFlight>,
     /// The call's span: request id, then provider, user, model and status as they are known.
     span: tracing::Span,
     /// The request was handed to the upstream client (it may have been billed).
@@ -138,45 +212,34 @@ pub const MONTHLY_RESET: HeaderName = HeaderName::from_static("x-tollgate-monthl
 
 impl Proxy {
     pub fn new(
-        config: Arc<Config>,
+        runtime: Runtime,
         store: Store,
         ledger: Arc<Ledger>,
-        client: UpstreamClient,
-    ) -> Result<Proxy, String> {
-        let verifier = Verifier::new(
-            &config.raw.auth,
-            config.jwt_secret.as_ref(),
-            config.jwt_public_key_pem.as_deref(),
-        )?;
-        let mut routes = Vec::with_capacity(config.providers.len());
-        for p in &config.providers {
-            let (key_header, raw) = match p.kind {
-                ProviderKind::Openai => (
-                    header::AUTHORIZATION,
-                    format!("Bearer {}", p.api_key.expose()),
-                ),
-                ProviderKind::Gemini => (auth::X_GOOG_API_KEY, p.api_key.expose().to_string()),
-            };
-            let mut key_value = HeaderValue::from_str(&raw)
-                .map_err(|_| format!("the key in {} is not a valid header value", p.name))?;
-            key_value.set_sensitive(true);
-            routes.push(Route {
-                provider: p.clone(),
-                key_header,
-                key_value,
-            });
-        }
-        // Longest prefix first, so `/openai-beta` is not taken by `/openai`.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.provider.prefix.len()));
-        Ok(Proxy {
-            routes,
-            verifier,
-            client,
+        metrics: Arc<Metrics>,
+    ) -> Proxy {
+        Proxy {
+            runtime: ArcSwap::from_pointee(runtime),
             store,
             ledger,
-            config,
+            metrics,
             ids: RequestIds::new(),
-        })
+        }
+    }
+
+    /// The runtime the next call will start with.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// The configuration the next call will start with.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.runtime.load().config)
+    }
+
+    /// Replace the runtime (a configuration reload): calls that start from now on use `runtime`;
+    /// calls in flight keep theirs. Returns the one replaced.
+    pub fn swap_runtime(&self, runtime: Runtime) -> Arc<Runtime> {
+        self.runtime.swap(Arc::new(runtime))
     }
 
     /// Serve one request. Never fails: every error becomes a response in the provider's shape.
@@ -202,6 +265,8 @@ impl Proxy {
         );
         let mut ctx = CallCtx {
             proxy: Arc::clone(&self),
+            rt: self.runtime.load_full(),
+            in_flight: Some(self.metrics.call_started()),
             span: span.clone(),
             sent: false,
             request_id,
@@ -221,6 +286,7 @@ impl Proxy {
             Ok(resp) => resp,
             Err(e) => {
                 let resp = e.response::<Full<Bytes>>(ctx.kind);
+                self.metrics.refused(&e);
                 self.record_refusal(&mut ctx, &e);
                 resp.map(Either::Right)
             }
@@ -246,7 +312,8 @@ impl Proxy {
         let uri = parts.uri.clone();
 
         // 1 route
-        let (route, rest) = self.route(uri.path()).ok_or(GatewayError::UnknownPrefix)?;
+        let rt = Arc::clone(&ctx.rt);
+        let (route, rest) = rt.route(uri.path()).ok_or(GatewayError::UnknownPrefix)?;
         let provider = &route.provider;
         ctx.kind = Some(provider.kind);
         ctx.provider = Some(provider.name.clone());
@@ -258,7 +325,7 @@ impl Proxy {
             let token = auth::credential(&parts.headers, query).ok_or(
                 GatewayError::Unauthenticated(auth::AuthError::MissingCredential),
             )?;
-            self.verifier
+            rt.verifier
                 .verify(&token)
                 .map_err(GatewayError::Unauthenticated)?
         };
@@ -267,12 +334,7 @@ impl Proxy {
         ctx.caller = Some(caller);
 
         // 3 read the body, bounded
-        let body = read_body(
-            &parts.headers,
-            body,
-            self.config.raw.server.max_request_bytes,
-        )
-        .await?;
+        let body = read_body(&parts.headers, body, rt.config.raw.server.max_request_bytes).await?;
 
         // 4 inspect
         let (info, rewritten) = provider::inspect(provider.kind, &parts.method, rest, query, &body);
@@ -282,7 +344,7 @@ impl Proxy {
         if let Some(model) = &info.model {
             ctx.span.record("model", model.as_str());
         }
-        let estimate = self.estimate(&info);
+        let estimate = estimate(&rt.config, &info);
         let user = ctx.user.as_ref().ok_or(GatewayError::Internal)?;
         ctx.info = Some(info);
         ctx.reservation = Some(
@@ -298,8 +360,8 @@ impl Proxy {
         let sent = Instant::now();
         ctx.sent = true;
         let resp = match tokio::time::timeout(
-            self.config.response_header_timeout(),
-            self.client.request(upstream_req),
+            rt.config.response_header_timeout(),
+            rt.client.request(upstream_req),
         )
         .await
         {
@@ -313,7 +375,7 @@ impl Proxy {
         let ttfb_ms = sent.elapsed().as_millis() as u64;
         let (mut head, upstream_body) = resp.into_parts();
         let upstream_body = self
-            .screen_key_refusal(provider, &ctx.request_id, &head, upstream_body)
+            .screen_key_refusal(&rt.config, provider, &ctx.request_id, &head, upstream_body)
             .await?;
 
         // 7 meter
@@ -324,6 +386,8 @@ impl Proxy {
         let exact_hint = head.headers.contains_key(header::CONTENT_LENGTH);
         let end = CallEnd {
             proxy: Arc::clone(self),
+            rt: Arc::clone(&rt),
+            _in_flight: ctx.in_flight.take(),
             span: ctx.span.clone(),
             request_id: ctx.request_id.clone(),
             started: ctx.started,
@@ -338,7 +402,7 @@ impl Proxy {
         let body = MeteredBody::new(
             upstream_body,
             tap,
-            self.config.idle_timeout(),
+            rt.config.idle_timeout(),
             exact_hint,
             end,
         );
@@ -351,6 +415,7 @@ impl Proxy {
     /// log (with the provider's error code, never its message). Every other answer passes on.
     async fn screen_key_refusal(
         &self,
+        config: &Config,
         provider: &Provider,
         request_id: &str,
         head: &http::response::Parts,
@@ -379,8 +444,7 @@ impl Proxy {
         if gemini_400 && memchr::memmem::find(&bytes, b"API_KEY_INVALID").is_none() {
             return Ok(Either::Right(Full::new(bytes)));
         }
-        let env = self
-            .config
+        let env = config
             .raw
             .providers
             .iter()
@@ -394,15 +458,6 @@ impl Proxy {
             "the upstream refused the gateway's provider key: check {env}"
         );
         Err(GatewayError::UpstreamRejectedKey)
-    }
-
-    /// Phase 1: the provider whose prefix the path starts with, and the rest of the path.
-    fn route<'p>(&self, path: &'p str) -> Option<(&Route, &'p str)> {
-        self.routes.iter().find_map(|r| {
-            let rest = path.strip_prefix(r.provider.prefix.as_str())?;
-            (rest.is_empty() || rest.starts_with('/'))
-                .then_some((r, if rest.is_empty() { "/" } else { rest }))
-        })
     }
 
     /// A row for a call Tollgate answered itself after it knew who was calling.
@@ -437,7 +492,8 @@ impl Proxy {
         let (Some(caller), Some(provider)) = (ctx.caller.take(), ctx.provider.clone()) else {
             return;
         };
-        let cost = self.cost(
+        let cost = cost(
+            &ctx.rt.config,
             ctx.info.as_ref().and_then(|i| i.model.as_deref()),
             &usage,
             &ctx.request_id,
@@ -468,48 +524,6 @@ impl Proxy {
         });
     }
 
-    /// What an admitted call may cost at most: its prompt estimate plus its output cap, priced.
-    fn estimate(&self, info: &RequestInfo) -> Estimate {
-        let limits = &self.config.raw.limits;
-        let tokens = quota::estimate_tokens(
-            info,
-            limits.default_max_output_tokens,
-            limits.media_part_tokens,
-        );
-        let input = info
-            .prompt_tokens_with(limits.media_part_tokens)
-            .min(tokens);
-        let usage = provider::Usage {
-            input_tokens: input,
-            output_tokens: tokens - input,
-            ..Default::default()
-        };
-        let cost = info
-            .model
-            .as_deref()
-            .and_then(|m| self.config.prices.cost_nano_usd(m, &usage));
-        Estimate {
-            tokens,
-            cost_nano_usd: cost.map_or(0, |c| c.max(0) as u64),
-        }
-    }
-
-    /// The cost of `usage` on `model` in nano-USD; `None` (and a warning) when it has no price.
-    fn cost(&self, model: Option<&str>, usage: &provider::Usage, request_id: &str) -> Option<i64> {
-        if usage.total() == 0 {
-            return Some(0);
-        }
-        let cost = model.and_then(|m| self.config.prices.cost_nano_usd(m, usage));
-        if cost.is_none() {
-            tracing::warn!(
-                request_id,
-                model = model.unwrap_or("-"),
-                "no price for this model: cost recorded as NULL"
-            );
-        }
-        cost
-    }
-
     /// `GET /me/usage`: the caller's own usage, limits and reset times, for the app to show.
     fn me_usage(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
         let caller = auth::credential(req.headers(), req.uri().query())
@@ -517,7 +531,9 @@ impl Proxy {
                 auth::AuthError::MissingCredential,
             ))
             .and_then(|t| {
-                self.verifier
+                self.runtime
+                    .load()
+                    .verifier
                     .verify(&t)
                     .map_err(GatewayError::Unauthenticated)
             });
@@ -599,6 +615,10 @@ struct RowParts<'a> {
 /// The end of a metered call: prices its usage and hands its row to the store.
 pub struct CallEnd {
     proxy: Arc<Proxy>,
+    /// The configuration the call started with: its prices price it.
+    rt: Arc<Runtime>,
+    /// Dropped with the call's end: the call no longer counts as in flight.
+    _in_flight: Option<InFlight>,
     span: tracing::Span,
     request_id: Arc<str>,
     started: Instant,
@@ -639,7 +659,7 @@ impl OnEnd for CallEnd {
             other => other.as_str(),
         };
         let model = report.model.as_deref().or(info.model.as_deref());
-        let cost = self.proxy.cost(model, &usage, &self.request_id);
+        let cost = cost(&self.rt.config, model, &usage, &self.request_id);
         let ts_ms = self
             .reservation
             .as_ref()
@@ -663,6 +683,54 @@ impl OnEnd for CallEnd {
             outcome,
         });
     }
+}
+
+/// What an admitted call may cost at most: its prompt estimate plus its output cap, priced.
+fn estimate(config: &Config, info: &RequestInfo) -> Estimate {
+    let limits = &config.raw.limits;
+    let tokens = quota::estimate_tokens(
+        info,
+        limits.default_max_output_tokens,
+        limits.media_part_tokens,
+    );
+    let input = info
+        .prompt_tokens_with(limits.media_part_tokens)
+        .min(tokens);
+    let usage = provider::Usage {
+        input_tokens: input,
+        output_tokens: tokens - input,
+        ..Default::default()
+    };
+    let cost = info
+        .model
+        .as_deref()
+        .and_then(|m| config.prices.cost_nano_usd(m, &usage));
+    Estimate {
+        tokens,
+        cost_nano_usd: cost.map_or(0, |c| c.max(0) as u64),
+    }
+}
+
+/// The cost of `usage` on `model` in nano-USD at `config`'s prices; `None` (and a warning) when
+/// it has no price.
+fn cost(
+    config: &Config,
+    model: Option<&str>,
+    usage: &provider::Usage,
+    request_id: &str,
+) -> Option<i64> {
+    if usage.total() == 0 {
+        return Some(0);
+    }
+    let cost = model.and_then(|m| config.prices.cost_nano_usd(m, usage));
+    if cost.is_none() {
+        tracing::warn!(
+            request_id,
+            model = model.unwrap_or("-"),
+            "no price for this model: cost recorded as NULL"
+        );
+    }
+    cost
 }
 
 /// Phase 3: the request body, refused past `limit` bytes (413) before or while reading it.

@@ -1,9 +1,11 @@
 //! Listeners and the process lifecycle: binds the proxy listener, serves HTTP/1.1 and HTTP/2
-//! (cleartext, prior knowledge) on it, builds the pooled upstream client, opens the store, and
-//! on shutdown stops accepting, lets in-flight calls finish within the grace period, cuts the
-//! rest (their rows are still written), and flushes every row before returning.
+//! (cleartext, prior knowledge) on it, builds the pooled upstream client, opens the store,
+//! creates the metrics and the configuration [`Reloader`] (with its file watch; SIGHUP in
+//! [`run`]), and on shutdown stops accepting, lets in-flight calls finish within the grace
+//! period, cuts the rest (their rows are still written), and flushes every row before returning.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +19,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::proxy::{Proxy, UpstreamClient};
+use crate::metrics::Metrics;
+use crate::proxy::{Proxy, Runtime, UpstreamClient};
 use crate::quota::Ledger;
-use crate::store::{Store, StoreWriter};
+use crate::reload::{Env, ReloadError, ReloadOutcome, Reloader, Trigger};
+use crate::store::{RowObserver, Store, StoreWriter};
 
 /// Any error that stops the gateway from starting.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,11 +34,35 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The quota ledger the proxy admits calls with (the admin side acts on it).
     pub ledger: Arc<Ledger>,
+    /// The gateway's metrics; `metrics.render()` is the body of `GET /metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Reloads the configuration file and reads the configuration in force.
+    pub reloader: Reloader,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// How a gateway finds its configuration again when it reloads.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// The file to reload; default: the file the configuration was loaded from
+    /// (`Config::source`). Without one, reloads fail with `ReloadError::NoFile`.
+    pub config_path: Option<PathBuf>,
+    /// Reads the secrets the file names; default: the process environment.
+    pub env: Option<Env>,
+}
+
 impl Running {
+    /// The configuration in force (what the next call starts with).
+    pub fn config(&self) -> Arc<Config> {
+        self.reloader.config()
+    }
+
+    /// Reload the configuration file now (see [`Reloader::reload`]).
+    pub async fn reload(&self, trigger: Trigger) -> Result<ReloadOutcome, ReloadError> {
+        self.reloader.reload(trigger).await
+    }
+
     /// Stop accepting, let in-flight calls finish (up to `server.shutdown_grace_secs`), cut
     /// what is left, and flush every usage row. Returns when the store is closed.
     pub async fn shutdown(self) {
@@ -58,8 +86,22 @@ pub async fn start(config: Config) -> Result<Running, BoxError> {
 
 /// Start the gateway on an already bound listener (tests bind 127.0.0.1:0).
 pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, BoxError> {
+    start_on_with(config, listener, Options::default()).await
+}
+
+/// [`start_on`] with [`Options`].
+pub async fn start_on_with(
+    config: Config,
+    listener: TcpListener,
+    options: Options,
+) -> Result<Running, BoxError> {
+    let config_path = options.config_path.or_else(|| config.source.clone());
+    let env = options
+        .env
+        .unwrap_or_else(|| Arc::new(|name: &str| std::env::var(name).ok()));
     let config = Arc::new(config);
     let addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::new());
     let (store, writer) = Store::open_with(
         &config.raw.store.path,
         config.timezone.clone(),
@@ -67,6 +109,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
             queue_capacity: config.raw.store.queue_capacity,
             batch_max: config.raw.store.batch_max,
             linger: Duration::from_millis(config.raw.store.commit_interval_ms),
+            observer: Some(Arc::clone(&metrics) as Arc<dyn RowObserver>),
             ..Default::default()
         },
     )
@@ -87,13 +130,29 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
             )
         })?;
     tracing::debug!(users = seeded, "quota counters seeded from the store");
+    metrics.attach_store(store.clone());
+    let runtime = Runtime::new(Arc::clone(&config), upstream_client(&config)?)?;
     let proxy = Arc::new(Proxy::new(
-        Arc::clone(&config),
+        runtime,
         store,
         Arc::clone(&ledger),
-        upstream_client(&config)?,
-    )?);
+        Arc::clone(&metrics),
+    ));
+    let reloader = Reloader::new(
+        config_path.clone(),
+        env,
+        Arc::clone(&proxy),
+        Arc::clone(&ledger),
+        Arc::clone(&metrics),
+        Arc::clone(&config),
+    );
     let (stop, stop_rx) = watch::channel(false);
+    if config.raw.server.watch_config && config_path.is_some() {
+        // Without a watch the gateway still runs; SIGHUP and the admin API still reload.
+        if let Err(e) = reloader.watch(stop_rx.clone()) {
+            tracing::warn!(error = %e, "the configuration file is not watched; reload it with SIGHUP");
+        }
+    }
     let task = tokio::spawn(accept_loop(
         listener,
         proxy,
@@ -105,19 +164,48 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     Ok(Running {
         addr,
         ledger,
+        metrics,
+        reloader,
         stop,
         task,
     })
 }
 
-/// Start, then run until SIGTERM or SIGINT, then stop gracefully.
+/// Start, then run until SIGTERM or SIGINT, then stop gracefully. SIGHUP reloads the
+/// configuration file.
 pub async fn run(config: Config) -> Result<(), BoxError> {
     // Listen for the signals before accepting anything, so that a SIGTERM arriving right after
-    // start-up still gets a graceful stop rather than the default action.
+    // start-up still gets a graceful stop rather than the default action (and a SIGHUP a reload
+    // rather than the end of the process).
     let signal = shutdown_signal()?;
+    let hangups = reload_signal()?;
+    let admin_listen = config.raw.admin.listen;
     let running = start(config).await?;
+    let admin = match TcpListener::bind(admin_listen).await {
+        Ok(listener) => crate::admin::start(&running, listener).await,
+        Err(e) => Err(format!(
+            "cannot listen on {admin_listen} (admin.listen): {e}"
+        )),
+    };
+    let admin = match admin {
+        Ok(admin) => admin,
+        Err(e) => {
+            running.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let reloader = running.reloader.clone();
+    let on_hangup = tokio::spawn(async move {
+        let mut hangups = hangups;
+        while hangups.next().await {
+            // Errors are logged and audited by `reload`.
+            let _ = reloader.reload(Trigger::Sighup).await;
+        }
+    });
     signal.await;
+    on_hangup.abort();
     tracing::info!("shutting down: no new connections; waiting for calls in flight");
+    admin.shutdown().await;
     running.shutdown().await;
     tracing::info!("stopped; every usage row is written");
     Ok(())
@@ -145,7 +233,42 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, BoxError> 
     }
 }
 
-fn upstream_client(config: &Config) -> Result<UpstreamClient, BoxError> {
+/// SIGHUP, as a stream of wake-ups; the handler is installed now.
+struct Hangups {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Hangups {
+    /// The next SIGHUP; false when no more can come (never on unix, at once elsewhere).
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await.is_some()
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
+}
+
+fn reload_signal() -> Result<Hangups, BoxError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Hangups {
+            signal: signal(SignalKind::hangup())?,
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(Hangups {})
+    }
+}
+
+/// The pooled upstream client for `config` (also built by a reload that changes its settings).
+pub(crate) fn upstream_client(config: &Config) -> Result<UpstreamClient, BoxError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -219,7 +342,8 @@ async fn accept_loop(
     }
     drop(listener);
 
-    let grace = config.shutdown_grace();
+    // The grace period in force now: it may have been reloaded since start.
+    let grace = proxy.config().shutdown_grace();
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

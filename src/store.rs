@@ -37,6 +37,11 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Statement, TransactionBehavior,
 
 use crate::provider::{Usage, UsageSource};
 
+pub mod accounts;
+pub mod audit;
+pub mod reads;
+pub use audit::{AuditEntry, AuditRow, audit_page, write_audit};
+
 /// The schema, applied at every start. Idempotent.
 pub const SCHEMA_SQL: &str = include_str!("../schema.sql");
 
@@ -100,6 +105,15 @@ pub struct StoreOptions {
     /// so a few milliseconds of patience turn many tiny transactions into a few large ones.
     /// Nobody waits for it: the request path has already moved on.
     pub linger: Duration,
+    /// Told about every batch the writer has written (committed or given up), on the writer's
+    /// thread, off the request path: how `metrics` counts calls.
+    pub observer: Option<Arc<dyn RowObserver>>,
+}
+
+/// Sees each batch of usage rows once the writer is done with it (see
+/// [`StoreOptions::observer`]). Runs on the writer thread: keep it cheap and never block.
+pub trait RowObserver: Send + Sync + fmt::Debug + 'static {
+    fn rows_written(&self, rows: &[UsageRow]);
 }
 
 impl Default for StoreOptions {
@@ -111,6 +125,7 @@ impl Default for StoreOptions {
             max_backoff: Duration::from_secs(5),
             retries_when_stopping: 8,
             linger: Duration::from_millis(50),
+            observer: None,
         }
     }
 }
@@ -198,6 +213,7 @@ impl Store {
             max_backoff: options.max_backoff,
             retries_when_stopping: options.retries_when_stopping,
             linger: options.linger,
+            observer: options.observer,
         };
         let thread = std::thread::Builder::new()
             .name("tollgate-store".into())
@@ -345,6 +361,7 @@ struct Writer {
     max_backoff: Duration,
     retries_when_stopping: u32,
     linger: Duration,
+    observer: Option<Arc<dyn RowObserver>>,
 }
 
 /// Rows per multi-row INSERT; the remainder goes one row at a time.
@@ -383,6 +400,9 @@ impl Writer {
                 continue;
             }
             self.commit_with_retry(&batch, stopping);
+            if let Some(observer) = &self.observer {
+                observer.rows_written(&batch);
+            }
             self.shared
                 .pending
                 .fetch_sub(batch.len(), Ordering::Relaxed);
@@ -849,6 +869,13 @@ fn open_writer_connection(path: &Path, busy_timeout: Duration) -> Result<Connect
     Ok(conn)
 }
 
+/// Open a writing connection on the store file outside the writer thread (the admin side, the
+/// `tollgate admin` commands): WAL, `synchronous = FULL`, the schema applied. Writes on it wait
+/// up to 5 s for the writer's lock.
+pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
+    open_writer_connection(path, Duration::from_secs(5))
+}
+
 /// Apply [`SCHEMA_SQL`] (idempotent), refusing a file written by a newer schema.
 pub fn apply_schema(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -871,7 +898,7 @@ pub fn apply_schema(conn: &Connection) -> Result<(), StoreError> {
 
 /// A user's own limits, set by an operator. `None` = the `[limits]` default from gateway.toml.
 /// Stored in the `users` columns of the same names.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct UserOverrides {
     pub daily_tokens: Option<u64>,
     pub monthly_tokens: Option<u64>,
@@ -922,7 +949,7 @@ impl OverridesPatch {
 
 /// The operator-owned columns of a `users` row. A user without a row has the default (not
 /// blocked, no overrides).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct UserControls {
     pub blocked: bool,
     pub blocked_reason: Option<String>,
@@ -945,12 +972,15 @@ pub struct Change<T> {
     pub created: bool,
 }
 
-const CONTROL_COLUMNS: &str = "blocked, blocked_reason, daily_tokens, monthly_tokens, \
+pub(crate) const CONTROL_COLUMNS: &str = "blocked, blocked_reason, daily_tokens, monthly_tokens, \
      daily_cost_nano_usd, monthly_cost_nano_usd, requests_per_minute, max_concurrent";
 
 /// Read [`CONTROL_COLUMNS`] starting at column `at`. Values an operator could only have put there
 /// by hand are read leniently: a negative limit as 0, a rate or cap past `u32` as `u32::MAX`.
-fn controls_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<UserControls> {
+pub(crate) fn controls_from_row(
+    row: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<UserControls> {
     let count = |i: usize| -> rusqlite::Result<Option<u64>> {
         Ok(row
             .get::<_, Option<i64>>(at + i)?

@@ -434,3 +434,340 @@ fn token_refuses_when_hs256_is_not_accepted() {
         text(&out.stderr)
     );
 }
+
+// --- admin accounts ---
+
+/// The binary, run in `dir` with only the variables given and `input` on its stdin (a pipe, so
+/// `admin add` reads the password from it instead of prompting).
+fn tollgate_stdin(dir: &Path, env: &[(&str, &str)], args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// The operating-system user the admin commands audit as `cli:$USER`.
+const OS_USER: &str = "ops-tester";
+const ADMIN_ENV: &[(&str, &str)] = &[("JWT_SECRET", JWT_SECRET), ("USER", OS_USER)];
+const PASSWORD: &str = "correct horse battery staple";
+const NEW_PASSWORD: &str = "tr0ub4dor & 3 -- much longer";
+
+fn admin_add(dir: &Path, name: &str, password: &str) -> Output {
+    tollgate_stdin(
+        dir,
+        ADMIN_ENV,
+        &["admin", "add", name],
+        &format!("{password}\n"),
+    )
+}
+
+fn db(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("tollgate.db")).unwrap()
+}
+
+fn password_hash(dir: &Path, name: &str) -> Option<String> {
+    use rusqlite::OptionalExtension as _;
+    db(dir)
+        .query_row(
+            "SELECT password_hash FROM admin_accounts WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()
+        .unwrap()
+}
+
+/// The admin_audit rows as (actor, action, target), oldest first.
+fn audit_rows(dir: &Path) -> Vec<(String, String, Option<String>)> {
+    db(dir)
+        .prepare("SELECT actor, action, target FROM admin_audit ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+fn audit_row(action: &str, target: &str) -> (String, String, Option<String>) {
+    (
+        format!("cli:{OS_USER}"),
+        action.to_string(),
+        Some(target.to_string()),
+    )
+}
+
+/// Neither what the command printed nor any file of the store holds `password`.
+fn assert_password_nowhere(dir: &Path, output: &Output, password: &str) {
+    let printed = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(
+        !printed.contains(password),
+        "the password was printed:\n{printed}"
+    );
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("tollgate.db"))
+        {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes
+                    .windows(password.len())
+                    .any(|w| w == password.as_bytes()),
+                "{} holds the password in clear",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn admin_add_stores_an_argon2id_hash_and_never_the_password() {
+    let dir = valid_dir();
+    let out = admin_add(dir.path(), "ops", PASSWORD);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "admin account \"ops\" created\n");
+    assert_no_secret(&out);
+    let hash = password_hash(dir.path(), "ops").expect("the account is stored");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(tollgate::admin::verify_password(&hash, PASSWORD));
+    assert!(!tollgate::admin::verify_password(
+        &hash,
+        "correct horse battery"
+    ));
+    assert_password_nowhere(dir.path(), &out, PASSWORD);
+    assert_eq!(audit_rows(dir.path()), vec![audit_row("admin_add", "ops")]);
+
+    // `admin list` shows it, never signed in; no hash or password on the way.
+    let out = tollgate(dir.path(), ADMIN_ENV, &["admin", "list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("NAME"), "{stdout}");
+    assert!(lines[1].starts_with("ops "), "{stdout}");
+    assert!(lines[1].ends_with("never"), "{stdout}");
+    assert!(!stdout.contains("$argon2"), "{stdout}");
+    assert_password_nowhere(dir.path(), &out, PASSWORD);
+
+    // Adding it again fails, before any password is read, and changes nothing.
+    let out = admin_add(dir.path(), "ops", NEW_PASSWORD);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        text(&out.stderr),
+        "error: an account named \"ops\" exists (use `admin set-password`)\n"
+    );
+    assert_eq!(password_hash(dir.path(), "ops").as_deref(), Some(&*hash));
+    assert_eq!(audit_rows(dir.path()).len(), 1, "a refusal is not audited");
+}
+
+#[test]
+fn admin_add_refuses_a_short_password_and_a_bad_name() {
+    let dir = valid_dir();
+    // 11 characters (the minimum is 12, counted in characters, not bytes).
+    let out = admin_add(dir.path(), "ops", "éééééééééé1");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: the password must have at least 12 characters\n"
+    );
+    assert_password_nowhere(dir.path(), &out, "éééééééééé1");
+    let out = admin_add(dir.path(), "ops", "");
+    assert_eq!(out.status.code(), Some(1), "an empty stdin is no password");
+    for bad in ["bad name", "semi;colon", "", &"x".repeat(65)] {
+        let out = admin_add(dir.path(), bad, PASSWORD);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        assert!(
+            text(&out.stderr).starts_with("error: an account name "),
+            "{bad:?}: {}",
+            text(&out.stderr)
+        );
+        assert_password_nowhere(dir.path(), &out, PASSWORD);
+    }
+    // Nothing was created or audited.
+    let out = tollgate(dir.path(), ADMIN_ENV, &["admin", "list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "no admin accounts; add one with `tollgate admin add NAME`\n"
+    );
+    assert!(audit_rows(dir.path()).is_empty());
+}
+
+#[test]
+fn admin_set_password_changes_the_hash_and_remove_removes_the_account() {
+    let dir = valid_dir();
+    let out = admin_add(dir.path(), "ops.admin@corp", PASSWORD);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let before = password_hash(dir.path(), "ops.admin@corp").unwrap();
+
+    let out = tollgate_stdin(
+        dir.path(),
+        ADMIN_ENV,
+        &["admin", "set-password", "ops.admin@corp"],
+        &format!("{NEW_PASSWORD}\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "password of \"ops.admin@corp\" changed; its sessions ended\n"
+    );
+    let after = password_hash(dir.path(), "ops.admin@corp").unwrap();
+    assert_ne!(after, before);
+    assert!(after.starts_with("$argon2id$"), "{after}");
+    assert!(tollgate::admin::verify_password(&after, NEW_PASSWORD));
+    assert!(!tollgate::admin::verify_password(&after, PASSWORD));
+    assert_password_nowhere(dir.path(), &out, NEW_PASSWORD);
+
+    // A new password is held to the same rule; an unknown account is refused.
+    let out = tollgate_stdin(
+        dir.path(),
+        ADMIN_ENV,
+        &["admin", "set-password", "ops.admin@corp"],
+        "too short\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        password_hash(dir.path(), "ops.admin@corp").as_deref(),
+        Some(&*after)
+    );
+    let out = tollgate_stdin(
+        dir.path(),
+        ADMIN_ENV,
+        &["admin", "set-password", "nobody"],
+        &format!("{NEW_PASSWORD}\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "error: no account named \"nobody\"\n");
+
+    let out = tollgate(
+        dir.path(),
+        ADMIN_ENV,
+        &["admin", "remove", "ops.admin@corp"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "admin account \"ops.admin@corp\" removed; its sessions ended\n"
+    );
+    assert_eq!(password_hash(dir.path(), "ops.admin@corp"), None);
+    let out = tollgate(dir.path(), ADMIN_ENV, &["admin", "list"]);
+    assert!(
+        text(&out.stdout).starts_with("no admin accounts"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = tollgate(
+        dir.path(),
+        ADMIN_ENV,
+        &["admin", "remove", "ops.admin@corp"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: no account named \"ops.admin@corp\"\n"
+    );
+
+    // One audit row per change that happened, none for the refusals.
+    assert_eq!(
+        audit_rows(dir.path()),
+        vec![
+            audit_row("admin_add", "ops.admin@corp"),
+            audit_row("admin_set_password", "ops.admin@corp"),
+            audit_row("admin_remove", "ops.admin@corp"),
+        ]
+    );
+}
+
+/// One HTTP/1.1 GET to 127.0.0.1:`port` with `Connection: close`: (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    // Small bodies; a chunked one is a single chunk: keep what is between the framing lines.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.lines().nth(1).unwrap_or("").to_string()
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+#[test]
+fn serve_answers_on_the_admin_port_and_refuses_the_api_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let cfg = config_text(
+        dir.path(),
+        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{admin}"),
+    );
+    std::fs::write(dir.path().join("gateway.toml"), cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(dir.path())
+        .env_clear()
+        .envs(ALL_SECRETS.iter().copied())
+        .args(["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait for the admin listener.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the admin side did not start listening"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the gateway exited early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = http_get(admin, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(admin, "/api/admin/stats");
+    assert_eq!(status, 401, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "unauthorized", "{body}");
+    assert!(error["error"]["message"].is_string(), "{body}");
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_no_secret(&out);
+}

@@ -276,6 +276,23 @@ fn tollgate_config_is_not_taken_for_an_override() {
 }
 
 #[test]
+fn tollgate_variables_without_a_section_are_not_configuration() {
+    Jail::expect_with(|jail| {
+        set_secrets(jail);
+        // A deployment's own variables (scripts set TOLLGATE_BIN) must not break the file.
+        jail.set_env("TOLLGATE_BIN", "/usr/local/bin/tollgate");
+        jail.set_env("TOLLGATE_VERSION", "1.2.3");
+        jail.set_env("TOLLGATE_LIMITS__DAILY_TOKENS", "77");
+        let config = Config::load(&shipped()).map_err(|e| e.to_string())?;
+        assert_eq!(
+            config.raw.limits.daily_tokens, 77,
+            "sectioned overrides still apply"
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn a_bad_timezone_names_limits_timezone() {
     Jail::expect_with(|jail| {
         set_secrets(jail);

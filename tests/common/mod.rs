@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use tollgate::config::{Config, ProviderConfig, RawConfig};
 use tollgate::provider::ProviderKind;
-use tollgate::serve::Running;
+use tollgate::serve::{Options, Running};
 
 pub const OPENAI_KEY: &str = "sk-test-openai-REALKEY-0123456789";
 pub const GEMINI_KEY: &str = "AIza-test-gemini-REALKEY-0123456789";
@@ -440,6 +440,8 @@ pub struct Harness {
     pub db: PathBuf,
     pub client: reqwest::Client,
     pub raw: RawConfig,
+    /// The configuration file the gateway reloads (`start_with_file`), if any.
+    pub config_file: Option<PathBuf>,
 }
 
 /// A config pointing both providers at `upstream`, with the database under `dir`.
@@ -528,7 +530,65 @@ impl Harness {
             db,
             client,
             raw,
+            config_file: None,
         }
+    }
+
+    /// Start from a config file, `gateway.toml` in the temp dir (adjusted by `tweak`), which
+    /// the gateway watches and reloads; secrets come from [`test_env`].
+    pub async fn start_with_file(tweak: impl FnOnce(&mut RawConfig)) -> Harness {
+        let mock = MockUpstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut raw = test_config(&mock.url(), dir.path());
+        tweak(&mut raw);
+        let db = raw.store.path.clone();
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, config_toml(&raw)).unwrap();
+        let running = start_from_file(&file).await;
+        let addr = running.addr;
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        Harness {
+            mock,
+            running: Some(running),
+            addr,
+            dir,
+            db,
+            client,
+            raw,
+            config_file: Some(file),
+        }
+    }
+
+    /// The running gateway.
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("the gateway is running")
+    }
+
+    /// Replace the config file with `raw`, the way editors save: a new file renamed over it.
+    pub fn write_config(&self, raw: &RawConfig) {
+        self.write_config_text(&config_toml(raw));
+    }
+
+    /// Replace the config file with `text` (a new file renamed over it).
+    pub fn write_config_text(&self, text: &str) {
+        let file = self
+            .config_file
+            .as_ref()
+            .expect("started with a config file");
+        let tmp = file.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, file).unwrap();
+    }
+
+    /// Every `admin_audit` row, newest first.
+    pub fn audit_rows(&self) -> Vec<tollgate::store::AuditRow> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        tollgate::store::audit_page(&conn, None, None, 1_000).unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -605,6 +665,12 @@ impl Harness {
     /// Stop the gateway and start a new one on the same database and upstream.
     pub async fn restart(&mut self) {
         self.stop().await;
+        if let Some(file) = &self.config_file {
+            let running = start_from_file(file).await;
+            self.addr = running.addr;
+            self.running = Some(running);
+            return;
+        }
         let config = Config::from_raw(self.raw.clone(), &test_env).expect("valid test config");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = tollgate::serve::start_on(config, listener)
@@ -637,6 +703,46 @@ impl Harness {
         }
         let rows = read_rows(&self.db);
         panic!("expected {n} rows, found {}: {rows:#?}", rows.len());
+    }
+}
+
+/// `raw` as gateway.toml text.
+pub fn config_toml(raw: &RawConfig) -> String {
+    toml::to_string(raw).unwrap()
+}
+
+/// Start a gateway from `file`, reloadable, with secrets from [`test_env`].
+async fn start_from_file(file: &Path) -> Running {
+    let config = Config::load_with(file, &test_env).expect("valid test config file");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tollgate::serve::start_on_with(
+        config,
+        listener,
+        Options {
+            config_path: None,
+            env: Some(Arc::new(test_env)),
+        },
+    )
+    .await
+    .expect("gateway starts")
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, for at most `within`.
+pub async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

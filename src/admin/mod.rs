@@ -1,0 +1,413 @@
+//! The admin side: its own listener (default `127.0.0.1:3001`) serving the admin API under
+//! `/api/admin/`, the operations endpoints (`/healthz`, `/readyz`, `/metrics`) and, later, the
+//! dashboard.
+//!
+//! It is deliberately separate from the proxy: a different port (so it can stay on loopback
+//! while the proxy faces clients), a different framework (axum: the admin side has many small
+//! routes and no hot path) and its own SQLite connections — readers from a small pool for the
+//! queries, one writing connection for admin actions. Nothing here runs on the proxy's request
+//! path; admin actions reach the proxy only through the quota [`Ledger`] (block, unblock,
+//! limits) after they committed, and the configuration through the reload handle.
+//!
+//! Every SQLite call runs on tokio's blocking pool ([`AdminState::read`],
+//! [`AdminState::write`]); readers never block the usage writer (WAL).
+//!
+//! Submodules: `session` (admin accounts, sign-in, sessions, CSRF, who the caller is), `api`
+//! (the endpoints), `openapi` (the OpenAPI 3.1 document generated from the code), `ui` (the
+//! embedded dashboard).
+
+mod api;
+pub mod openapi;
+pub mod session;
+mod ui;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use rusqlite::Connection;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::quota::Ledger;
+use crate::reload::Reloader;
+use crate::serve::Running;
+use crate::store;
+
+pub use session::{hash_password, verify_password};
+
+/// Everything the admin handlers share.
+pub struct AdminState {
+    /// The configuration in force, and reloads of it.
+    pub(crate) reloader: Reloader,
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) readers: Readers,
+    /// The admin side's writing connection: admin actions, sessions, audit rows.
+    pub(crate) writer: Arc<Mutex<Connection>>,
+    pub(crate) sessions: session::Sessions,
+}
+
+impl AdminState {
+    /// The admin side of a started gateway: its connections open on the gateway's store
+    /// (whose schema the gateway applied).
+    pub fn new(running: &Running) -> Result<AdminState, String> {
+        let config = running.config();
+        let path = config.raw.store.path.clone();
+        let writer = store::open_for_writing(&path)
+            .map_err(|e| format!("cannot open {} for the admin side: {e}", path.display()))?;
+        Ok(AdminState {
+            sessions: session::Sessions::new(&config),
+            reloader: running.reloader.clone(),
+            ledger: Arc::clone(&running.ledger),
+            metrics: Arc::clone(&running.metrics),
+            readers: Readers::new(path),
+            writer: Arc::new(Mutex::new(writer)),
+        })
+    }
+
+    /// Run `f` on a pooled reader connection, off the async runtime.
+    pub(crate) async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let state = Arc::clone(self);
+        tokio::task::spawn_blocking(move || state.readers.with(f))
+            .await
+            .map_err(|e| ApiError::internal(format!("reader task failed: {e}")))?
+    }
+
+    /// Run `f` on the admin writing connection, off the async runtime (one at a time).
+    pub(crate) async fn write<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || f(&mut writer.lock()).map_err(Into::into))
+            .await
+            .map_err(|e| ApiError::internal(format!("writer task failed: {e}")))?
+    }
+
+    /// The configuration in force.
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.reloader.config()
+    }
+}
+
+/// A small pool of read-only connections: opened on demand, kept for reuse (up to `MAX_IDLE`).
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    const MAX_IDLE: usize = 4;
+
+    fn new(path: PathBuf) -> Readers {
+        Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, ApiError> {
+        let conn = self.idle.lock().pop();
+        let conn = match conn {
+            Some(conn) => conn,
+            None => store::open_reader(&self.path).map_err(ApiError::from)?,
+        };
+        let result = f(&conn).map_err(ApiError::from);
+        let mut idle = self.idle.lock();
+        if idle.len() < Self::MAX_IDLE {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+// === errors ===
+
+/// An admin API error: `{"error": {"code", "message"}}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds for `Retry-After` (429).
+    pub retry_after: Option<u64>,
+}
+
+/// The JSON body of every admin API error.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable code for scripts and a sentence for people.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`, `invalid_request`,
+    /// `rate_limited`, `conflict`, `internal_error`, `unavailable`.
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// A failure of Tollgate's own: logged with its cause, answered without it.
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "admin request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the admin request failed; the gateway's log says why",
+        )
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> ApiError {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e
+            && matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            )
+        {
+            tracing::warn!(error = %e, "admin request: the database stayed busy");
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database is busy; try again",
+            );
+            err.retry_after = Some(1);
+            return err;
+        }
+        ApiError::internal(e)
+    }
+}
+
+impl From<crate::quota::AdminError> for ApiError {
+    fn from(e: crate::quota::AdminError) -> ApiError {
+        match e {
+            crate::quota::AdminError::Invalid { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            ),
+            crate::quota::AdminError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
+// === request bodies ===
+
+/// A request body that must be a JSON object, read as `T`.
+///
+/// serde's derived `Deserialize` also reads a struct from an array of its fields in order, so
+/// `[null, null]` would be taken as `{"daily_tokens": null, "monthly_tokens": null}`. The API
+/// documents objects only; anything else is refused like any other body of the wrong type.
+pub(crate) struct JsonObject<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData))
+            .map(JsonObject)
+    }
+}
+
+// === the listener ===
+
+/// The admin router with every route and layer.
+pub fn router(state: Arc<AdminState>) -> Router {
+    api::router(state)
+}
+
+/// Check that the admin listener may bind `addr`: a non-loopback address only when admins can
+/// sign in (an admin account exists, or admin JWTs are configured).
+pub fn check_listen(addr: SocketAddr, config: &Config, accounts: u64) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    let jwt_admins = !config.raw.auth.admin_claim.is_empty()
+        && !config.raw.auth.admin_value.is_empty()
+        && (config.jwt_secret.is_some() || config.jwt_public_key_pem.is_some());
+    if accounts > 0 || jwt_admins {
+        Ok(())
+    } else {
+        Err(format!(
+            "admin.listen = {addr} is not a loopback address, and no admin could sign in: add an \
+             account with `tollgate admin add NAME` or configure auth.admin_claim/admin_value"
+        ))
+    }
+}
+
+/// A running admin listener.
+pub struct AdminServer {
+    pub addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Stop accepting and finish the requests in flight.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        // A dashboard holding a request open must not hold up the gateway's stop.
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// Serve the admin side of `running` on `listener` until [`AdminServer::shutdown`].
+pub async fn start(running: &Running, listener: TcpListener) -> Result<AdminServer, String> {
+    let state = AdminState::new(running)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("admin listener: {e}"))?;
+    let accounts = {
+        let writer = state.writer.lock();
+        store::accounts::count_accounts(&writer)
+            .map_err(|e| format!("cannot read admin accounts: {e}"))?
+    };
+    check_listen(addr, &state.config(), accounts)?;
+    let state = Arc::new(state);
+    // Fill the rollup cache in the background, so the first dashboard load is not the one that
+    // pays for summing the month.
+    let days = api::Days::now(&state);
+    let (today, month) = (days.today(), days.month_start());
+    let warm = Arc::clone(&state);
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        match warm
+            .read(move |conn| store::reads::warm_cache(conn, &today, &month))
+            .await
+        {
+            Ok(()) => tracing::debug!(
+                ms = started.elapsed().as_millis(),
+                "admin rollup cache warm"
+            ),
+            Err(e) => tracing::warn!(error = %e.message, "admin rollup cache not warmed"),
+        }
+    });
+    let app = router(state);
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.changed().await;
+        })
+        .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    tracing::info!(%addr, "admin listening");
+    Ok(AdminServer { addr, stop, task })
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        a: Option<u32>,
+        b: Option<String>,
+    }
+
+    #[test]
+    fn a_json_object_body_refuses_the_array_form_of_a_struct() {
+        let read = |s: &str| serde_json::from_str::<JsonObject<Body>>(s).map(|JsonObject(b)| b);
+        assert_eq!(
+            read(r#"{"a": 1}"#).unwrap(),
+            Body {
+                a: Some(1),
+                b: None
+            }
+        );
+        // serde alone takes this as {"a": 1, "b": "x"}.
+        assert!(serde_json::from_str::<Body>(r#"[1, "x"]"#).is_ok());
+        let err = read(r#"[1, "x"]"#).unwrap_err().to_string();
+        assert!(err.contains("expected a JSON object"), "{err}");
+        for other in ["null", "1", "\"x\"", "true"] {
+            assert!(read(other).is_err(), "{other}");
+        }
+        // What the struct itself refuses stays refused.
+        assert!(read(r#"{"a": 1, "c": 2}"#).is_err());
+        assert!(read(r#"{"a": -1}"#).is_err());
+    }
+}

@@ -1,0 +1,752 @@
+//! Prometheus metrics: what `GET /metrics` on the admin listener shows.
+//!
+//! This module owns the metric definitions, their labels and the text exposition
+//! ([`Metrics::render`], Prometheus text format 0.0.4 — [`CONTENT_TYPE`] — which every Prometheus
+//! version and most agents scrape; OpenMetrics is not needed for anything shown here).
+//!
+//! **Where each figure is counted, and why there:**
+//!
+//! - Per-call counters and histograms (`tollgate_calls_total`, `tollgate_input_tokens_total`,
+//!   `tollgate_output_tokens_total`, `tollgate_cost_nano_usd_total`,
+//!   `tollgate_upstream_latency_seconds`, `tollgate_upstream_ttfb_seconds`) are updated by the
+//!   store's writer thread as it writes each batch ([`RowObserver`]), off the request path. They
+//!   count every usage row that reached the writer, whether SQLite then took it or not; a row
+//!   the queue dropped never reaches them and is counted by
+//!   `tollgate_store_rows_dropped_total` instead (which must stay 0). Calls Tollgate refused
+//!   before it knew the caller (401, 404) have no row: they are in `tollgate_refusals_total`.
+//! - `tollgate_in_flight_calls` and `tollgate_refusals_total{reason}` are updated by the proxy
+//!   on the request path with plain atomics: each refusal reason has its counter created up
+//!   front ([`Refusal::ALL`]), so counting one takes no lock and allocates nothing.
+//! - The writer's gauges (`tollgate_store_*`) are read from the [`Store`] when the page is
+//!   rendered; `tollgate_config_reloads_total{result}` is counted by `reload`.
+//!
+//! **Cardinality is bounded.** `provider` comes from gateway.toml and `status` is an HTTP status,
+//! but `model` comes from the client's request (or the provider's answer): the first
+//! [`MAX_MODEL_LABELS`] distinct model names get their own label value, every later one (and any
+//! name longer than [`MAX_MODEL_LABEL_LEN`] bytes) is counted as `model="other"`; a call without
+//! a model is `model="none"`. Histograms are labelled by provider only.
+//!
+//! Nothing here does I/O, and nothing here decides what a call costs or how it ended.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::error::GatewayError;
+use crate::quota::{Denied, LimitKind, Window};
+use crate::store::{RowObserver, Store, UsageRow};
+
+/// The `Content-Type` of [`Metrics::render`]'s output: Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Distinct `model` label values kept; later models are counted as `model="other"`.
+pub const MAX_MODEL_LABELS: usize = 200;
+/// Longest model name kept as a label value (bytes); longer names count as `other`.
+pub const MAX_MODEL_LABEL_LEN: usize = 128;
+
+/// Bucket bounds of the latency and time-to-first-byte histograms, in seconds: from a fast
+/// cached answer to a long reasoning stream.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Why Tollgate answered a call itself: the `reason` label of `tollgate_refusals_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// 404: no provider at this prefix.
+    NotFound,
+    /// 401: missing or invalid credential.
+    Unauthenticated,
+    /// 413: request body over `server.max_request_bytes`.
+    TooLarge,
+    /// 400: the request body could not be read.
+    BodyUnreadable,
+    /// 403: blocked user.
+    Blocked,
+    /// 429: daily token limit.
+    DailyTokens,
+    /// 429: monthly token limit.
+    MonthlyTokens,
+    /// 429: daily cost budget.
+    DailyCost,
+    /// 429: monthly cost budget.
+    MonthlyCost,
+    /// 429: request rate.
+    Rate,
+    /// 429: calls in flight.
+    Concurrency,
+    /// 502: upstream unreachable.
+    UpstreamUnreachable,
+    /// 504: no upstream answer in time.
+    UpstreamTimeout,
+    /// 502: the upstream refused Tollgate's own provider key.
+    UpstreamRejectedKey,
+    /// 500: a bug of Tollgate's.
+    Internal,
+}
+
+impl Refusal {
+    /// Every reason, in the order of their counters.
+    pub const ALL: [Refusal; 15] = [
+        Refusal::NotFound,
+        Refusal::Unauthenticated,
+        Refusal::TooLarge,
+        Refusal::BodyUnreadable,
+        Refusal::Blocked,
+        Refusal::DailyTokens,
+        Refusal::MonthlyTokens,
+        Refusal::DailyCost,
+        Refusal::MonthlyCost,
+        Refusal::Rate,
+        Refusal::Concurrency,
+        Refusal::UpstreamUnreachable,
+        Refusal::UpstreamTimeout,
+        Refusal::UpstreamRejectedKey,
+        Refusal::Internal,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotFound => "not_found",
+            Refusal::Unauthenticated => "unauthenticated",
+            Refusal::TooLarge => "too_large",
+            Refusal::BodyUnreadable => "body_unreadable",
+            Refusal::Blocked => "blocked",
+            Refusal::DailyTokens => "daily_tokens",
+            Refusal::MonthlyTokens => "monthly_tokens",
+            Refusal::DailyCost => "daily_cost",
+            Refusal::MonthlyCost => "monthly_cost",
+            Refusal::Rate => "rate",
+            Refusal::Concurrency => "concurrency",
+            Refusal::UpstreamUnreachable => "upstream_unreachable",
+            Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::UpstreamRejectedKey => "upstream_rejected_key",
+            Refusal::Internal => "internal",
+        }
+    }
+
+    /// The reason of a refusal or failure Tollgate answered itself.
+    pub fn of(e: &GatewayError) -> Refusal {
+        match e {
+            GatewayError::UnknownPrefix => Refusal::NotFound,
+            GatewayError::Unauthenticated(_) => Refusal::Unauthenticated,
+            GatewayError::BodyTooLarge { .. } => Refusal::TooLarge,
+            GatewayError::BodyRead => Refusal::BodyUnreadable,
+            GatewayError::Denied(Denied::Blocked { .. }) => Refusal::Blocked,
+            GatewayError::Denied(Denied::Quota { window, kind, .. }) => match (window, kind) {
+                (Window::Day, LimitKind::Tokens) => Refusal::DailyTokens,
+                (Window::Month, LimitKind::Tokens) => Refusal::MonthlyTokens,
+                (Window::Day, LimitKind::Cost) => Refusal::DailyCost,
+                (Window::Month, LimitKind::Cost) => Refusal::MonthlyCost,
+            },
+            GatewayError::Denied(Denied::Rate { .. }) => Refusal::Rate,
+            GatewayError::Denied(Denied::Concurrency { .. }) => Refusal::Concurrency,
+            GatewayError::UpstreamUnreachable => Refusal::UpstreamUnreachable,
+            GatewayError::UpstreamTimeout => Refusal::UpstreamTimeout,
+            GatewayError::UpstreamRejectedKey => Refusal::UpstreamRejectedKey,
+            GatewayError::Internal => Refusal::Internal,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The result of a configuration reload: the `result` label of `tollgate_config_reloads_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// A changed, valid file was applied.
+    Ok,
+    /// An invalid file was refused; the running configuration stayed.
+    Refused,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    provider: Arc<str>,
+    model: Arc<str>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    provider: Arc<str>,
+    model: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Every metric of the gateway. Create one with [`Metrics::new`], share it as `Arc<Metrics>`.
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    input_tokens: Family<ModelLabels, Counter>,
+    output_tokens: Family<ModelLabels, Counter>,
+    cost_nano_usd: Family<ModelLabels, Counter>,
+    latency: HistogramFamily,
+    ttfb: HistogramFamily,
+    in_flight: Gauge,
+    /// One counter per [`Refusal`], indexed by `Refusal as usize`.
+    refusals: Vec<Counter>,
+    reloads_ok: Counter,
+    reloads_refused: Counter,
+    /// Model names given a label value of their own, and their shared label strings.
+    models: Mutex<HashMap<Box<str>, Arc<str>>>,
+    other_model: Arc<str>,
+    no_model: Arc<str>,
+    /// Read at render time for the writer's gauges; set once the store is open.
+    store: Arc<OnceLock<Store>>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("in_flight", &self.in_flight.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric registered, at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tollgate");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "calls",
+            "Calls recorded, by provider, model and the HTTP status the client got",
+            calls.clone(),
+        );
+        let input_tokens = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "input_tokens",
+            "Input tokens (cached included), reported or estimated",
+            input_tokens.clone(),
+        );
+        let output_tokens = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "output_tokens",
+            "Output tokens (reasoning included), reported or estimated",
+            output_tokens.clone(),
+        );
+        let cost_nano_usd = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "cost_nano_usd",
+            "Cost of priced calls in nano-USD (1e-9 USD)",
+            cost_nano_usd.clone(),
+        );
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_latency_seconds",
+            "Duration of calls that got an upstream answer, from admission to the end of the answer",
+            latency.clone(),
+        );
+        let ttfb: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_ttfb_seconds",
+            "Time from forwarding a call to the upstream's response head",
+            ttfb.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_calls",
+            "Calls being served now (a streamed answer counts until its body ends)",
+            in_flight.clone(),
+        );
+        let refusal_family = Family::<ReasonLabels, Counter>::default();
+        let refusals = Refusal::ALL
+            .iter()
+            .map(|r| refusal_family.get_or_create_owned(&ReasonLabels { reason: r.as_str() }))
+            .collect();
+        registry.register(
+            "refusals",
+            "Calls Tollgate answered itself instead of relaying an upstream answer, by reason",
+            refusal_family,
+        );
+        let reload_family = Family::<ResultLabels, Counter>::default();
+        let reloads_ok = reload_family.get_or_create_owned(&ResultLabels { result: "ok" });
+        let reloads_refused =
+            reload_family.get_or_create_owned(&ResultLabels { result: "refused" });
+        registry.register(
+            "config_reloads",
+            "Configuration reloads: ok = a changed file applied, refused = an invalid file kept out",
+            reload_family,
+        );
+        registry.register(
+            "build",
+            "The running Tollgate",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let store = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(StoreGauges {
+            store: Arc::clone(&store),
+        }));
+        Metrics {
+            registry,
+            calls,
+            input_tokens,
+            output_tokens,
+            cost_nano_usd,
+            latency,
+            ttfb,
+            in_flight,
+            refusals,
+            reloads_ok,
+            reloads_refused,
+            models: Mutex::new(HashMap::new()),
+            other_model: Arc::from("other"),
+            no_model: Arc::from("none"),
+            store,
+        }
+    }
+
+    /// Read the writer's gauges from `store` at each render. The first store attached stays.
+    pub fn attach_store(&self, store: Store) {
+        let _ = self.store.set(store);
+    }
+
+    /// The text exposition of every metric ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        {
+            // Writing to a String does not fail; say so rather than serve half a page.
+            tracing::error!(error = %e, "metrics could not be encoded");
+            out.clear();
+        }
+        out
+    }
+
+    /// A call started: it counts in `tollgate_in_flight_calls` until the guard is dropped.
+    pub fn call_started(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Tollgate answered a call itself (refusal or upstream failure).
+    pub fn refused(&self, e: &GatewayError) {
+        if let Some(c) = self.refusals.get(Refusal::of(e).index()) {
+            c.inc();
+        }
+    }
+
+    /// A configuration reload happened.
+    pub fn reloaded(&self, result: ReloadResult) {
+        match result {
+            ReloadResult::Ok => self.reloads_ok.inc(),
+            ReloadResult::Refused => self.reloads_refused.inc(),
+        };
+    }
+
+    /// The current count of refusals for `reason` (tests, the admin API's stats).
+    pub fn refusals(&self, reason: Refusal) -> u64 {
+        self.refusals.get(reason.index()).map_or(0, Counter::get)
+    }
+
+    /// Calls now in flight.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// The `model` label value for `model`, keeping at most [`MAX_MODEL_LABELS`] distinct values.
+    fn model_label(&self, model: Option<&str>) -> Arc<str> {
+        let Some(model) = model else {
+            return Arc::clone(&self.no_model);
+        };
+        if model.len() > MAX_MODEL_LABEL_LEN {
+            return Arc::clone(&self.other_model);
+        }
+        let mut models = self.models.lock();
+        if let Some(label) = models.get(model) {
+            return Arc::clone(label);
+        }
+        if models.len() >= MAX_MODEL_LABELS {
+            return Arc::clone(&self.other_model);
+        }
+        let label: Arc<str> = Arc::from(model);
+        models.insert(Box::from(model), Arc::clone(&label));
+        label
+    }
+
+    /// Count one usage row (the writer calls this through [`RowObserver`]).
+    fn count_row(&self, row: &UsageRow) {
+        let model = self.model_label(row.model.as_deref());
+        let provider = Arc::clone(&row.provider);
+        self.calls
+            .get_or_create(&CallLabels {
+                provider: Arc::clone(&provider),
+                model: Arc::clone(&model),
+                status: row.status,
+            })
+            .inc();
+        let by_model = ModelLabels {
+            provider: Arc::clone(&provider),
+            model,
+        };
+        if row.usage.input_tokens > 0 {
+            self.input_tokens
+                .get_or_create(&by_model)
+                .inc_by(row.usage.input_tokens);
+        }
+        if row.usage.output_tokens > 0 {
+            self.output_tokens
+                .get_or_create(&by_model)
+                .inc_by(row.usage.output_tokens);
+        }
+        if let Some(cost) = row.cost_nano_usd.filter(|c| *c > 0) {
+            self.cost_nano_usd
+                .get_or_create(&by_model)
+                .inc_by(cost.unsigned_abs());
+        }
+        if let Some(ttfb_ms) = row.ttfb_ms {
+            let by_provider = ProviderLabels { provider };
+            self.ttfb
+                .get_or_create(&by_provider)
+                .observe(seconds(ttfb_ms));
+            self.latency
+                .get_or_create(&by_provider)
+                .observe(seconds(row.latency_ms));
+        }
+    }
+}
+
+fn seconds(ms: u64) -> f64 {
+    Duration::from_millis(ms).as_secs_f64()
+}
+
+impl RowObserver for Metrics {
+    fn rows_written(&self, rows: &[UsageRow]) {
+        for row in rows {
+            self.count_row(row);
+        }
+    }
+}
+
+/// Counts a call in `tollgate_in_flight_calls` while it lives.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The writer's figures, read from the store at each render.
+#[derive(Debug)]
+struct StoreGauges {
+    store: Arc<OnceLock<Store>>,
+}
+
+impl Collector for StoreGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let (depth, dropped, failed, committed) = match self.store.get() {
+            Some(s) => (
+                s.queue_depth(),
+                s.rows_dropped(),
+                s.rows_failed(),
+                s.rows_committed(),
+            ),
+            None => (0, 0, 0, 0),
+        };
+        let depth = ConstGauge::new(i64::try_from(depth).unwrap_or(i64::MAX));
+        depth.encode(encoder.encode_descriptor(
+            "store_queue_depth",
+            "Usage rows handed to the store writer and not yet committed.",
+            None,
+            depth.metric_type(),
+        )?)?;
+        for (name, help, value) in [
+            (
+                "store_rows_dropped",
+                "Usage rows lost because the writer's queue was full or closing (must stay 0).",
+                dropped,
+            ),
+            (
+                "store_rows_failed",
+                "Usage rows the writer accepted but SQLite never took.",
+                failed,
+            ),
+            (
+                "store_rows_committed",
+                "Usage rows committed to the database.",
+                committed,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use crate::auth::AuthError;
+    use crate::provider::{Usage, UsageSource};
+
+    fn row(provider: &str, model: Option<&str>, status: u16) -> UsageRow {
+        UsageRow {
+            request_id: "r".into(),
+            ts_ms: 0,
+            user_id: Arc::from("u"),
+            user_email: None,
+            user_name: None,
+            provider: Arc::from(provider),
+            model: model.map(str::to_string),
+            endpoint: "chat_completions",
+            streamed: false,
+            status,
+            usage: Usage {
+                input_tokens: 100,
+                output_tokens: 20,
+                ..Default::default()
+            },
+            cost_nano_usd: Some(1_500),
+            usage_source: UsageSource::Reported,
+            latency_ms: 300,
+            ttfb_ms: Some(40),
+            outcome: "complete",
+        }
+    }
+
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn an_empty_registry_renders_every_metric_with_its_type() {
+        let m = Metrics::new();
+        let text = m.render();
+        // Families without a label set yet are left out until their first call.
+        assert!(!text.contains("tollgate_calls_total"), "{text}");
+        for line in [
+            "# TYPE tollgate_in_flight_calls gauge",
+            "tollgate_in_flight_calls 0",
+            "# TYPE tollgate_refusals_total counter",
+            "tollgate_refusals_total{reason=\"daily_tokens\"} 0",
+            "tollgate_refusals_total{reason=\"unauthenticated\"} 0",
+            "tollgate_config_reloads_total{result=\"ok\"} 0",
+            "tollgate_config_reloads_total{result=\"refused\"} 0",
+            "tollgate_store_queue_depth 0",
+            "tollgate_store_rows_dropped_total 0",
+            "tollgate_store_rows_failed_total 0",
+            "tollgate_store_rows_committed_total 0",
+        ] {
+            assert!(has_line(&text, line), "missing `{line}` in:\n{text}");
+        }
+        let build = format!(
+            "tollgate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(has_line(&text, &build), "{text}");
+        for reason in Refusal::ALL {
+            let line = format!(
+                "tollgate_refusals_total{{reason=\"{}\"}} 0",
+                reason.as_str()
+            );
+            assert!(has_line(&text, &line), "missing `{line}`");
+        }
+        assert!(CONTENT_TYPE.starts_with("text/plain; version=0.0.4"));
+    }
+
+    #[test]
+    fn rows_count_calls_tokens_cost_and_latencies() {
+        let m = Metrics::new();
+        m.rows_written(&[
+            row("openai", Some("gpt-4o"), 200),
+            row("openai", Some("gpt-4o"), 200),
+            row("openai", Some("gpt-4o"), 429),
+            row("gemini", None, 200),
+        ]);
+        let text = m.render();
+        for line in [
+            "# TYPE tollgate_calls_total counter",
+            "# TYPE tollgate_input_tokens_total counter",
+            "# TYPE tollgate_output_tokens_total counter",
+            "# TYPE tollgate_cost_nano_usd_total counter",
+            "# TYPE tollgate_upstream_latency_seconds histogram",
+            "# TYPE tollgate_upstream_ttfb_seconds histogram",
+            "tollgate_calls_total{provider=\"openai\",model=\"gpt-4o\",status=\"200\"} 2",
+            "tollgate_calls_total{provider=\"openai\",model=\"gpt-4o\",status=\"429\"} 1",
+            "tollgate_calls_total{provider=\"gemini\",model=\"none\",status=\"200\"} 1",
+            "tollgate_input_tokens_total{provider=\"openai\",model=\"gpt-4o\"} 300",
+            "tollgate_output_tokens_total{provider=\"openai\",model=\"gpt-4o\"} 60",
+            "tollgate_cost_nano_usd_total{provider=\"openai\",model=\"gpt-4o\"} 4500",
+            "tollgate_upstream_ttfb_seconds_count{provider=\"openai\"} 3",
+            "tollgate_upstream_ttfb_seconds_bucket{provider=\"openai\",le=\"0.025\"} 0",
+            "tollgate_upstream_ttfb_seconds_bucket{provider=\"openai\",le=\"0.05\"} 3",
+            "tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.25\"} 0",
+            "tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.5\"} 3",
+            "tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"+Inf\"} 3",
+            "tollgate_upstream_latency_seconds_count{provider=\"gemini\"} 1",
+        ] {
+            assert!(has_line(&text, line), "missing `{line}` in:\n{text}");
+        }
+        let sum = text
+            .lines()
+            .find(|l| l.starts_with("tollgate_upstream_latency_seconds_sum{provider=\"openai\"}"))
+            .unwrap();
+        let sum: f64 = sum.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((sum - 0.9).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn a_row_without_an_upstream_answer_has_no_latency() {
+        let m = Metrics::new();
+        let mut refused = row("openai", Some("gpt-4o"), 429);
+        refused.ttfb_ms = None;
+        refused.cost_nano_usd = None;
+        refused.usage = Usage::default();
+        m.rows_written(&[refused]);
+        let text = m.render();
+        assert!(has_line(
+            &text,
+            "tollgate_calls_total{provider=\"openai\",model=\"gpt-4o\",status=\"429\"} 1"
+        ));
+        assert!(
+            !text.contains("tollgate_upstream_latency_seconds_count"),
+            "{text}"
+        );
+        assert!(!text.contains("tollgate_input_tokens_total{"), "{text}");
+        assert!(!text.contains("tollgate_cost_nano_usd_total{"), "{text}");
+    }
+
+    #[test]
+    fn model_labels_are_capped_and_long_names_are_other() {
+        let m = Metrics::new();
+        let rows: Vec<UsageRow> = (0..MAX_MODEL_LABELS + 50)
+            .map(|i| row("openai", Some(&format!("model-{i}")), 200))
+            .collect();
+        m.rows_written(&rows);
+        // A model seen before the cap keeps its label after it.
+        m.rows_written(&[row("openai", Some("model-0"), 200)]);
+        m.rows_written(&[row(
+            "openai",
+            Some(&"x".repeat(MAX_MODEL_LABEL_LEN + 1)),
+            200,
+        )]);
+        let text = m.render();
+        let distinct = text
+            .lines()
+            .filter(|l| l.starts_with("tollgate_calls_total{"))
+            .count();
+        assert_eq!(distinct, MAX_MODEL_LABELS + 1, "the cap plus `other`");
+        assert!(has_line(
+            &text,
+            "tollgate_calls_total{provider=\"openai\",model=\"other\",status=\"200\"} 51"
+        ));
+        assert!(has_line(
+            &text,
+            "tollgate_calls_total{provider=\"openai\",model=\"model-0\",status=\"200\"} 2"
+        ));
+    }
+
+    #[test]
+    fn refusals_in_flight_and_reloads_count() {
+        let m = Metrics::new();
+        m.refused(&GatewayError::Unauthenticated(AuthError::MissingCredential));
+        m.refused(&GatewayError::Unauthenticated(AuthError::MissingCredential));
+        m.refused(&GatewayError::UnknownPrefix);
+        m.refused(&GatewayError::Denied(Denied::Rate {
+            limit_per_minute: 1,
+            retry_after_secs: 1,
+        }));
+        m.reloaded(ReloadResult::Ok);
+        m.reloaded(ReloadResult::Refused);
+        m.reloaded(ReloadResult::Refused);
+        let a = m.call_started();
+        let b = m.call_started();
+        assert_eq!(m.in_flight(), 2);
+        drop(a);
+        let text = m.render();
+        for line in [
+            "tollgate_refusals_total{reason=\"unauthenticated\"} 2",
+            "tollgate_refusals_total{reason=\"not_found\"} 1",
+            "tollgate_refusals_total{reason=\"rate\"} 1",
+            "tollgate_refusals_total{reason=\"blocked\"} 0",
+            "tollgate_config_reloads_total{result=\"ok\"} 1",
+            "tollgate_config_reloads_total{result=\"refused\"} 2",
+            "tollgate_in_flight_calls 1",
+        ] {
+            assert!(has_line(&text, line), "missing `{line}` in:\n{text}");
+        }
+        drop(b);
+        assert_eq!(m.in_flight(), 0);
+        assert_eq!(m.refusals(Refusal::Unauthenticated), 2);
+    }
+
+    #[test]
+    fn every_refusal_reason_has_its_own_counter() {
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        let names: std::collections::HashSet<_> = Refusal::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Refusal::ALL.len());
+    }
+
+    #[test]
+    fn the_store_gauges_come_from_the_attached_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, writer) =
+            Store::open(&dir.path().join("t.db"), jiff::tz::TimeZone::UTC, 16, 16).unwrap();
+        let m = Metrics::new();
+        m.attach_store(store.clone());
+        assert!(store.record(row("openai", Some("gpt-4o"), 200)));
+        writer.close();
+        assert!(!store.record(row("openai", Some("gpt-4o"), 200)), "closed");
+        let text = m.render();
+        for line in [
+            "tollgate_store_rows_committed_total 1",
+            "tollgate_store_rows_dropped_total 1",
+            "tollgate_store_queue_depth 0",
+        ] {
+            assert!(has_line(&text, line), "missing `{line}` in:\n{text}");
+        }
+    }
+}
