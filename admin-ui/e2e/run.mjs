@@ -1,0 +1,783 @@
+#!/usr/bin/env node
+// End-to-end test of the dashboard in a real browser, against a real Tollgate.
+//
+// Starts fake-upstream and `tollgate serve` (both providers at the fake, free ports, a store in
+// a temporary folder), creates an admin account, seeds usage with real proxied calls of a few
+// users, then drives Debian's Chromium (playwright-core; no browser is downloaded) through the
+// dashboard served by Tollgate itself at `/` on the admin port:
+//   sign in (keyboard only) · the overview's numbers equal the admin API's and the calls made ·
+//   the data refreshes without a reload · users: search, sort · block a user in the UI → their
+//   next proxied call gets 403 · unblock → 200 · change a limit → the proxy enforces it, clear it ·
+//   user detail · audit log · settings · CSV export downloads every row · session expiry →
+//   sign-in page and back · sign out · every page at 1280×800 and 360×740, screenshotted into
+//   test-artifacts/, without horizontal scroll at 360 px · no request leaves 127.0.0.1.
+// Everything it started is stopped on exit, failure included. Exit code 1 on any failed check.
+//
+// Env: TOLLGATE_BIN, FAKE_UPSTREAM_BIN (default ../target/debug/{tollgate,fake-upstream}),
+// CHROMIUM (default /usr/bin/chromium), E2E_ARTIFACTS (default ../test-artifacts),
+// E2E_KEEP=1 keeps the temporary folder (config, database, logs).
+
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '..', '..');
+const TOLLGATE = path.resolve(process.env.TOLLGATE_BIN ?? path.join(repo, 'target/debug/tollgate'));
+const FAKE = path.resolve(process.env.FAKE_UPSTREAM_BIN ?? path.join(repo, 'target/debug/fake-upstream'));
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS ?? path.join(repo, 'test-artifacts'));
+const started = Date.now();
+
+const JWT_SECRET = 'e2e-secret-that-is-long-enough-for-hs256-0123456789';
+const OPENAI_KEY = 'sk-e2e-fake';
+const GEMINI_KEY = 'AIza-e2e-fake';
+const ADMIN = 'e2e';
+const PASSWORD = 'correct horse battery staple';
+
+// Prices of the seeded models, USD per million tokens = nano-USD per token.
+const PRICES = {
+  'gpt-4o-mini': { input: 0.15, output: 0.6 },
+  'gemini-2.5-flash': { input: 0.3, output: 2.5 },
+};
+
+// === bookkeeping ===
+
+const children = [];
+let browser = null;
+let tmp = null;
+let passed = 0;
+let failed = 0;
+const failures = [];
+
+function log(msg) {
+  const t = ((Date.now() - started) / 1000).toFixed(1).padStart(6);
+  console.log(`[${t}s] ${msg}`);
+}
+
+async function check(name, fn) {
+  try {
+    await fn();
+    passed++;
+    log(`ok   ${name}`);
+  } catch (e) {
+    failed++;
+    failures.push(name);
+    log(`FAIL ${name}\n       ${String(e?.stack ?? e).split('\n').slice(0, 6).join('\n       ')}`);
+  }
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+function assertEq(actual, expected, msg) {
+  if (JSON.stringify(actual) !== JSON.stringify(expected)) {
+    throw new Error(`${msg}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
+  }
+}
+
+async function waitFor(what, fn, timeoutMs = 10_000, everyMs = 100) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+async function cleanup() {
+  if (browser) {
+    await browser.close().catch(() => {});
+    browser = null;
+  }
+  for (const c of children.reverse()) {
+    if (c.exitCode === null && c.signalCode === null) {
+      c.kill('SIGTERM');
+      const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+      await once(c, 'exit').catch(() => {});
+      clearTimeout(t);
+    }
+  }
+  children.length = 0;
+  if (tmp && !process.env.E2E_KEEP && failed === 0) fs.rmSync(tmp, { recursive: true, force: true });
+  else if (tmp) log(`kept ${tmp} (config, database, logs)`);
+}
+
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    log(`${sig}: stopping`);
+    failed++;
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+// === processes ===
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function start(name, cmd, args, env) {
+  const out = fs.openSync(path.join(tmp, `${name}.log`), 'a');
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', out] });
+  children.push(child);
+  child.stdout.on('data', (d) => fs.appendFileSync(path.join(tmp, `${name}.log`), d));
+  child.on('exit', (code, sig) => {
+    if (code !== 0 && sig !== 'SIGTERM' && sig !== 'SIGKILL') log(`${name} exited (${code ?? sig}); see ${name}.log`);
+  });
+  return child;
+}
+
+function run(cmd, args, { env = {}, input } = {}) {
+  const r = spawnSync(cmd, args, { env: { ...process.env, ...env }, input, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${path.basename(cmd)} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+const tollgateEnv = { JWT_SECRET, OPENAI_API_KEY: OPENAI_KEY, GEMINI_API_KEY: GEMINI_KEY, RUST_LOG: 'warn' };
+
+// === the proxy's clients ===
+
+let PROXY = '';
+let ADMIN_URL = '';
+let CONFIG = '';
+let adminJwt = '';
+const jwts = {};
+
+function mint(sub, extra = []) {
+  return run(TOLLGATE, ['token', '--sub', sub, '--ttl', '2h', '--config', CONFIG, ...extra], { env: tollgateEnv });
+}
+
+/** The calls this test made, to derive the expected figures. */
+const made = [];
+
+function words(n, seed) {
+  return Array.from({ length: n }, (_, i) => `w${seed}x${i}`).join(' ');
+}
+
+async function openaiChat(user, { model = 'gpt-4o-mini', nWords = 5, stream = false } = {}) {
+  const res = await fetch(`${PROXY}/openai/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${jwts[user]}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model, stream, messages: [{ role: 'user', content: words(nWords, made.length) }] }),
+  });
+  const text = await res.text();
+  const call = { user, model, provider: 'openai', status: res.status, input: 0, output: 0, source: 'none' };
+  if (res.ok) {
+    // The fake's usage: W + 3 in, 20 out (fake-upstream/README.md).
+    call.input = nWords + 3;
+    call.output = 20;
+    call.source = 'reported';
+    if (!stream) {
+      const usage = JSON.parse(text).usage;
+      assertEq([usage.prompt_tokens, usage.completion_tokens], [call.input, call.output], 'usage the fake reported');
+    }
+  }
+  made.push(call);
+  return call;
+}
+
+async function geminiGenerate(user, { model = 'gemini-2.5-flash', nWords = 4 } = {}) {
+  const res = await fetch(`${PROXY}/gemini/v1beta/models/${model}:generateContent`, {
+    method: 'POST',
+    headers: { 'x-goog-api-key': jwts[user], 'content-type': 'application/json' },
+    body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: words(nWords, made.length) }] }] }),
+  });
+  const body = await res.json();
+  const call = { user, model, provider: 'gemini', status: res.status, input: 0, output: 0, source: 'none' };
+  if (res.ok) {
+    call.input = body.usageMetadata.promptTokenCount;
+    call.output = body.usageMetadata.candidatesTokenCount;
+    call.source = 'reported';
+    assertEq(call.input, nWords + 3, 'gemini prompt tokens');
+  }
+  made.push(call);
+  return call;
+}
+
+/** An OpenAI stream the upstream cuts after 3 pieces, before its usage chunk: Tollgate records
+ * an estimate (prompt estimate + relayed text). */
+async function openaiCutStream(user) {
+  // A pause between pieces, so that the head and the first chunks reach Tollgate before the cut.
+  const model = 'gpt-4o-mini-cd30-cut3';
+  let status = 0;
+  try {
+    const res = await fetch(`${PROXY}/openai/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${jwts[user]}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'tell me a long story please' }] }),
+    });
+    status = res.status;
+    await res.text();
+  } catch {
+    // The connection is aborted: expected.
+  }
+  made.push({ user, model, provider: 'openai', status: status || 200, input: null, output: null, source: 'estimated' });
+}
+
+function costOf(call) {
+  const price = Object.entries(PRICES).find(([prefix]) => call.model.startsWith(prefix))?.[1];
+  if (!price || call.input === null) return 0;
+  // USD per million tokens = nano-USD per token (exact for these prices).
+  return Math.round(call.input * price.input * 1000) + Math.round(call.output * price.output * 1000);
+}
+
+async function adminApi(pathname) {
+  const res = await fetch(`${ADMIN_URL}${pathname}`, { headers: { authorization: `Bearer ${adminJwt}` } });
+  if (!res.ok) throw new Error(`${pathname}: ${res.status} ${await res.text()}`);
+  return res.json();
+}
+
+// === the browser ===
+
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 360, height: 740 };
+
+/** Wait until the page shows data: no skeleton, spinner ring or splash left. */
+async function settled(page) {
+  await page.waitForFunction(
+    () => !document.querySelector('.skeleton, .loading-block, .splash') && document.querySelector('main, .signin'),
+    null,
+    { timeout: 15_000 },
+  );
+  await page.waitForTimeout(250);
+}
+
+async function noHorizontalScroll(page, name) {
+  const m = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+    bodyScroll: document.body.scrollWidth,
+  }));
+  assert(
+    m.scrollWidth <= m.innerWidth && m.bodyScroll <= m.innerWidth,
+    `${name}: the page scrolls sideways at ${m.innerWidth}px (scrollWidth ${m.scrollWidth}, body ${m.bodyScroll})`,
+  );
+}
+
+async function shoot(page, name, fullPage = true) {
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage });
+}
+
+/** Screenshot the page at desktop and phone width; at 360 px nothing may scroll sideways. */
+async function bothWidths(page, name) {
+  await page.setViewportSize(DESKTOP);
+  await settled(page);
+  await shoot(page, `${name}-desktop`);
+  await page.setViewportSize(PHONE);
+  await page.waitForTimeout(300);
+  await settled(page);
+  await noHorizontalScroll(page, name);
+  await shoot(page, `${name}-phone`);
+  await page.setViewportSize(DESKTOP);
+  await page.waitForTimeout(200);
+}
+
+async function exactOf(page, testId) {
+  const el = page.getByTestId(testId);
+  const [exact, text] = await Promise.all([el.getAttribute('data-exact'), el.textContent()]);
+  return { exact: Number(exact), text: text.trim() };
+}
+
+const intFmt = new Intl.NumberFormat('en-US');
+
+// === the run ===
+
+async function main() {
+  for (const [what, file] of [['TOLLGATE_BIN', TOLLGATE], ['FAKE_UPSTREAM_BIN', FAKE], ['CHROMIUM', CHROMIUM]]) {
+    if (!fs.existsSync(file)) throw new Error(`${what}: ${file} does not exist`);
+  }
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-e2e-'));
+  log(`temporary folder ${tmp}; screenshots into ${ARTIFACTS}`);
+
+  // fake-upstream on a free port; it prints the address once bound.
+  const fake = start('fake-upstream', FAKE, ['--listen', '127.0.0.1:0'], {
+    FAKE_EXPECT_OPENAI_KEY: OPENAI_KEY,
+    FAKE_EXPECT_GEMINI_KEY: GEMINI_KEY,
+  });
+  const fakeAddr = await new Promise((resolve, reject) => {
+    let buf = '';
+    const t = setTimeout(() => reject(new Error('fake-upstream did not start')), 15_000);
+    fake.stdout.on('data', (d) => {
+      buf += d;
+      const m = /listening on (\S+)/.exec(buf);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[1]);
+      }
+    });
+    fake.on('exit', () => reject(new Error('fake-upstream exited')));
+  });
+  const upstream = `http://${fakeAddr}`;
+
+  const [proxyPort, adminPort] = [await freePort(), await freePort()];
+  PROXY = `http://127.0.0.1:${proxyPort}`;
+  ADMIN_URL = `http://127.0.0.1:${adminPort}`;
+  CONFIG = path.join(tmp, 'gateway.toml');
+  fs.writeFileSync(
+    CONFIG,
+    `[server]
+listen = "127.0.0.1:${proxyPort}"
+watch_config = false
+shutdown_grace_secs = 2
+
+[admin]
+listen = "127.0.0.1:${adminPort}"
+login_attempts_per_minute = 100
+
+[auth]
+jwt_secret_env = "JWT_SECRET"
+
+[limits]
+daily_tokens = 100000
+monthly_tokens = 1000000
+requests_per_minute = 600
+timezone = "UTC"
+
+[store]
+path = "${path.join(tmp, 'tollgate.db').replaceAll('\\', '/')}"
+commit_interval_ms = 10
+
+[log]
+level = "warn"
+
+[[providers]]
+name = "openai"
+kind = "openai"
+prefix = "/openai"
+upstream = "${upstream}"
+api_key_env = "OPENAI_API_KEY"
+
+[[providers]]
+name = "gemini"
+kind = "gemini"
+prefix = "/gemini"
+upstream = "${upstream}"
+api_key_env = "GEMINI_API_KEY"
+
+[pricing."gpt-4o-mini"]
+input = ${PRICES['gpt-4o-mini'].input}
+output = ${PRICES['gpt-4o-mini'].output}
+
+[pricing."gemini-2.5-flash"]
+input = ${PRICES['gemini-2.5-flash'].input}
+output = ${PRICES['gemini-2.5-flash'].output}
+`,
+  );
+
+  run(TOLLGATE, ['admin', 'add', ADMIN, '--config', CONFIG], { env: tollgateEnv, input: `${PASSWORD}\n` });
+  start('tollgate', TOLLGATE, ['serve', '--config', CONFIG], tollgateEnv);
+  await waitFor('tollgate to answer', async () => (await fetch(`${ADMIN_URL}/readyz`)).ok, 30_000, 200);
+  log(`tollgate: proxy ${PROXY}, admin ${ADMIN_URL}; fake upstream ${upstream}`);
+
+  adminJwt = mint('ops', ['--admin']);
+  jwts.alice = mint('alice', ['--email', 'alice@example.com', '--name', 'Alice Example']);
+  jwts.bob = mint('bob', ['--email', 'bob@example.com']);
+  jwts.carol = mint('carol');
+  jwts.dave = mint('dave');
+
+  // Seed: a few users on both providers, a stream, an upstream error, a cut stream (estimated).
+  await openaiChat('alice', { nWords: 12 });
+  await openaiChat('alice', { nWords: 30 });
+  await openaiChat('alice', { nWords: 7, stream: true });
+  await geminiGenerate('alice', { nWords: 9 });
+  await openaiChat('bob', { nWords: 5 });
+  await geminiGenerate('bob', { nWords: 40 });
+  await openaiChat('carol', { nWords: 3 });
+  await openaiChat('carol', { model: 'gpt-4o-mini-e429', nWords: 3 });
+  await openaiCutStream('dave');
+  assert(made.filter((c) => c.source === 'reported').every((c) => c.status === 200), 'the seeded calls went through');
+  await waitFor(
+    'the calls to be recorded',
+    async () => (await adminApi('/api/admin/stats')).today.calls === made.length,
+    15_000,
+    100,
+  );
+  log(`seeded ${made.length} calls for alice, bob, carol, dave`);
+
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+  const context = await browser.newContext({ viewport: DESKTOP, acceptDownloads: true, locale: 'en-US', timezoneId: 'UTC' });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  const offsite = [];
+  const consoleErrors = [];
+  page.on('request', (r) => {
+    const u = r.url();
+    if (!u.startsWith(ADMIN_URL + '/') && !u.startsWith('data:') && !u.startsWith('blob:')) offsite.push(u);
+  });
+  page.on('console', (m) => {
+    // The browser logs every 4xx answer; 401 (signed out) and 404 (an unknown user) are expected.
+    if (m.type() === 'error' && !/status of (401|404)\b/.test(m.text())) consoleErrors.push(m.text());
+  });
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+
+  // --- sign-in ---
+  await check('an unknown visitor is sent to the sign-in page', async () => {
+    await page.goto(`${ADMIN_URL}/users`);
+    await page.getByRole('heading', { name: 'Sign in to Tollgate' }).waitFor();
+    const url = new URL(page.url());
+    assertEq(url.pathname, '/login', 'path');
+    assertEq(url.searchParams.get('next'), '/users', 'next');
+    await bothWidths(page, '01-sign-in');
+  });
+
+  await check('a wrong password is refused with a message', async () => {
+    await page.getByLabel('Account name').fill(ADMIN);
+    await page.getByLabel('Password').fill('not the password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').filter({ hasText: 'Wrong account name or password' }).waitFor();
+  });
+
+  await check('sign in with the keyboard alone, back to the page asked for', async () => {
+    await page.goto(`${ADMIN_URL}/login`);
+    await page.getByLabel('Account name').waitFor();
+    // The account field has the focus; Tab reaches the password; Enter submits.
+    await page.keyboard.type(ADMIN);
+    await page.keyboard.press('Tab');
+    await page.keyboard.type(PASSWORD);
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    assertEq(new URL(page.url()).pathname, '/', 'after sign-in');
+    assertEq((await page.getByTestId('admin-name').textContent()).trim(), ADMIN, 'signed in as');
+  });
+
+  // --- overview ---
+  const reported = made.filter((c) => c.source === 'reported');
+  await check('the overview’s numbers equal the database’s and the calls made', async () => {
+    await page.getByTestId('calls-today').waitFor();
+    await settled(page);
+    const api = await adminApi('/api/admin/stats');
+    const ui = {};
+    for (const id of ['users-total', 'users-active-today', 'users-blocked', 'calls-today', 'calls-month', 'tokens-today', 'tokens-month', 'cost-today', 'cost-month', 'errors-today']) {
+      ui[id] = await exactOf(page, id);
+    }
+    // The page shows what the admin API reads from the database…
+    assertEq(ui['users-total'].exact, api.users_total, 'users total');
+    assertEq(ui['users-active-today'].exact, api.users_active_today, 'active today');
+    assertEq(ui['users-blocked'].exact, api.users_blocked, 'blocked');
+    assertEq(ui['calls-today'].exact, api.today.calls, 'calls today');
+    assertEq(ui['calls-month'].exact, api.month.calls, 'calls this month');
+    assertEq(ui['tokens-today'].exact, api.today.total_tokens, 'tokens today');
+    assertEq(ui['tokens-month'].exact, api.month.total_tokens, 'tokens this month');
+    assertEq(ui['cost-today'].exact, api.today.cost_nano_usd, 'cost today');
+    assertEq(ui['cost-month'].exact, api.month.cost_nano_usd, 'cost this month');
+    assertEq(ui['errors-today'].exact, api.today.errors, 'errors today');
+    // … formatted for people …
+    assertEq(ui['calls-today'].text, intFmt.format(api.today.calls), 'calls shown');
+    assertEq(ui['tokens-today'].text, intFmt.format(api.today.total_tokens), 'tokens shown');
+    assert(/^\$\d[\d,]*\.\d{2,}$/.test(ui['cost-today'].text), `cost shown as USD: ${ui['cost-today'].text}`);
+    // … and what the calls this test made add up to.
+    const users = new Set(made.map((c) => c.user));
+    assertEq(api.users_total, users.size, 'users seen');
+    assertEq(api.users_active_today, users.size, 'users active today');
+    assertEq(api.today.calls, made.length, 'calls made');
+    assertEq(api.today.errors, made.filter((c) => c.status >= 400).length, 'errors made');
+    assertEq(api.today.estimated_calls, 1, 'estimated calls');
+    // The estimated call's tokens and cost are Tollgate's estimate: read back from its row.
+    const dave = await adminApi('/api/admin/user/dave/usage?days=7');
+    const est = dave.calls.find((c) => c.usage_source === 'estimated');
+    assert(est, 'the cut stream was recorded as estimated');
+    const tokens = reported.reduce((s, c) => s + c.input + c.output, 0) + est.total_tokens;
+    const cost = reported.reduce((s, c) => s + costOf(c), 0) + (est.cost_nano_usd ?? 0);
+    assertEq(api.today.total_tokens, tokens, 'tokens made');
+    assertEq(api.today.cost_nano_usd, cost, 'cost made');
+    const share = await page.getByTestId('estimated-today').textContent();
+    assertEq(share.trim(), `${((1 / made.length) * 100).toFixed(1)}%`, 'estimated share shown');
+    assertEq((await page.getByTestId('timezone').textContent()).trim(), 'UTC', 'time zone shown');
+  });
+
+  await check('the overview has charts and top users', async () => {
+    await page.locator('#charts .chart .recharts-wrapper').first().waitFor();
+    assertEq(await page.locator('#charts .chart').count(), 2, 'two charts');
+    await page.getByRole('button', { name: '7 days' }).click();
+    await page.getByRole('img', { name: 'Tokens per day by model over the last 7 days' }).locator('.recharts-wrapper').waitFor();
+    const top = page.getByRole('region', { name: 'Top users this month' });
+    await top.getByRole('link', { name: /Alice Example/ }).waitFor();
+    await bothWidths(page, '02-overview');
+  });
+
+  await check('the overview refreshes by itself (no reload)', async () => {
+    const before = (await exactOf(page, 'calls-today')).exact;
+    await page.evaluate(() => {
+      window.__noReload = true;
+    });
+    await openaiChat('alice', { nWords: 2 });
+    await waitFor('the calls card to count the new call', async () => (await exactOf(page, 'calls-today')).exact === before + 1, 35_000, 250);
+    assert(await page.evaluate(() => window.__noReload === true), 'the page was reloaded');
+  });
+
+  // --- users ---
+  await check('users: the table lists every user with usage bars, search and sort work', async () => {
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Users' }).click();
+    await page.getByRole('heading', { name: 'Users' }).waitFor();
+    await settled(page);
+    for (const u of ['alice', 'bob', 'carol', 'dave']) await page.locator(`tr[data-user="${u}"]`).waitFor();
+    await page.getByRole('meter', { name: 'Tokens today of alice' }).waitFor();
+    await page.getByLabel('Search').fill('ali');
+    await waitFor('the search', async () => (await page.locator('tr[data-user]').count()) === 1);
+    await page.locator('tr[data-user="alice"]').waitFor();
+    await page.getByLabel('Search').fill('');
+    await waitFor('all users again', async () => (await page.locator('tr[data-user]').count()) === 4);
+    await page.getByRole('button', { name: /^Cost this month/ }).click();
+    const api = await adminApi('/api/admin/users?sort=cost_month&order=desc&limit=25');
+    await waitFor('the sorted order', async () => {
+      const ids = await page.locator('tr[data-user]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-user')));
+      return JSON.stringify(ids) === JSON.stringify(api.users.map((u) => u.id));
+    });
+    await bothWidths(page, '03-users');
+  });
+
+  await check('block a user in the UI → their next proxied call gets 403', async () => {
+    const before = await openaiChat('bob', { nWords: 2 });
+    assertEq(before.status, 200, 'bob before the block');
+    await page.getByRole('button', { name: 'Block bob' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Block bob?' });
+    await dialog.waitFor();
+    // A reason is required; the confirmation button says what it does.
+    await dialog.getByRole('button', { name: 'Block bob' }).click();
+    await dialog.getByText(/Say why/).waitFor();
+    await dialog.getByLabel(/Reason/).fill('e2e: scraping the API');
+    await dialog.getByRole('button', { name: 'Block bob' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await page.locator('tr[data-user="bob"]').getByText('Blocked', { exact: true }).waitFor();
+    const after = await openaiChat('bob', { nWords: 2 });
+    assertEq(after.status, 403, 'bob after the block');
+    // Refused before the upstream, and recorded (status 403, no usage) like every call.
+    const other = await openaiChat('alice', { nWords: 2 });
+    assertEq(other.status, 200, 'alice is not affected');
+    const user = (await adminApi('/api/admin/users?search=bob')).users[0];
+    assertEq([user.blocked, user.blocked_reason], [true, 'e2e: scraping the API'], 'bob in the database');
+  });
+
+  await check('unblock in the UI → the calls go through again', async () => {
+    await page.getByRole('button', { name: 'Unblock bob' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Unblock bob?' });
+    await dialog.getByText('e2e: scraping the API').waitFor();
+    await dialog.getByRole('button', { name: 'Unblock bob' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await page.getByRole('button', { name: 'Block bob' }).waitFor();
+    assertEq((await openaiChat('bob', { nWords: 2 })).status, 200, 'bob after the unblock');
+  });
+
+  await check('change a limit in the UI → the proxy enforces it; clearing it restores the default', async () => {
+    await page.getByRole('button', { name: 'Edit the limits of carol' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Limits for carol' });
+    await dialog.getByLabel('Tokens per day', { exact: true }).fill('10');
+    await dialog.getByLabel('Cost per month (USD)').fill('2.5');
+    await bothWidthsDialog(page, '04-limits-dialog');
+    await dialog.getByRole('button', { name: 'Save limits' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    let carol = (await adminApi('/api/admin/users?search=carol')).users[0];
+    assertEq(carol.overrides.daily_tokens, 10, 'daily tokens override');
+    assertEq(carol.overrides.monthly_cost_nano_usd, 2_500_000_000, 'monthly cost override (USD → nano-USD)');
+    assertEq(carol.limits.daily_tokens, 10, 'limit in force');
+    const refused = await openaiChat('carol', { nWords: 2 });
+    assertEq(refused.status, 429, 'carol over her new daily limit');
+    await page.locator('tr[data-user="carol"]').getByText('Own limits').waitFor();
+
+    await page.getByRole('button', { name: 'Edit the limits of carol' }).click();
+    await dialog.getByLabel('Tokens per day', { exact: true }).waitFor();
+    assertEq(await dialog.getByLabel('Tokens per day', { exact: true }).inputValue(), '10', 'the editor shows the override');
+    await dialog.getByRole('button', { name: 'Clear all' }).click();
+    await dialog.getByRole('button', { name: 'Save limits' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    carol = (await adminApi('/api/admin/users?search=carol')).users[0];
+    assertEq(carol.overrides.daily_tokens, null, 'override cleared');
+    assertEq(carol.overrides.monthly_cost_nano_usd, null, 'cost override cleared');
+    assertEq(carol.limits.daily_tokens, 100000, 'back to the default');
+    assertEq((await openaiChat('carol', { nWords: 2 })).status, 200, 'carol after clearing');
+  });
+
+  // --- user detail ---
+  await check('user detail: chart, models, recent calls, quota, audit entries', async () => {
+    await page.locator('tr[data-user="bob"]').getByRole('link', { name: /bob/ }).click();
+    await page.getByRole('heading', { name: /^bob/ }).waitFor();
+    await settled(page);
+    const api = await adminApi('/api/admin/user/bob/usage?days=30&limit=25');
+    const rows = page.locator('#user-calls tr[data-call]');
+    await waitFor('the recent calls', async () => (await rows.count()) === api.calls.length);
+    assertEq(await rows.count(), made.filter((c) => c.user === 'bob').length, 'bob’s calls made');
+    await page.locator('#user-chart .recharts-wrapper').waitFor();
+    await page.locator('#user-models').getByText('gemini-2.5-flash').waitFor();
+    await page.getByTestId('quota-day').waitFor();
+    await page.locator('#quota').getByText('Resets').first().waitFor();
+    const audit = page.locator('#user-audit tr[data-audit]');
+    await waitFor('the audit entries about bob', async () => (await audit.count()) === 2);
+    assertEq(
+      await audit.evaluateAll((r) => r.map((x) => x.getAttribute('data-audit'))),
+      ['unblock', 'block'],
+      'audit entries about bob',
+    );
+    await bothWidths(page, '05-user-detail');
+  });
+
+  // --- audit, settings ---
+  await check('audit log: every admin action of this run', async () => {
+    await page.goto(`${ADMIN_URL}/audit`);
+    await page.getByRole('heading', { name: 'Audit log' }).waitFor();
+    await settled(page);
+    const actions = await page.locator('tr[data-audit]').evaluateAll((r) => r.map((x) => x.getAttribute('data-audit')));
+    for (const a of ['set_limits', 'unblock', 'block', 'login', 'login_failed']) assert(actions.includes(a), `audit has ${a}: ${actions}`);
+    assertEq(actions.filter((a) => a === 'set_limits').length, 2, 'two limit changes');
+    await bothWidths(page, '06-audit');
+  });
+
+  await check('settings: the configuration in force and the price table', async () => {
+    await page.goto(`${ADMIN_URL}/settings`);
+    await page.getByRole('heading', { name: 'Settings' }).waitFor();
+    await settled(page);
+    const prices = page.locator('#prices');
+    await prices.getByText('gpt-4o-mini', { exact: true }).waitFor();
+    await prices.getByText('gemini-2.5-flash', { exact: true }).waitFor();
+    await page.locator('#secrets').getByText('$JWT_SECRET').waitFor();
+    const body = await page.locator('main').textContent();
+    assert(!body.includes(JWT_SECRET) && !body.includes(OPENAI_KEY), 'no secret on the page');
+    await bothWidths(page, '07-settings');
+  });
+
+  // --- CSV ---
+  await check('CSV export downloads every call', async () => {
+    await page.goto(`${ADMIN_URL}/export`);
+    await page.getByRole('heading', { name: 'CSV export' }).waitFor();
+    await settled(page);
+    await page.getByRole('button', { name: 'Today' }).click();
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('csv-download').click()]);
+    const file = path.join(tmp, 'export.csv');
+    await download.saveAs(file);
+    const lines = fs.readFileSync(file, 'utf8').split('\r\n').filter(Boolean);
+    const header = lines[0].split(',');
+    assertEq(header.slice(0, 4), ['id', 'request_id', 'ts', 'user_id'], 'CSV header');
+    assertEq(lines.length - 1, made.length, 'one row per call made');
+    const col = (name) => lines.slice(1).map((l) => l.split(',')[header.indexOf(name)]);
+    assertEq([...new Set(col('user_id'))].sort(), ['alice', 'bob', 'carol', 'dave'], 'users in the CSV');
+    const tokens = col('total_tokens').reduce((s, v) => s + Number(v), 0);
+    assertEq(tokens, (await adminApi('/api/admin/stats')).today.total_tokens, 'CSV tokens = the database’s');
+    await bothWidths(page, '08-export');
+  });
+
+  await check('phone: the menu opens, navigates and closes', async () => {
+    await page.setViewportSize(PHONE);
+    await page.goto(`${ADMIN_URL}/`);
+    await page.getByTestId('calls-today').waitFor();
+    const nav = page.getByRole('navigation', { name: 'Main' });
+    await page.getByRole('button', { name: 'Open the menu' }).click();
+    await nav.getByRole('link', { name: 'Audit log' }).click();
+    await page.getByRole('heading', { name: 'Audit log' }).waitFor();
+    assert(!(await nav.getByRole('link', { name: 'Users' }).isVisible()), 'the menu closed after navigating');
+    await noHorizontalScroll(page, 'audit with the menu');
+    await page.setViewportSize(DESKTOP);
+  });
+
+  await check('a missing page says so', async () => {
+    await page.goto(`${ADMIN_URL}/no/such/page`);
+    await page.getByRole('heading', { name: 'Page not found' }).waitFor();
+    await page.goto(`${ADMIN_URL}/users/nobody-here`);
+    await page.getByText('No such user').waitFor();
+    await bothWidths(page, '09-unknown-user');
+  });
+
+  // --- session end ---
+  await check('an expired session goes to sign-in with a message, then back', async () => {
+    await page.goto(`${ADMIN_URL}/audit`);
+    await page.getByRole('heading', { name: 'Audit log' }).waitFor();
+    await context.clearCookies(); // as if the session had expired on the server
+    await page.getByRole('button', { name: 'Refresh now' }).click();
+    await page.getByTestId('expired').waitFor();
+    assertEq(new URL(page.url()).searchParams.get('next'), '/audit', 'the page to come back to');
+    await bothWidths(page, '10-session-expired');
+    await page.getByLabel('Account name').fill(ADMIN);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Audit log' }).waitFor();
+    assertEq(new URL(page.url()).pathname, '/audit', 'back where the operator was');
+  });
+
+  await check('sign out', async () => {
+    await page.getByRole('button', { name: /Sign out/ }).click();
+    await page.getByText('You are signed out.').waitFor();
+    await page.goto(`${ADMIN_URL}/`);
+    await page.getByRole('heading', { name: 'Sign in to Tollgate' }).waitFor();
+    const res = await page.request.get(`${ADMIN_URL}/api/admin/me`);
+    assertEq(res.status(), 401, 'the session is gone');
+  });
+
+  await check('no request left 127.0.0.1, no script error', async () => {
+    assertEq(offsite, [], 'requests to other origins');
+    assertEq(consoleErrors, [], 'console errors');
+  });
+
+  await check('hashed assets are cached, pages are not; the API is not the app', async () => {
+    const index = await fetch(`${ADMIN_URL}/users/alice`);
+    assertEq(index.status, 200, 'a page path serves the app');
+    const html = await index.text();
+    assert(html.includes('<div id="root">'), 'index.html');
+    assert(/no-cache|no-store/.test(index.headers.get('cache-control') ?? ''), 'index.html is revalidated');
+    const asset = /\/assets\/[^"]+\.js/.exec(html)?.[0];
+    assert(asset, 'a hashed script');
+    const a = await fetch(`${ADMIN_URL}${asset}`);
+    assertEq(a.status, 200, 'asset');
+    assert(/immutable|max-age=\d{5,}/.test(a.headers.get('cache-control') ?? ''), `asset cache-control: ${a.headers.get('cache-control')}`);
+    assertEq((await fetch(`${ADMIN_URL}/api/admin/nope`)).status, 404, 'unknown API path');
+  });
+}
+
+/** A dialog open on the page: screenshots at both widths, no sideways scroll on the phone. */
+async function bothWidthsDialog(page, name) {
+  await shoot(page, `${name}-desktop`, false);
+  await page.setViewportSize(PHONE);
+  await page.waitForTimeout(250);
+  await noHorizontalScroll(page, name);
+  await shoot(page, `${name}-phone`, false);
+  await page.setViewportSize(DESKTOP);
+  await page.waitForTimeout(150);
+}
+
+let code = 0;
+try {
+  await main();
+} catch (e) {
+  failed++;
+  failures.push('setup');
+  log(`FAIL setup: ${e?.stack ?? e}`);
+} finally {
+  await cleanup();
+  const secs = ((Date.now() - started) / 1000).toFixed(1);
+  if (failures.length) console.log(`failed: ${failures.join('; ')}`);
+  console.log(`e2e: ${passed} passed, ${failed} failed (${secs}s)`);
+  console.log(`${passed} passed, ${failed} failed`);
+  code = failed > 0 || passed === 0 ? 1 : 0;
+}
+process.exit(code);
