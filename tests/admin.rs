@@ -78,14 +78,18 @@ impl Admin {
         .unwrap()
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .client
+    /// `GET path` as a script with an admin bearer token.
+    async fn get_response(&self, path: &str) -> reqwest::Response {
+        self.client
             .get(self.url(path))
             .bearer_auth(self.admin_token())
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self.get_response(path).await;
         let status = resp.status();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -209,13 +213,7 @@ async fn every_endpoint_needs_an_admin_and_a_user_jwt_gets_403() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
 
-        let resp = a
-            .client
-            .get(a.url(path))
-            .bearer_auth(a.admin_token())
-            .send()
-            .await
-            .unwrap();
+        let resp = a.get_response(path).await;
         assert!(
             resp.status() == StatusCode::OK
                 || (*path == "/api/admin/user/u1/usage" && resp.status() == StatusCode::NOT_FOUND),
@@ -774,13 +772,7 @@ async fn users_stats_usage_series_and_csv_report_the_recorded_calls() {
     assert_eq!(openai, 5 * t);
 
     // CSV: a header and one line per call.
-    let resp = a
-        .client
-        .get(a.url("/api/admin/usage.csv"))
-        .bearer_auth(a.admin_token())
-        .send()
-        .await
-        .unwrap();
+    let resp = a.get_response("/api/admin/usage.csv").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
         resp.headers()["content-type"]
@@ -802,13 +794,7 @@ async fn users_stats_usage_series_and_csv_report_the_recorded_calls() {
         "{}",
         lines[0]
     );
-    let resp = a
-        .client
-        .get(a.url("/api/admin/usage.csv?user=bob"))
-        .bearer_auth(a.admin_token())
-        .send()
-        .await
-        .unwrap();
+    let resp = a.get_response("/api/admin/usage.csv?user=bob").await;
     assert_eq!(resp.text().await.unwrap().lines().count(), 2);
     let (status, _) = a.get("/api/admin/usage.csv?from=yesterday").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -818,13 +804,7 @@ async fn users_stats_usage_series_and_csv_report_the_recorded_calls() {
 #[tokio::test]
 async fn config_masks_secrets_and_openapi_describes_every_endpoint() {
     let a = Admin::start().await;
-    let resp = a
-        .client
-        .get(a.url("/api/admin/config"))
-        .bearer_auth(a.admin_token())
-        .send()
-        .await
-        .unwrap();
+    let resp = a.get_response("/api/admin/config").await;
     assert_eq!(resp.status(), StatusCode::OK);
     let text = resp.text().await.unwrap();
     for secret in [common::JWT_SECRET, common::OPENAI_KEY, common::GEMINI_KEY] {
@@ -904,13 +884,7 @@ async fn metrics_count_calls_for_an_admin() {
     let a = Admin::start().await;
     assert_eq!(a.call("alice").await, StatusCode::OK);
     a.h.wait_rows(1).await;
-    let resp = a
-        .client
-        .get(a.url("/metrics"))
-        .bearer_auth(a.admin_token())
-        .send()
-        .await
-        .unwrap();
+    let resp = a.get_response("/metrics").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
         resp.headers()["content-type"]

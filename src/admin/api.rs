@@ -184,6 +184,16 @@ pub(crate) struct Days {
     today: jiff::civil::Date,
 }
 
+/// `limits.timezone`'s IANA name, as the figures' days are counted in it.
+fn timezone_name(state: &AdminState) -> String {
+    state
+        .ledger
+        .timezone()
+        .iana_name()
+        .unwrap_or("UTC")
+        .to_string()
+}
+
 impl Days {
     pub(crate) fn now(state: &AdminState) -> Days {
         let now_ms = now_ms();
@@ -340,12 +350,7 @@ pub(crate) async fn users(
         limit,
         offset,
         today,
-        timezone: state
-            .ledger
-            .timezone()
-            .iana_name()
-            .unwrap_or("UTC")
-            .to_string(),
+        timezone: timezone_name(&state),
     }))
 }
 
@@ -502,12 +507,7 @@ pub(crate) async fn user_usage(
         calls,
         next_cursor,
         quota: (&status).into(),
-        timezone: state
-            .ledger
-            .timezone()
-            .iana_name()
-            .unwrap_or("UTC")
-            .to_string(),
+        timezone: timezone_name(&state),
     }))
 }
 
@@ -790,12 +790,7 @@ pub(crate) async fn stats(
         stats,
         day: today,
         month_start: month,
-        timezone: state
-            .ledger
-            .timezone()
-            .iana_name()
-            .unwrap_or("UTC")
-            .to_string(),
+        timezone: timezone_name(&state),
         generated_at: days.now_ms,
     }))
 }
@@ -877,12 +872,7 @@ pub(crate) async fn series(
         since,
         today: days.today(),
         points,
-        timezone: state
-            .ledger
-            .timezone()
-            .iana_name()
-            .unwrap_or("UTC")
-            .to_string(),
+        timezone: timezone_name(&state),
     }))
 }
 

@@ -16,7 +16,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -93,9 +92,7 @@ pub fn valid_account_name(name: &str) -> Result<(), String> {
 pub struct Admin {
     /// Who goes in the audit trail: the account name, or `jwt:<subject>`.
     pub actor: String,
-    /// Signed in with a dashboard session (rather than a bearer JWT).
-    pub session: bool,
-    /// When the session expires (unix ms), for a session.
+    /// When the session expires (unix ms); `None` for a bearer JWT.
     pub expires_at: Option<i64>,
 }
 
@@ -197,7 +194,6 @@ async fn authenticate(state: &Arc<AdminState>, headers: &HeaderMap) -> Result<Ad
         }
         return Ok(Admin {
             actor: format!("jwt:{}", caller.user_id),
-            session: false,
             expires_at: None,
         });
     }
@@ -214,7 +210,6 @@ async fn authenticate(state: &Arc<AdminState>, headers: &HeaderMap) -> Result<Ad
     {
         Some(session) => Ok(Admin {
             actor: session.admin,
-            session: true,
             expires_at: Some(session.expires_at),
         }),
         None => Err(ApiError::unauthorized(
@@ -412,17 +407,7 @@ pub(crate) async fn logout(
                 let now = now_ms();
                 let tx =
                     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let admin: Option<String> = {
-                    use rusqlite::OptionalExtension;
-                    tx.query_row(
-                        "SELECT admin FROM admin_sessions WHERE token_sha256 = ?1",
-                        [&digest],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                };
-                if let Some(admin) = admin {
-                    store::accounts::delete_session(&tx, &digest)?;
+                if let Some(admin) = store::accounts::delete_session(&tx, &digest)? {
                     store::write_audit(
                         &tx,
                         &AuditEntry {
@@ -461,11 +446,6 @@ pub(crate) async fn me(axum::Extension(admin): axum::Extension<Admin>) -> Json<S
         admin: admin.actor,
         expires_at: admin.expires_at,
     })
-}
-
-/// How long sessions last, for tests and docs.
-pub fn session_ttl(config: &Config) -> Duration {
-    Duration::from_secs(config.raw.admin.session_ttl_secs)
 }
 
 #[cfg(test)]

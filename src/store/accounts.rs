@@ -132,12 +132,11 @@ pub fn session(
     .optional()
 }
 
-/// End one session; `Ok(false)` when it did not exist.
-pub fn delete_session(conn: &Connection, token_sha256: &str) -> rusqlite::Result<bool> {
-    let n = conn
-        .prepare_cached("DELETE FROM admin_sessions WHERE token_sha256 = ?1")?
-        .execute([token_sha256])?;
-    Ok(n == 1)
+/// End one session; returns the admin it belonged to, `None` when it did not exist.
+pub fn delete_session(conn: &Connection, token_sha256: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("DELETE FROM admin_sessions WHERE token_sha256 = ?1 RETURNING admin")?
+        .query_row([token_sha256], |r| r.get(0))
+        .optional()
 }
 
 #[cfg(test)]
@@ -190,8 +189,8 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM admin_sessions", [], |r| r.get(0))
             .unwrap();
         assert_eq!(left, 1);
-        assert!(delete_session(&conn, "s2").unwrap());
-        assert!(!delete_session(&conn, "s2").unwrap());
+        assert_eq!(delete_session(&conn, "s2").unwrap().as_deref(), Some("ops"));
+        assert_eq!(delete_session(&conn, "s2").unwrap(), None);
     }
 
     #[test]

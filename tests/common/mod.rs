@@ -514,23 +514,30 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut raw = test_config(&mock.url(), dir.path());
         tweak(&mut raw);
-        let db = raw.store.path.clone();
         let config = Config::from_raw(raw.clone(), &test_env).expect("valid test config");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = tollgate::serve::start_on(config, listener)
             .await
             .expect("gateway starts");
-        let addr = running.addr;
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        Harness::around(mock, dir, raw, running, None)
+    }
+
+    fn around(
+        mock: MockUpstream,
+        dir: tempfile::TempDir,
+        raw: RawConfig,
+        running: Running,
+        config_file: Option<PathBuf>,
+    ) -> Harness {
         Harness {
             mock,
+            addr: running.addr,
             running: Some(running),
-            addr,
             dir,
-            db,
-            client,
+            db: raw.store.path.clone(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
             raw,
-            config_file: None,
+            config_file,
         }
     }
 
@@ -541,22 +548,10 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut raw = test_config(&mock.url(), dir.path());
         tweak(&mut raw);
-        let db = raw.store.path.clone();
         let file = dir.path().join("gateway.toml");
         std::fs::write(&file, config_toml(&raw)).unwrap();
         let running = start_from_file(&file).await;
-        let addr = running.addr;
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        Harness {
-            mock,
-            running: Some(running),
-            addr,
-            dir,
-            db,
-            client,
-            raw,
-            config_file: Some(file),
-        }
+        Harness::around(mock, dir, raw, running, Some(file))
     }
 
     /// The running gateway.
