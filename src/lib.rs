@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod calendar;
 pub mod config;
 pub mod error;
 pub mod meter;
@@ -15,3 +16,4 @@ pub mod serve;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod usage;

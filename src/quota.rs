@@ -73,6 +73,7 @@ use jiff::tz::TimeZone;
 use parking_lot::Mutex;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+use crate::calendar::{self, Windows, secs_until, timestamp};
 use crate::config::LimitsConfig;
 use crate::provider::{Endpoint, RequestInfo};
 use crate::store;
@@ -369,75 +370,6 @@ fn usd(nano: u64) -> String {
     )
 }
 
-// === calendar ===
-
-/// The current day and month windows, `[start, end)` in unix ms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Calendar {
-    day_start: i64,
-    day_end: i64,
-    month_start: i64,
-    month_end: i64,
-}
-
-impl Calendar {
-    /// The windows holding `now_ms` in `tz`.
-    fn at(now_ms: i64, tz: &TimeZone) -> Calendar {
-        Calendar::try_at(now_ms, tz).unwrap_or(Calendar {
-            // Out of jiff's range (±9999 years): not a real clock; one window for all time.
-            day_start: i64::MIN,
-            day_end: i64::MAX,
-            month_start: i64::MIN,
-            month_end: i64::MAX,
-        })
-    }
-
-    fn try_at(now_ms: i64, tz: &TimeZone) -> Option<Calendar> {
-        let midnight = |date: jiff::civil::Date| -> Option<i64> {
-            // Compatible disambiguation: a skipped midnight starts the day when the gap ends.
-            Some(
-                date.to_zoned_datetime(tz.clone())
-                    .ok()?
-                    .timestamp()
-                    .as_millisecond(),
-            )
-        };
-        let mut date = Timestamp::from_millisecond(now_ms)
-            .ok()?
-            .to_zoned_datetime(tz.clone())
-            .date();
-        // Where midnight repeats (a DST change at 24:00), the instant can lie past the start
-        // of the next date's first midnight: take the window that holds it.
-        for _ in 0..2 {
-            let next = date.tomorrow().ok()?;
-            if midnight(next)? <= now_ms {
-                date = next;
-            }
-        }
-        let first = date.first_of_month();
-        Some(Calendar {
-            day_start: midnight(date)?,
-            day_end: midnight(date.tomorrow().ok()?)?,
-            month_start: midnight(first)?,
-            month_end: midnight(date.last_of_month().tomorrow().ok()?)?,
-        })
-    }
-}
-
-fn timestamp(ms: i64) -> Timestamp {
-    Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
-        Timestamp::MIN
-    } else {
-        Timestamp::MAX
-    })
-}
-
-/// Whole seconds from `now_ms` to `until_ms`, rounded up, at least 1.
-fn secs_until(now_ms: i64, until_ms: i64) -> u64 {
-    let ms = u64::try_from(until_ms.saturating_sub(now_ms)).unwrap_or(0);
-    ms.div_ceil(1_000).max(1)
-}
-
 // === per-user state ===
 
 /// One window's counters.
@@ -549,7 +481,7 @@ struct UserState<R: RateClock> {
 type Cell<R> = Arc<Mutex<UserState<R>>>;
 
 impl<R: RateClock> UserState<R> {
-    fn new(defaults: &Limits, calendar: &Calendar, rate_clock: &R) -> UserState<R> {
+    fn new(defaults: &Limits, calendar: &Windows, rate_clock: &R) -> UserState<R> {
         let rpm = defaults.requests_per_minute;
         UserState {
             controls: UserControls::default(),
@@ -561,7 +493,7 @@ impl<R: RateClock> UserState<R> {
         }
     }
 
-    fn roll(&mut self, calendar: &Calendar) {
+    fn roll(&mut self, calendar: &Windows) {
         self.day.roll(calendar.day_start, calendar.day_end);
         self.month.roll(calendar.month_start, calendar.month_end);
     }
@@ -674,7 +606,7 @@ struct ShardInner<R: RateClock> {
     users: HashMap<Arc<str>, Cell<R>, RandomState>,
     /// The current windows, kept per shard so that no lock is shared by all calls; recomputed
     /// when the clock passes the day's end.
-    calendar: Calendar,
+    calendar: Windows,
     defaults: Limits,
 }
 
@@ -705,7 +637,7 @@ impl Ledger {
 impl<C: Clock, R: RateClock> Ledger<C, R> {
     /// A ledger on the given clocks (tests: [`ManualClock`], `FakeRelativeClock`).
     pub fn with_clocks(defaults: Limits, tz: TimeZone, clock: C, rate_clock: R) -> Ledger<C, R> {
-        let calendar = Calendar::at(clock.now_ms(), &tz);
+        let calendar = Windows::at(clock.now_ms(), &tz);
         let shards = (0..SHARDS)
             .map(|_| Shard {
                 inner: Mutex::new(ShardInner {
@@ -841,8 +773,8 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
     /// The days to load a [`QuotaSeed`] for: today (`YYYY-MM-DD`, local) and the first of this
     /// month, as [`store::load_quota_seed`] takes them.
     pub fn seed_days(&self) -> (String, String) {
-        let today = store::local_day(self.clock.now_ms(), &self.tz);
-        let month = store::month_start(&today);
+        let today = calendar::local_day(self.clock.now_ms(), &self.tz);
+        let month = calendar::month_start(&today);
         (today, month)
     }
 
@@ -975,7 +907,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
     }
 
     /// The user's cell (created on first sight), the current windows and the defaults.
-    fn cell(&self, user: &Arc<str>, now_ms: i64) -> (Cell<R>, Calendar, Limits) {
+    fn cell(&self, user: &Arc<str>, now_ms: i64) -> (Cell<R>, Windows, Limits) {
         let mut shard = self.shard(user).inner.lock();
         let calendar = shard.calendar(now_ms, &self.tz);
         let defaults = shard.defaults;
@@ -995,7 +927,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
     }
 
     /// Like `cell`, without creating the user.
-    fn lookup(&self, user: &str, now_ms: i64) -> (Option<Cell<R>>, Calendar, Limits) {
+    fn lookup(&self, user: &str, now_ms: i64) -> (Option<Cell<R>>, Windows, Limits) {
         let mut shard = self.shard(user).inner.lock();
         let calendar = shard.calendar(now_ms, &self.tz);
         (shard.users.get(user).cloned(), calendar, shard.defaults)
@@ -1005,9 +937,9 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
 impl<R: RateClock> ShardInner<R> {
     /// The current windows; they move forward only (a wall clock stepped back stays in the
     /// later window until it catches up).
-    fn calendar(&mut self, now_ms: i64, tz: &TimeZone) -> Calendar {
+    fn calendar(&mut self, now_ms: i64, tz: &TimeZone) -> Windows {
         if now_ms >= self.calendar.day_end {
-            let next = Calendar::at(now_ms, tz);
+            let next = Windows::at(now_ms, tz);
             if next.day_start > self.calendar.day_start {
                 self.calendar = next;
             }

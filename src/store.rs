@@ -31,11 +31,11 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Statement, TransactionBehavior, params};
 
-use crate::provider::{Usage, UsageSource};
+use crate::calendar::DayCache;
+use crate::usage::{Usage, UsageSource};
 
 pub mod accounts;
 pub mod audit;
@@ -724,80 +724,9 @@ fn upsert_rollups(
     Ok(())
 }
 
-/// The calendar day of a timestamp in the configured zone, remembering the last day's bounds
-/// so that a batch (nearly always one day) converts each timestamp with two comparisons.
-struct DayCache {
-    tz: TimeZone,
-    /// `[start_ms, end_ms)` of `day`, in unix ms.
-    start_ms: i64,
-    end_ms: i64,
-    day: Arc<str>,
-}
-
-impl DayCache {
-    fn new(tz: TimeZone) -> Self {
-        DayCache {
-            tz,
-            start_ms: 0,
-            end_ms: 0,
-            day: Arc::from(""),
-        }
-    }
-
-    fn day(&mut self, ts_ms: i64) -> Arc<str> {
-        if !(self.start_ms..self.end_ms).contains(&ts_ms) {
-            match day_bounds(ts_ms, &self.tz) {
-                Some((day, start_ms, end_ms)) => {
-                    self.day = Arc::from(day);
-                    self.start_ms = start_ms;
-                    self.end_ms = end_ms;
-                }
-                // Out of jiff's range (year ±9999): not a real call; give it a day anyway.
-                None => return Arc::from(local_day(ts_ms, &self.tz)),
-            }
-        }
-        Arc::clone(&self.day)
-    }
-}
-
-fn day_bounds(ts_ms: i64, tz: &TimeZone) -> Option<(String, i64, i64)> {
-    let zoned = Timestamp::from_millisecond(ts_ms)
-        .ok()?
-        .to_zoned_datetime(tz.clone());
-    let start = zoned.start_of_day().ok()?;
-    let end = zoned
-        .date()
-        .tomorrow()
-        .ok()?
-        .to_zoned_datetime(tz.clone())
-        .ok()?;
-    Some((
-        zoned.date().to_string(),
-        start.timestamp().as_millisecond(),
-        end.timestamp().as_millisecond(),
-    ))
-}
-
 // === reads, on connections of their own ===
 
-/// The calendar day (`YYYY-MM-DD`) of a unix-ms timestamp in `tz`: the `day` of `usage_daily`.
-/// A timestamp outside ±9999 years is clamped to the nearest representable one.
-pub fn local_day(ts_ms: i64, tz: &TimeZone) -> String {
-    let ts = Timestamp::from_millisecond(ts_ms).unwrap_or(if ts_ms < 0 {
-        Timestamp::MIN
-    } else {
-        Timestamp::MAX
-    });
-    ts.to_zoned_datetime(tz.clone()).date().to_string()
-}
-
-/// The first day of the month of `day` (`YYYY-MM-DD` → `YYYY-MM-01`), for month-to-date sums.
-pub fn month_start(day: &str) -> String {
-    match day.get(..8) {
-        Some(prefix) => format!("{prefix}01"),
-        None => day.to_string(),
-    }
-}
+pub use crate::calendar::{local_day, month_start};
 
 /// Open a read-only connection for queries (admin API, seeding the quota counters, tests).
 /// It never blocks the writer: in WAL mode readers and the writer proceed concurrently.
@@ -1151,6 +1080,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use jiff::Timestamp;
 
     fn berlin() -> TimeZone {
         TimeZone::get("Europe/Berlin").unwrap()

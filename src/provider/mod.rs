@@ -40,44 +40,7 @@ impl ProviderKind {
     }
 }
 
-/// Token usage in the one convention every provider is mapped to: input includes cached input,
-/// output includes reasoning, and `input + output = total`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub cached_input_tokens: u64,
-    pub output_tokens: u64,
-    pub reasoning_tokens: u64,
-}
-
-impl Usage {
-    /// `input + output`, the figure limits are counted in.
-    pub fn total(&self) -> u64 {
-        self.input_tokens.saturating_add(self.output_tokens)
-    }
-}
-
-/// Where a row's token counts came from (`token_usage.usage_source`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UsageSource {
-    /// The provider's own report.
-    Reported,
-    /// The call ended before the provider reported usage; estimated from the request and the
-    /// text relayed so far.
-    Estimated,
-    /// Nothing was consumed (a refusal) or the endpoint reports no usage.
-    None,
-}
-
-impl UsageSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UsageSource::Reported => "reported",
-            UsageSource::Estimated => "estimated",
-            UsageSource::None => "none",
-        }
-    }
-}
+pub use crate::usage::{Usage, UsageSource};
 
 /// The endpoint a request targets (`token_usage.endpoint`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
