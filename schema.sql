@@ -1,7 +1,11 @@
 -- Tollgate's SQLite schema. Applied by the store at every start, so every statement must be
--- idempotent (CREATE … IF NOT EXISTS). `PRAGMA user_version` is the schema version: a future
--- change bumps it and adds its migration in store.rs, which refuses a file whose version is
--- newer than it knows.
+-- idempotent (CREATE … IF NOT EXISTS). `PRAGMA user_version` is the schema version: a change
+-- bumps it and adds its migration to src/store/sqlite/schema.rs (applied once, in the same
+-- transaction as this file), which refuses a file whose version is newer than it knows.
+--
+-- Versions: 1 — token_usage, users, usage_daily, admin tables. 2 — the writer also keeps
+-- usage_user_daily, usage_user_monthly and usage_model_daily (filled from usage_daily when an
+-- older file is migrated).
 --
 -- Conventions: timestamps are unix milliseconds UTC; money is integer nano-USD (1e-9 USD);
 -- token counts follow one convention for every provider: input includes cached input, output
@@ -77,6 +81,61 @@ CREATE TABLE IF NOT EXISTS usage_daily (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_daily_user_day ON usage_daily (user_id, day);
 
+-- Coarser rollups the writer keeps in the same transaction, so that no admin read sums more than
+-- a few thousand rows: per user per day and per user per month (ranking users), per model per
+-- day (the system's figures and charts). Same sums as usage_daily; `month` is 'YYYY-MM-01'.
+CREATE TABLE IF NOT EXISTS usage_user_daily (
+    day                 TEXT    NOT NULL,
+    user_id             TEXT    NOT NULL,
+    calls               INTEGER NOT NULL DEFAULT 0,
+    errors              INTEGER NOT NULL DEFAULT 0,
+    input_tokens        INTEGER NOT NULL DEFAULT 0,
+    cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens       INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens    INTEGER NOT NULL DEFAULT 0,
+    total_tokens        INTEGER NOT NULL DEFAULT 0,
+    cost_nano_usd       INTEGER NOT NULL DEFAULT 0,
+    estimated_calls     INTEGER NOT NULL DEFAULT 0,
+    unpriced_calls      INTEGER NOT NULL DEFAULT 0,
+    latency_ms_sum      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, user_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS usage_user_monthly (
+    month               TEXT    NOT NULL,
+    user_id             TEXT    NOT NULL,
+    calls               INTEGER NOT NULL DEFAULT 0,
+    errors              INTEGER NOT NULL DEFAULT 0,
+    input_tokens        INTEGER NOT NULL DEFAULT 0,
+    cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens       INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens    INTEGER NOT NULL DEFAULT 0,
+    total_tokens        INTEGER NOT NULL DEFAULT 0,
+    cost_nano_usd       INTEGER NOT NULL DEFAULT 0,
+    estimated_calls     INTEGER NOT NULL DEFAULT 0,
+    unpriced_calls      INTEGER NOT NULL DEFAULT 0,
+    latency_ms_sum      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (month, user_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS usage_model_daily (
+    day                 TEXT    NOT NULL,
+    provider            TEXT    NOT NULL,
+    model               TEXT    NOT NULL,            -- '' when the request named none
+    calls               INTEGER NOT NULL DEFAULT 0,
+    errors              INTEGER NOT NULL DEFAULT 0,
+    input_tokens        INTEGER NOT NULL DEFAULT 0,
+    cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens       INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens    INTEGER NOT NULL DEFAULT 0,
+    total_tokens        INTEGER NOT NULL DEFAULT 0,
+    cost_nano_usd       INTEGER NOT NULL DEFAULT 0,
+    estimated_calls     INTEGER NOT NULL DEFAULT 0,
+    unpriced_calls      INTEGER NOT NULL DEFAULT 0,
+    latency_ms_sum      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, provider, model)
+) WITHOUT ROWID;
+
 -- Every admin action, written in the same transaction as the action itself.
 CREATE TABLE IF NOT EXISTS admin_audit (
     id          INTEGER PRIMARY KEY,
@@ -112,10 +171,10 @@ CREATE INDEX IF NOT EXISTS admin_sessions_admin ON admin_sessions (admin);
 
 CREATE INDEX IF NOT EXISTS users_last_seen ON users (last_seen_at);
 
--- For the admin API's reads (src/store/reads.rs): count blocked users without reading every
+-- For the admin API's reads (src/store/sqlite/reads/): count blocked users without reading every
 -- user, and page through users by creation time. Both change only when a user is created or
 -- blocked, never on the writer's per-batch `last_seen_at` update.
 CREATE INDEX IF NOT EXISTS users_blocked ON users (blocked) WHERE blocked != 0;
 CREATE INDEX IF NOT EXISTS users_created ON users (created_at);
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;

@@ -40,9 +40,13 @@ use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
 use rusqlite::Connection;
-use tollgate::provider::{Usage, UsageSource};
-use tollgate::store::reads::{self, SeriesBy, UserSort, UsersQuery};
-use tollgate::store::{self, Store, UsageRow};
+use tollgate::admin::csv;
+use tollgate::calendar::{local_day, month_start};
+use tollgate::store::sqlite::reads::{self, export, system, user, users};
+use tollgate::store::sqlite::schema::apply_schema;
+use tollgate::store::sqlite::{Queue, open_reader};
+use tollgate::store::{SeriesBy, StatsQuery, UsageRow, UserSort, UsersQuery};
+use tollgate::usage::{Outcome, Usage, UsageSource};
 
 const USERS: usize = 20_000;
 const DAYS: i64 = 90;
@@ -241,7 +245,7 @@ fn day_start_ms(day: &str) -> i64 {
 }
 
 fn day_of(ms: i64) -> String {
-    store::local_day(ms, &TimeZone::UTC)
+    local_day(ms, &TimeZone::UTC)
 }
 
 fn main() {
@@ -266,7 +270,7 @@ fn main() {
     }
     describe(&path);
 
-    let conn = store::open_reader(&path).unwrap();
+    let conn = open_reader(&path).unwrap();
     let queries = Queries::new(&conn);
     if std::env::var_os("ADMIN_BENCH_PLANS").is_some() {
         print_plans(&conn);
@@ -285,7 +289,7 @@ fn main() {
     };
     println!("\n## Readers while the writer commits ({offered})");
     let stop = Arc::new(AtomicBool::new(false));
-    let (store, writer) = Store::open(&path, TimeZone::UTC, 65_536, 4_096).unwrap();
+    let (store, writer) = Queue::open(&path, TimeZone::UTC, 65_536, 4_096).unwrap();
     let max_depth = Arc::new(AtomicUsize::new(0));
     let feeder = {
         let (store, stop, max_depth) = (store.clone(), Arc::clone(&stop), Arc::clone(&max_depth));
@@ -322,6 +326,8 @@ fn main() {
 /// The parameters of every query, chosen from the data once.
 struct Queries {
     today: String,
+    /// The last day a series reaches (no zone's today is later).
+    latest: String,
     month_start: String,
     since_7: String,
     since_30: String,
@@ -345,9 +351,10 @@ impl Queries {
                 |r| r.get(0),
             )
             .unwrap();
-        let first = reads::user_calls(conn, &heavy_user, None, 50).unwrap();
+        let first = user::user_calls(conn, &heavy_user, None, 50).unwrap();
         Queries {
-            month_start: store::month_start(&today),
+            latest: system::latest_possible_day(),
+            month_start: month_start(&today),
             since_7: day_of(today_start_ms - 6 * DAY_MS),
             since_30: day_of(today_start_ms - 29 * DAY_MS),
             since_90: day_of(today_start_ms - 89 * DAY_MS),
@@ -361,6 +368,21 @@ impl Queries {
     }
 }
 
+impl Queries {
+    /// A users page of today and this month, sorted by id: the base of each users query.
+    fn users(&self) -> UsersQuery {
+        UsersQuery {
+            search: None,
+            sort: UserSort::Id,
+            desc: false,
+            limit: 50,
+            offset: 0,
+            today: self.today.clone(),
+            month_start: self.month_start.clone(),
+        }
+    }
+}
+
 type Run<'a> = (&'static str, usize, Box<dyn Fn() -> usize + 'a>);
 
 fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>> {
@@ -369,12 +391,14 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
             "stats",
             iters,
             Box::new(move || {
-                let s = reads::stats(
+                let s = system::stats(
                     conn,
-                    &q.today,
-                    &q.month_start,
-                    q.today_start_ms,
-                    q.week_ago_ms,
+                    &StatsQuery {
+                        today: q.today.clone(),
+                        month_start: q.month_start.clone(),
+                        today_start_ms: q.today_start_ms,
+                        week_ago_ms: q.week_ago_ms,
+                    },
                 )
                 .unwrap();
                 s.by_model.len()
@@ -388,12 +412,9 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
                     sort: UserSort::TokensMonth,
                     desc: true,
                     limit: 50,
-                    ..UsersQuery::default()
+                    ..q.users()
                 };
-                reads::users_page(conn, &q.today, &q.month_start, &query)
-                    .unwrap()
-                    .users
-                    .len()
+                users::users_page(conn, &query).unwrap().users.len()
             }),
         ),
         (
@@ -404,12 +425,9 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
                     sort: UserSort::CostToday,
                     desc: true,
                     limit: 50,
-                    ..UsersQuery::default()
+                    ..q.users()
                 };
-                reads::users_page(conn, &q.today, &q.month_start, &query)
-                    .unwrap()
-                    .users
-                    .len()
+                users::users_page(conn, &query).unwrap().users.len()
             }),
         ),
         (
@@ -421,12 +439,9 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
                     desc: true,
                     limit: 50,
                     offset: 10_000,
-                    ..UsersQuery::default()
+                    ..q.users()
                 };
-                reads::users_page(conn, &q.today, &q.month_start, &query)
-                    .unwrap()
-                    .users
-                    .len()
+                users::users_page(conn, &query).unwrap().users.len()
             }),
         ),
         (
@@ -438,12 +453,9 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
                     sort: UserSort::TokensMonth,
                     desc: true,
                     limit: 50,
-                    offset: 0,
+                    ..q.users()
                 };
-                reads::users_page(conn, &q.today, &q.month_start, &query)
-                    .unwrap()
-                    .users
-                    .len()
+                users::users_page(conn, &query).unwrap().users.len()
             }),
         ),
         (
@@ -451,10 +463,10 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
             iters,
             Box::new(move || {
                 let u = &q.heavy_user;
-                let summary = reads::user_summary(conn, u, &q.today, &q.month_start).unwrap();
-                let daily = reads::user_daily(conn, u, &q.since_90, &q.today).unwrap();
-                let models = reads::user_models(conn, u, &q.since_90).unwrap();
-                let calls = reads::user_calls(conn, u, None, 50).unwrap();
+                let summary = users::user_summary(conn, u, &q.today, &q.month_start).unwrap();
+                let daily = user::user_daily(conn, u, &q.since_90, &q.today).unwrap();
+                let models = user::user_models(conn, u, &q.since_90).unwrap();
+                let calls = user::user_calls(conn, u, None, 50).unwrap();
                 usize::from(summary.is_some()) + daily.len() + models.len() + calls.len()
             }),
         ),
@@ -463,7 +475,7 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
             iters,
             Box::new(move || {
                 usize::from(
-                    reads::user_summary(conn, &q.heavy_user, &q.today, &q.month_start)
+                    users::user_summary(conn, &q.heavy_user, &q.today, &q.month_start)
                         .unwrap()
                         .is_some(),
                 )
@@ -473,7 +485,7 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
             "  user_daily 90 days",
             iters,
             Box::new(move || {
-                reads::user_daily(conn, &q.heavy_user, &q.since_90, &q.today)
+                user::user_daily(conn, &q.heavy_user, &q.since_90, &q.today)
                     .unwrap()
                     .len()
             }),
@@ -482,7 +494,7 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
             "  user_models 90 days",
             iters,
             Box::new(move || {
-                reads::user_models(conn, &q.heavy_user, &q.since_90)
+                user::user_models(conn, &q.heavy_user, &q.since_90)
                     .unwrap()
                     .len()
             }),
@@ -491,7 +503,7 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
             "  user_calls first page of 50",
             iters,
             Box::new(move || {
-                reads::user_calls(conn, &q.heavy_user, None, 50)
+                user::user_calls(conn, &q.heavy_user, None, 50)
                     .unwrap()
                     .len()
             }),
@@ -500,7 +512,7 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
             "  user_calls next page (cursor)",
             iters,
             Box::new(move || {
-                reads::user_calls(conn, &q.heavy_user, Some(q.heavy_cursor), 50)
+                user::user_calls(conn, &q.heavy_user, Some(q.heavy_cursor), 50)
                     .unwrap()
                     .len()
             }),
@@ -509,7 +521,7 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
             "usage_series 30 days by model",
             iters,
             Box::new(move || {
-                reads::usage_series(conn, &q.since_30, SeriesBy::Model, None)
+                system::usage_series(conn, &q.since_30, &q.latest, SeriesBy::Model, None)
                     .unwrap()
                     .len()
             }),
@@ -518,7 +530,7 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
             "usage_series 7 days by provider",
             iters,
             Box::new(move || {
-                reads::usage_series(conn, &q.since_7, SeriesBy::Provider, None)
+                system::usage_series(conn, &q.since_7, &q.latest, SeriesBy::Provider, None)
                     .unwrap()
                     .len()
             }),
@@ -528,11 +540,11 @@ fn cases<'a>(conn: &'a Connection, q: &'a Queries, iters: usize) -> Vec<Run<'a>>
             (iters / 10).max(3),
             Box::new(move || {
                 let mut out = Vec::with_capacity(1 << 20);
-                reads::write_csv_header(&mut out);
+                csv::write_header(&mut out);
                 let mut bytes = 0;
                 let from = q.today_start_ms - DAY_MS;
-                let rows = reads::for_each_call(conn, from, from + DAY_MS, None, |row| {
-                    reads::write_csv_row(&mut out, row);
+                let rows = export::for_each_call(conn, from, from + DAY_MS, None, |row| {
+                    csv::write_row(&mut out, &row);
                     if out.len() >= 1 << 20 {
                         // What a streamed body would hand to the socket.
                         bytes += out.len();
@@ -616,7 +628,7 @@ fn print_plans(conn: &Connection) {
 /// Offer `rate` rows per second (0: as many as the writer takes) to the store until stopped,
 /// for users of its own (`live-…`) on today; never more than the queue holds. Returns the rows
 /// recorded.
-fn feed(store: &Store, stop: &AtomicBool, max_depth: &AtomicUsize, rate: u64) -> u64 {
+fn feed(store: &Queue, stop: &AtomicBool, max_depth: &AtomicUsize, rate: u64) -> u64 {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let users: Vec<Arc<str>> = (0..200)
         .map(|i| Arc::from(format!("live-{i:03}")))
@@ -663,7 +675,7 @@ fn feed(store: &Store, stop: &AtomicBool, max_depth: &AtomicUsize, rate: u64) ->
                 usage_source: UsageSource::Reported,
                 latency_ms: 200 + rng.below(5_000),
                 ttfb_ms: Some(100 + rng.below(500)),
-                outcome: "complete",
+                outcome: Outcome::Complete,
             });
             max_depth.fetch_max(store.queue_depth(), Ordering::Relaxed);
         }
@@ -679,7 +691,7 @@ fn remove_live_rows(path: &Path) {
     let conn = Connection::open(path).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     // A file generated by an older schema gets the indexes added since.
-    store::apply_schema(&conn).unwrap();
+    apply_schema(&conn).unwrap();
     let max_id: i64 = conn
         .query_row("SELECT max_id FROM bench_meta", [], |r| r.get(0))
         .unwrap();
@@ -693,6 +705,25 @@ fn remove_live_rows(path: &Path) {
     .unwrap();
     conn.execute("DELETE FROM users WHERE id >= 'live-' AND id < 'live.'", [])
         .unwrap();
+    for table in ["usage_user_daily", "usage_user_monthly"] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE user_id >= 'live-' AND user_id < 'live.'"),
+            [],
+        )
+        .unwrap();
+    }
+    // The per-model rollup of today holds the live calls too: sum it again from usage_daily.
+    conn.execute_batch(&format!(
+        "DELETE FROM usage_model_daily WHERE day = '{TODAY}'; \
+         INSERT INTO usage_model_daily (day, provider, model, calls, errors, input_tokens, \
+           cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, cost_nano_usd, \
+           estimated_calls, unpriced_calls, latency_ms_sum) \
+         SELECT day, provider, model, SUM(calls), SUM(errors), SUM(input_tokens), \
+           SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(total_tokens), \
+           SUM(cost_nano_usd), SUM(estimated_calls), SUM(unpriced_calls), SUM(latency_ms_sum) \
+         FROM usage_daily WHERE day = '{TODAY}' GROUP BY day, provider, model;"
+    ))
+    .unwrap();
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
     if removed > 0 {
@@ -701,7 +732,7 @@ fn remove_live_rows(path: &Path) {
 }
 
 fn describe(path: &Path) {
-    let conn = store::open_reader(path).unwrap();
+    let conn = open_reader(path).unwrap();
     let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     println!(
@@ -710,7 +741,7 @@ fn describe(path: &Path) {
         count("SELECT COUNT(*) FROM usage_daily"),
         conn.query_row(
             "SELECT COUNT(*) FROM usage_daily WHERE day >= ?1",
-            [store::month_start(TODAY)],
+            [month_start(TODAY)],
             |r| r.get::<_, i64>(0)
         )
         .unwrap(),
@@ -758,7 +789,7 @@ fn generate(path: &Path, rows: u64) {
          PRAGMA cache_size = -1000000; PRAGMA temp_store = MEMORY;",
     )
     .unwrap();
-    store::apply_schema(&conn).unwrap();
+    apply_schema(&conn).unwrap();
     // Indexes are built after the load (one sort each instead of 10 million random inserts).
     let indexes: Vec<String> = conn
         .prepare(
@@ -1027,10 +1058,14 @@ fn generate(path: &Path, rows: u64) {
         }
     }
     tx.commit().unwrap();
+    // Written as a version 1 file (rows, users and daily rollups only): the store's migration
+    // to version 2 builds the indexes and fills the per-user and per-model rollups from
+    // usage_daily, as it does for an operator's existing database.
+    conn.execute_batch("PRAGMA user_version = 1").unwrap();
     let load_done = Instant::now();
-    store::apply_schema(&conn).unwrap();
+    apply_schema(&conn).unwrap();
     println!(
-        "  indexes built in {:.1} s",
+        "  indexes built and migrated to schema version 2 in {:.1} s",
         load_done.elapsed().as_secs_f64()
     );
     conn.execute_batch(&format!(

@@ -26,7 +26,7 @@ use std::sync::{Arc, LazyLock};
 use divan::Bencher;
 use jiff::tz::TimeZone;
 use tollgate::config::LimitsConfig;
-use tollgate::quota::{Estimate, Ledger};
+use tollgate::quota::{Hold, Ledger};
 
 /// Users known to the ledger.
 const USERS: usize = 10_000;
@@ -77,7 +77,7 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-const ESTIMATE: Estimate = Estimate {
+const ESTIMATE: Hold = Hold {
     tokens: 4_500,
     cost_nano_usd: 45_000,
 };

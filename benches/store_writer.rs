@@ -25,7 +25,9 @@ use divan::counter::ItemsCount;
 use jiff::tz::TimeZone;
 use tempfile::TempDir;
 use tollgate::provider::{Usage, UsageSource};
-use tollgate::store::{Store, StoreWriter, UsageRow};
+use tollgate::store::UsageRow;
+use tollgate::store::sqlite::{Queue, WriterThread};
+use tollgate::usage::Outcome;
 
 /// Rows per sample.
 const ROWS: usize = 100_000;
@@ -115,9 +117,9 @@ fn rows() -> Vec<UsageRow> {
             let cost_pico = (input - cached) * p_in + cached * p_cached + output * p_out;
             let latency_ms = 300 + rng.below(20_000);
             let outcome = if rng.below(50) == 0 {
-                "client_gone"
+                Outcome::ClientGone
             } else {
-                "complete"
+                Outcome::Complete
             };
             UsageRow {
                 request_id: format!("req_{:016x}{:08x}", rng.next(), i),
@@ -137,7 +139,7 @@ fn rows() -> Vec<UsageRow> {
                     reasoning_tokens: reasoning,
                 },
                 cost_nano_usd: Some(i64::try_from(cost_pico.div_ceil(1_000_000)).unwrap()),
-                usage_source: if outcome == "complete" {
+                usage_source: if outcome == Outcome::Complete {
                     UsageSource::Reported
                 } else {
                     UsageSource::Estimated
@@ -151,9 +153,9 @@ fn rows() -> Vec<UsageRow> {
 }
 
 /// A store on a fresh file, and the rows to record into it.
-fn fresh(batch_max: usize) -> (TempDir, Store, StoreWriter, Vec<UsageRow>) {
+fn fresh(batch_max: usize) -> (TempDir, Queue, WriterThread, Vec<UsageRow>) {
     let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = Store::open(
+    let (store, writer) = Queue::open(
         &dir.path().join("tollgate.db"),
         TimeZone::UTC,
         ROWS,

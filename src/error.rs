@@ -9,6 +9,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::auth::AuthError;
 use crate::provider::ProviderKind;
 use crate::quota::Denied;
+use crate::usage::Outcome;
 
 /// Why Tollgate answered a call itself instead of relaying the upstream's answer.
 #[derive(Debug, thiserror::Error)]
@@ -108,22 +109,22 @@ impl GatewayError {
         resp
     }
 
-    /// A short name for logs and the row's `outcome`.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            GatewayError::UnknownPrefix => "refused_unknown_prefix",
-            GatewayError::Unauthenticated(_) => "refused_unauthenticated",
-            GatewayError::BodyTooLarge { .. } => "refused_body_too_large",
-            GatewayError::BodyRead => "refused_body_unreadable",
-            GatewayError::Denied(Denied::Blocked { .. }) => "refused_blocked",
-            GatewayError::Denied(Denied::Quota { .. }) => "refused_quota",
-            GatewayError::Denied(Denied::Rate { .. }) => "refused_rate",
-            GatewayError::Denied(Denied::Concurrency { .. }) => "refused_concurrency",
-            GatewayError::UpstreamUnreachable => "upstream_unreachable",
-            GatewayError::UpstreamTimeout => "upstream_timeout",
-            GatewayError::UpstreamRejectedKey => "upstream_rejected_key",
-            GatewayError::Internal => "internal_error",
-        }
+    /// The row's `outcome`; `None` for a refusal before the caller is known (it has no row).
+    pub fn outcome(&self) -> Option<Outcome> {
+        Some(match self {
+            // Refused before the caller is known: no row.
+            GatewayError::UnknownPrefix | GatewayError::Unauthenticated(_) => return None,
+            GatewayError::BodyTooLarge { .. } => Outcome::RefusedBodyTooLarge,
+            GatewayError::BodyRead => Outcome::RefusedBodyUnreadable,
+            GatewayError::Denied(Denied::Blocked { .. }) => Outcome::RefusedBlocked,
+            GatewayError::Denied(Denied::Quota { .. }) => Outcome::RefusedQuota,
+            GatewayError::Denied(Denied::Rate { .. }) => Outcome::RefusedRate,
+            GatewayError::Denied(Denied::Concurrency { .. }) => Outcome::RefusedConcurrency,
+            GatewayError::UpstreamUnreachable => Outcome::UpstreamUnreachable,
+            GatewayError::UpstreamTimeout => Outcome::UpstreamTimeout,
+            GatewayError::UpstreamRejectedKey => Outcome::UpstreamRejectedKey,
+            GatewayError::Internal => Outcome::InternalError,
+        })
     }
 }
 

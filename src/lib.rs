@@ -16,4 +16,5 @@ pub mod serve;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod upstream;
 pub mod usage;

@@ -209,10 +209,9 @@ fn token(args: &TokenArgs) -> ExitCode {
     }
 }
 
-/// `tollgate admin …`: reads only `store.path` from the configuration; every change is audited
-/// with the operating-system user as the actor (`cli:$USER`).
+/// `tollgate admin …`: reads only `[store]` from the configuration; every change is audited
+/// with the operating-system user as the actor (`cli:$USER`), in the change's transaction.
 fn admin(command: &AdminCommand) -> ExitCode {
-    use tollgate::store::{self, AuditEntry, accounts};
     let config = match command {
         AdminCommand::Add(a) | AdminCommand::SetPassword(a) | AdminCommand::Remove(a) => &a.config,
         AdminCommand::List(c) => c,
@@ -221,8 +220,19 @@ fn admin(command: &AdminCommand) -> ExitCode {
         Ok(raw) => raw,
         Err(e) => return invalid(&e),
     };
-    let conn = match store::open_for_writing(&raw.store.path) {
-        Ok(conn) => conn,
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    // No rows are recorded here: the time zone of the rollups does not matter.
+    let store = match tollgate::store::open(&raw.store, jiff::tz::TimeZone::UTC, None) {
+        Ok(store) => store,
         Err(e) => {
             eprintln!(
                 "error: cannot open the store at {} (store.path): {e}",
@@ -231,26 +241,50 @@ fn admin(command: &AdminCommand) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    let result = runtime.block_on(async {
+        let result = admin_command(command, &*store).await;
+        store.close().await;
+        result
+    });
+    match result {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+async fn admin_command(
+    command: &AdminCommand,
+    store: &dyn tollgate::store::Store,
+) -> Result<String, String> {
+    use tollgate::store::{Committed, Op, Work};
     let actor = format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
     );
     let now = jiff::Timestamp::now().as_millisecond();
-    let audit = |action: &str, name: &str| {
-        store::write_audit(
-            &conn,
-            &AuditEntry {
-                ts: now,
-                actor: &actor,
-                action,
-                target: Some(name),
-                ..Default::default()
-            },
-        )
+    let commit = |op: Op| async {
+        match store
+            .commit(Work {
+                actor: actor.clone(),
+                at_ms: now,
+                op,
+            })
+            .await
+        {
+            Ok(Committed::Account { changed }) => Ok(changed),
+            Ok(other) => Err(format!("unexpected answer from the store: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
     };
-    let result: Result<String, String> = (|| match command {
+    match command {
         AdminCommand::List(_) => {
-            let list = accounts::list_accounts(&conn).map_err(|e| e.to_string())?;
+            let list = store.accounts().await.map_err(|e| e.to_string())?;
             if list.is_empty() {
                 return Ok("no admin accounts; add one with `tollgate admin add NAME`".into());
             }
@@ -274,7 +308,9 @@ fn admin(command: &AdminCommand) -> ExitCode {
             tollgate::admin::session::valid_account_name(&a.name)?;
             let adding = matches!(command, AdminCommand::Add(_));
             if adding
-                && accounts::password_hash(&conn, &a.name)
+                && store
+                    .password_hash(&a.name)
+                    .await
                     .map_err(|e| e.to_string())?
                     .is_some()
             {
@@ -284,27 +320,29 @@ fn admin(command: &AdminCommand) -> ExitCode {
                 ));
             }
             let password = read_new_password()?;
-            let hash = tollgate::admin::hash_password(&password)?;
-            let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
-            let done = if adding {
-                accounts::add_account(&tx, &a.name, &hash, now)
+            let password_hash = tollgate::admin::hash_password(&password)?;
+            let name = a.name.clone();
+            let op = if adding {
+                Op::AddAccount {
+                    name,
+                    password_hash,
+                }
             } else {
-                accounts::set_password(&tx, &a.name, &hash)
-            }
-            .map_err(|e| e.to_string())?;
-            if !done {
-                return Err(format!("no account named {:?}", a.name));
-            }
-            audit(
-                if adding {
-                    "admin_add"
+                Op::SetPassword {
+                    name,
+                    password_hash,
+                }
+            };
+            if !commit(op).await? {
+                return Err(if adding {
+                    format!(
+                        "an account named {:?} exists (use `admin set-password`)",
+                        a.name
+                    )
                 } else {
-                    "admin_set_password"
-                },
-                &a.name,
-            )
-            .map_err(|e| e.to_string())?;
-            tx.commit().map_err(|e| e.to_string())?;
+                    format!("no account named {:?}", a.name)
+                });
+            }
             Ok(if adding {
                 format!("admin account {:?} created", a.name)
             } else {
@@ -312,26 +350,17 @@ fn admin(command: &AdminCommand) -> ExitCode {
             })
         }
         AdminCommand::Remove(a) => {
-            let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
-            if !accounts::remove_account(&tx, &a.name).map_err(|e| e.to_string())? {
+            if !commit(Op::RemoveAccount {
+                name: a.name.clone(),
+            })
+            .await?
+            {
                 return Err(format!("no account named {:?}", a.name));
             }
-            audit("admin_remove", &a.name).map_err(|e| e.to_string())?;
-            tx.commit().map_err(|e| e.to_string())?;
             Ok(format!(
                 "admin account {:?} removed; its sessions ended",
                 a.name
             ))
-        }
-    })();
-    match result {
-        Ok(message) => {
-            println!("{message}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_FAILED)
         }
     }
 }

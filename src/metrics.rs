@@ -227,7 +227,7 @@ pub struct Metrics {
     other_model: Arc<str>,
     no_model: Arc<str>,
     /// Read at render time for the writer's gauges; set once the store is open.
-    store: Arc<OnceLock<Store>>,
+    store: Arc<OnceLock<Arc<dyn Store>>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -338,7 +338,7 @@ impl Metrics {
     }
 
     /// Read the writer's gauges from `store` at each render. The first store attached stays.
-    pub fn attach_store(&self, store: Store) {
+    pub fn attach_store(&self, store: Arc<dyn Store>) {
         let _ = self.store.set(store);
     }
 
@@ -473,20 +473,22 @@ impl Drop for InFlight {
 /// The writer's figures, read from the store at each render.
 #[derive(Debug)]
 struct StoreGauges {
-    store: Arc<OnceLock<Store>>,
+    store: Arc<OnceLock<Arc<dyn Store>>>,
 }
 
 impl Collector for StoreGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let (depth, dropped, failed, committed) = match self.store.get() {
-            Some(s) => (
-                s.queue_depth(),
-                s.rows_dropped(),
-                s.rows_failed(),
-                s.rows_committed(),
-            ),
-            None => (0, 0, 0, 0),
-        };
+        let stats = self
+            .store
+            .get()
+            .map(|s| s.writer_stats())
+            .unwrap_or_default();
+        let (depth, dropped, failed, committed) = (
+            stats.queue_depth,
+            stats.rows_dropped,
+            stats.rows_failed,
+            stats.rows_committed,
+        );
         let depth = ConstGauge::new(i64::try_from(depth).unwrap_or(i64::MAX));
         depth.encode(encoder.encode_descriptor(
             "store_queue_depth",
@@ -551,7 +553,7 @@ mod tests {
             usage_source: UsageSource::Reported,
             latency_ms: 300,
             ttfb_ms: Some(40),
-            outcome: "complete",
+            outcome: crate::usage::Outcome::Complete,
         }
     }
 
@@ -733,12 +735,16 @@ mod tests {
     #[test]
     fn the_store_gauges_come_from_the_attached_store() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, writer) =
-            Store::open(&dir.path().join("t.db"), jiff::tz::TimeZone::UTC, 16, 16).unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(
+            &dir.path().join("t.db"),
+            jiff::tz::TimeZone::UTC,
+            crate::store::sqlite::Options::default(),
+        )
+        .unwrap();
         let m = Metrics::new();
-        m.attach_store(store.clone());
+        m.attach_store(Arc::clone(&store) as Arc<dyn Store>);
         assert!(store.record(row("openai", Some("gpt-4o"), 200)));
-        writer.close();
+        store.close_blocking();
         assert!(!store.record(row("openai", Some("gpt-4o"), 200)), "closed");
         let text = m.render();
         for line in [

@@ -2,11 +2,11 @@
 //! calls and blocking — decided in memory, on every call, before anything is forwarded.
 //!
 //! ```text
-//! estimate_tokens(&info, max_output, media_tokens)  prompt estimate + max output (or the default)
-//!   → Estimate { tokens, cost_nano_usd }            the caller prices the estimate
-//!   → Ledger::admit(&user, estimate)                blocked? quota? concurrency? rate?
+//! Hold { tokens, cost_nano_usd }                    what the call may consume at most (the
+//!                                                   caller's prompt estimate + output cap, priced)
+//!   → Ledger::admit(&user, hold)                    blocked? quota? concurrency? rate?
 //!        ├─ Err(Denied)                             403 / 429: the upstream is never called
-//!        └─ Ok(Reservation)                         estimate reserved in today's and this month's
+//!        └─ Ok(Reservation)                         hold reserved in today's and this month's
 //!                                                   windows; one more call in flight
 //!   … the call runs; the reservation lives in the response body …
 //!   → reservation.settle(actual_tokens, actual_cost_nano_usd)
@@ -17,12 +17,12 @@
 //!
 //! **The rule.** A call is refused when, in its day or month window, the user's recorded usage
 //! plus what their in-flight calls reserved has *reached* a limit (`used + reserved >= limit`);
-//! otherwise it is admitted and reserves its whole estimate, however close to the limit that
-//! takes the user. So a call is never refused because its estimate (which counts the full
+//! otherwise it is admitted and reserves its whole hold, however close to the limit that
+//! takes the user. So a call is never refused because its hold (which counts the full
 //! `max_tokens`) would cross the limit, and a burst of concurrent calls cannot spend past a
 //! limit by more than one call: every admitted call saw the others' usage or reservations, so
 //! the recorded total ends below `limit + the last admitted call's usage` — provided each call's
-//! usage stays within its estimate (`max_tokens` bounds the output; the prompt estimate is
+//! usage stays within its hold (`max_tokens` bounds the output; the prompt estimate is
 //! rough). Tokens are input + output as recorded; costs count priced calls only.
 //!
 //! **Checks, in order**: blocked (`Denied::Blocked`, 403) → quota windows, month before day so
@@ -45,15 +45,17 @@
 //!
 //! **State** is a sharded map from user id to a small per-user record behind its own mutex;
 //! an admission takes the shard lock for one hash lookup, then the user's lock for the checks,
-//! and allocates nothing unless the user is new. [`Ledger::seed_from_store`] restores today's
-//! and this month's totals and every user's controls at start; [`Ledger::block`],
-//! [`Ledger::unblock`] and [`Ledger::set_overrides`] persist an operator's change (with the
-//! caller's audit row, in one transaction) and then apply it to the next call.
+//! and allocates nothing unless the user is new. [`Ledger::seed`] restores today's and this
+//! month's totals and every user's controls at start (from a [`QuotaSeed`] the store loads);
+//! [`Ledger::apply_controls`] makes an operator's change — committed by the store first, with
+//! its audit row — apply to the user's next call.
 //!
-//! This module never does I/O on the admission path: `admit`, `settle` and `status` touch only
-//! memory and two clocks ([`Clock`] for the calendar, a governor clock for the rate). It never
-//! writes usage rows (the store's writer does) and never decides an HTTP status or body (that
-//! is `error`'s job; [`Denied`] says which refusal it was).
+//! This module does no I/O at all: `admit`, `settle` and `status` touch only memory and two
+//! clocks ([`Clock`] for the calendar, a governor clock for the rate). It never reads or writes
+//! the store (the store's writer records usage; `admin` persists controls and then applies them
+//! here), and never decides an HTTP status or body (that is `error`'s job; [`Denied`] says which
+//! refusal it was). What a control or a seed *is* lives in [`controls`], which names no
+//! database either.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -71,14 +73,15 @@ use governor::{Quota, RateLimiter};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use parking_lot::Mutex;
-use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::calendar::{self, Windows, secs_until, timestamp};
 use crate::config::LimitsConfig;
-use crate::provider::{Endpoint, RequestInfo};
-use crate::store;
-pub use crate::store::{Change, OverridesPatch, QuotaSeed, UserControls, UserOverrides};
+pub use controls::{
+    Change, InvalidPatch, OverridesPatch, QuotaSeed, SeedTotals, SeedUser, UserControls,
+    UserOverrides, validate_patch,
+};
 
+pub mod controls;
 #[cfg(test)]
 mod tests;
 
@@ -238,33 +241,15 @@ pub enum LimitKind {
     Cost,
 }
 
-// === estimates ===
+// === holds ===
 
-/// What an admitted call reserves until it settles.
+/// What an admitted call reserves until it settles: the most it may consume (its prompt
+/// estimate plus its output cap, priced by the caller). Not a usage: the call's usage replaces
+/// it when the call settles.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Estimate {
+pub struct Hold {
     pub tokens: u64,
     pub cost_nano_usd: u64,
-}
-
-/// The tokens a call may consume, reserved at admission: the prompt estimate plus the request's
-/// own cap on output (`max_tokens`, `max_output_tokens`, `maxOutputTokens`), or
-/// `default_max_output` (`limits.default_max_output_tokens`) when it sets none. Embeddings
-/// produce no output; endpoints that consume nothing (`countTokens`, unknown paths) reserve 0.
-/// Each inline image or audio part of the prompt counts `media_part_tokens`
-/// (`limits.media_part_tokens`), never the bytes of its base64 data.
-pub fn estimate_tokens(info: &RequestInfo, default_max_output: u64, media_part_tokens: u64) -> u64 {
-    let output = match info.endpoint {
-        Endpoint::CountTokens | Endpoint::Other => return 0,
-        Endpoint::Embeddings | Endpoint::EmbedContent | Endpoint::BatchEmbedContents => 0,
-        Endpoint::ChatCompletions
-        | Endpoint::Responses
-        | Endpoint::Completions
-        | Endpoint::GenerateContent
-        | Endpoint::StreamGenerateContent => info.max_output_tokens.unwrap_or(default_max_output),
-    };
-    info.prompt_tokens_with(media_part_tokens)
-        .saturating_add(output)
 }
 
 // === refusals ===
@@ -428,21 +413,21 @@ impl Counters {
         }
     }
 
-    fn reserve(&mut self, estimate: Estimate) {
-        self.reserved_tokens = self.reserved_tokens.saturating_add(estimate.tokens);
-        self.reserved_cost = self.reserved_cost.saturating_add(estimate.cost_nano_usd);
+    fn reserve(&mut self, hold: Hold) {
+        self.reserved_tokens = self.reserved_tokens.saturating_add(hold.tokens);
+        self.reserved_cost = self.reserved_cost.saturating_add(hold.cost_nano_usd);
     }
 
-    /// Release `estimate` and record the actual usage, if this is still the window it was
+    /// Release `hold` and record the actual usage, if this is still the window it was
     /// reserved in.
-    fn settle(&mut self, start_ms: i64, estimate: Estimate, tokens: u64, cost: u64) {
+    fn settle(&mut self, start_ms: i64, hold: Hold, tokens: u64, cost: u64) {
         if self.start_ms != start_ms {
             // The window rolled since admission: the old one is over and the new one never
             // held this reservation.
             return;
         }
-        self.reserved_tokens = self.reserved_tokens.saturating_sub(estimate.tokens);
-        self.reserved_cost = self.reserved_cost.saturating_sub(estimate.cost_nano_usd);
+        self.reserved_tokens = self.reserved_tokens.saturating_sub(hold.tokens);
+        self.reserved_cost = self.reserved_cost.saturating_sub(hold.cost_nano_usd);
         self.used_tokens = self.used_tokens.saturating_add(tokens);
         self.used_cost = self.used_cost.saturating_add(cost);
     }
@@ -549,50 +534,6 @@ pub struct WindowStatus {
     pub remaining_cost_nano_usd: Option<u64>,
 }
 
-// === admin ===
-
-/// An operator's change that could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// A value the ledger cannot use, naming its field.
-    #[error("`{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
-    /// The store refused (or the audit hook failed); nothing changed, in the file or in memory.
-    #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
-}
-
-/// Check an overrides patch before it is stored: a rate or concurrency cap of 0 is refused (block
-/// the user instead), and no value may exceed what SQLite stores (`i64::MAX`).
-pub fn validate_patch(patch: &OverridesPatch) -> Result<(), AdminError> {
-    let invalid = |key, message: &str| AdminError::Invalid {
-        key,
-        message: message.to_string(),
-    };
-    for (key, value) in [
-        ("daily_tokens", patch.daily_tokens),
-        ("monthly_tokens", patch.monthly_tokens),
-        ("daily_cost_nano_usd", patch.daily_cost_nano_usd),
-        ("monthly_cost_nano_usd", patch.monthly_cost_nano_usd),
-    ] {
-        if value.flatten().is_some_and(|v| i64::try_from(v).is_err()) {
-            return Err(invalid(key, "is too large"));
-        }
-    }
-    for (key, value) in [
-        ("requests_per_minute", patch.requests_per_minute),
-        ("max_concurrent", patch.max_concurrent),
-    ] {
-        if value.flatten() == Some(0) {
-            return Err(invalid(
-                key,
-                "must be at least 1 (block the user to stop all of their calls; null returns to the default)",
-            ));
-        }
-    }
-    Ok(())
-}
-
 // === the ledger ===
 
 #[repr(align(128))]
@@ -617,8 +558,6 @@ pub struct Ledger<C: Clock = SystemClock, R: RateClock = DefaultClock> {
     tz: TimeZone,
     clock: C,
     rate_clock: R,
-    /// Serialises admin operations so that the in-memory state follows commit order.
-    admin: Mutex<()>,
 }
 
 impl Ledger {
@@ -653,16 +592,15 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
             tz,
             clock,
             rate_clock,
-            admin: Mutex::new(()),
         }
     }
 
-    /// Admit a call by `user` that may consume `estimate`, or say why not. Checks, in order:
+    /// Admit a call by `user` that may consume `hold`, or say why not. Checks, in order:
     /// blocked, quota (month, then day; tokens, then cost), calls in flight, request rate. An
-    /// admitted call reserves `estimate` in the current day and month and counts as in flight
+    /// admitted call reserves `hold` in the current day and month and counts as in flight
     /// until its [`Reservation`] settles or is dropped. Memory only; allocates only for a user
     /// seen for the first time (or for a refusal's reason).
-    pub fn admit(&self, user: &Arc<str>, estimate: Estimate) -> Result<Reservation<R>, Denied> {
+    pub fn admit(&self, user: &Arc<str>, hold: Hold) -> Result<Reservation<R>, Denied> {
         let now_ms = self.clock.now_ms();
         let (cell, calendar, defaults) = self.cell(user, now_ms);
         let mut state = cell.lock();
@@ -700,13 +638,13 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
             });
         }
         state.in_flight = state.in_flight.saturating_add(1);
-        state.day.reserve(estimate);
-        state.month.reserve(estimate);
+        state.day.reserve(hold);
+        state.month.reserve(hold);
         let (day_start, month_start) = (state.day.start_ms, state.month.start_ms);
         drop(state);
         Ok(Reservation {
             cell,
-            estimate,
+            hold,
             day_start,
             month_start,
             admitted_ms: now_ms,
@@ -771,7 +709,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
     }
 
     /// The days to load a [`QuotaSeed`] for: today (`YYYY-MM-DD`, local) and the first of this
-    /// month, as [`store::load_quota_seed`] takes them.
+    /// month, as the store's `quota_seed` takes them.
     pub fn seed_days(&self) -> (String, String) {
         let today = calendar::local_day(self.clock.now_ms(), &self.tz);
         let month = calendar::month_start(&today);
@@ -812,13 +750,6 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
         seed.users.len()
     }
 
-    /// [`store::load_quota_seed`] for the ledger's today and month, then [`Ledger::seed`].
-    pub fn seed_from_store(&self, conn: &Connection) -> rusqlite::Result<usize> {
-        let (today, month) = self.seed_days();
-        let seed = store::load_quota_seed(conn, &today, &month)?;
-        Ok(self.seed(&seed))
-    }
-
     /// `user`'s controls as the ledger holds them (the defaults for a user never seen).
     pub fn controls(&self, user: &str) -> UserControls {
         let (cell, _, _) = self.lookup(user, self.clock.now_ms());
@@ -826,74 +757,13 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
     }
 
     /// Make `controls` the user's from their next call on, in memory only — for a caller that
-    /// committed the change itself (with [`store::set_user_blocked`] or
-    /// [`store::set_user_overrides`]). Calls already admitted are not affected.
+    /// committed the change to the store first. Calls already admitted are not affected.
     pub fn apply_controls(&self, user: &str, controls: &UserControls) {
         let now_ms = self.clock.now_ms();
         let (cell, calendar, _) = self.cell(&Arc::from(user), now_ms);
         let mut state = cell.lock();
         state.roll(&calendar);
         state.controls = controls.clone();
-    }
-
-    /// Block `user` (with an optional reason shown to operators): persisted in one transaction
-    /// with whatever `audit` writes, then applied to their next call. Blocking I/O (SQLite,
-    /// `BEGIN IMMEDIATE`): call it off the async runtime.
-    pub fn block(
-        &self,
-        conn: &mut Connection,
-        user: &str,
-        reason: Option<&str>,
-        audit: impl FnOnce(&Transaction<'_>, &Change<UserControls>) -> rusqlite::Result<()>,
-    ) -> Result<Change<UserControls>, AdminError> {
-        self.persist(conn, user, audit, |tx, now_ms| {
-            store::set_user_blocked(tx, user, true, reason, now_ms)
-        })
-    }
-
-    /// Unblock `user` (clearing the reason), like [`Ledger::block`].
-    pub fn unblock(
-        &self,
-        conn: &mut Connection,
-        user: &str,
-        audit: impl FnOnce(&Transaction<'_>, &Change<UserControls>) -> rusqlite::Result<()>,
-    ) -> Result<Change<UserControls>, AdminError> {
-        self.persist(conn, user, audit, |tx, now_ms| {
-            store::set_user_blocked(tx, user, false, None, now_ms)
-        })
-    }
-
-    /// Set or clear some of `user`'s overrides ([`OverridesPatch`]), validated by
-    /// [`validate_patch`], like [`Ledger::block`].
-    pub fn set_overrides(
-        &self,
-        conn: &mut Connection,
-        user: &str,
-        patch: &OverridesPatch,
-        audit: impl FnOnce(&Transaction<'_>, &Change<UserControls>) -> rusqlite::Result<()>,
-    ) -> Result<Change<UserControls>, AdminError> {
-        validate_patch(patch)?;
-        self.persist(conn, user, audit, |tx, now_ms| {
-            store::set_user_overrides(tx, user, patch, now_ms)
-        })
-    }
-
-    /// One admin change: `BEGIN IMMEDIATE`, the change, the audit hook, commit, then memory.
-    /// Serialised, so that memory ends as the last commit left the file.
-    fn persist(
-        &self,
-        conn: &mut Connection,
-        user: &str,
-        audit: impl FnOnce(&Transaction<'_>, &Change<UserControls>) -> rusqlite::Result<()>,
-        change: impl FnOnce(&Transaction<'_>, i64) -> rusqlite::Result<Change<UserControls>>,
-    ) -> Result<Change<UserControls>, AdminError> {
-        let _serial = self.admin.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let change = change(&tx, self.clock.now_ms())?;
-        audit(&tx, &change)?;
-        tx.commit()?;
-        self.apply_controls(user, &change.after);
-        Ok(change)
     }
 
     fn shard(&self, user: &str) -> &Shard<R> {
@@ -960,13 +830,13 @@ impl<C: Clock, R: RateClock> fmt::Debug for Ledger<C, R> {
 
 // === reservations ===
 
-/// An admitted call's hold on its estimate. Settle it with the call's actual usage when the
+/// An admitted call's reservation of its [`Hold`]. Settle it with the call's actual usage when the
 /// call ends; dropping it unsettled releases it as if the call consumed nothing (for paths
 /// where nothing was forwarded). `Send + 'static`, so it can live in a response body.
 #[must_use = "dropping a reservation releases it as if the call consumed nothing"]
 pub struct Reservation<R: RateClock = DefaultClock> {
     cell: Cell<R>,
-    estimate: Estimate,
+    hold: Hold,
     /// The windows the call was admitted in, by their start.
     day_start: i64,
     month_start: i64,
@@ -976,8 +846,8 @@ pub struct Reservation<R: RateClock = DefaultClock> {
 
 impl<R: RateClock> Reservation<R> {
     /// What was reserved.
-    pub fn estimate(&self) -> Estimate {
-        self.estimate
+    pub fn hold(&self) -> Hold {
+        self.hold
     }
 
     /// When the call was admitted (the ledger's clock): the usage row's `ts`, so that the row's
@@ -988,7 +858,7 @@ impl<R: RateClock> Reservation<R> {
 
     /// The call ended having consumed `tokens` (input + output) costing `cost_nano_usd` (0 when
     /// unpriced): release the reservation and record the usage in the day and month the call
-    /// was admitted in. Usage above the estimate is recorded as it is.
+    /// was admitted in. Usage above the hold is recorded as it is.
     pub fn settle(mut self, tokens: u64, cost_nano_usd: u64) {
         self.close(tokens, cost_nano_usd);
     }
@@ -999,12 +869,10 @@ impl<R: RateClock> Reservation<R> {
         }
         let mut state = self.cell.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
-        state
-            .day
-            .settle(self.day_start, self.estimate, tokens, cost);
+        state.day.settle(self.day_start, self.hold, tokens, cost);
         state
             .month
-            .settle(self.month_start, self.estimate, tokens, cost);
+            .settle(self.month_start, self.hold, tokens, cost);
     }
 }
 
@@ -1017,7 +885,7 @@ impl<R: RateClock> Drop for Reservation<R> {
 impl<R: RateClock> fmt::Debug for Reservation<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reservation")
-            .field("estimate", &self.estimate)
+            .field("hold", &self.hold)
             .field("admitted_at", &self.admitted_at())
             .field("open", &self.open)
             .finish_non_exhaustive()

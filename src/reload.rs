@@ -26,9 +26,8 @@
 //! **Secrets.** Only key names and values from the file appear in logs and audit rows; a
 //! changed secret (a provider key, the JWT secret) is shown as `"***"` before and after.
 //!
-//! **Audit rows** go through `store::write_audit` on a connection of this module's own, in a
-//! `BEGIN IMMEDIATE` transaction on a blocking thread: never on the request path, and never
-//! through the usage writer's queue.
+//! **Audit rows** are a unit of work of the store's (`Op::ConfigReload`): never on the request
+//! path, and never through the usage writer's queue.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,7 +35,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, watch};
@@ -46,7 +44,7 @@ use crate::config::Config;
 use crate::metrics::{Metrics, ReloadResult};
 use crate::proxy::{Proxy, Runtime};
 use crate::quota::{Ledger, Limits};
-use crate::store::{AuditEntry, write_audit};
+use crate::store::{Committed, Op, Store, Work};
 
 /// Reads the secrets a configuration names (the process environment in production).
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -180,6 +178,7 @@ struct Inner {
     proxy: Arc<Proxy>,
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
     /// The file as last read (before restart-only keys are pinned); reloads take turns.
     last: Mutex<Arc<Config>>,
 }
@@ -195,7 +194,7 @@ impl fmt::Debug for Reloader {
 impl Reloader {
     /// A reloader for the gateway whose proxy is `proxy`, reading `path` (none: reloads fail
     /// with [`ReloadError::NoFile`]) and the secrets it names through `env`. `loaded` is the
-    /// configuration the gateway started with.
+    /// configuration the gateway started with; audit rows go to `store`.
     pub fn new(
         path: Option<PathBuf>,
         env: Env,
@@ -203,6 +202,7 @@ impl Reloader {
         ledger: Arc<Ledger>,
         metrics: Arc<Metrics>,
         loaded: Arc<Config>,
+        store: Arc<dyn Store>,
     ) -> Reloader {
         Reloader {
             inner: Arc::new(Inner {
@@ -211,6 +211,7 @@ impl Reloader {
                 proxy,
                 ledger,
                 metrics,
+                store,
                 last: Mutex::new(loaded),
             }),
         }
@@ -265,9 +266,7 @@ impl Reloader {
             .iter()
             .any(|k| flat_value(&running.config, k) != flat_value(&effective, k));
         let client = if rebuild_client {
-            crate::serve::upstream_client(&effective).map_err(|e| {
-                ReloadError::Internal(format!("cannot build the upstream client: {e}"))
-            })?
+            crate::upstream::client(&effective).map_err(|e| ReloadError::Internal(e.to_string()))?
         } else {
             running.client().clone()
         };
@@ -309,18 +308,18 @@ impl Reloader {
             detail.push_str("; needs a restart: ");
             detail.push_str(&pending.join(", "));
         }
-        let audit_id = audit(
-            &effective.raw.store.path,
-            AuditOwned {
-                actor: trigger.actor().to_string(),
-                action: "config_reload",
-                target: path.display().to_string(),
-                before_json: Some(Value::Object(before).to_string()),
-                after_json: Some(Value::Object(after).to_string()),
-                detail,
-            },
-        )
-        .await;
+        let audit_id = self
+            .audit(
+                &trigger,
+                Op::ConfigReload {
+                    applied: true,
+                    file: path.display().to_string(),
+                    before_json: Some(Value::Object(before).to_string()),
+                    after_json: Some(Value::Object(after).to_string()),
+                    detail,
+                },
+            )
+            .await;
         Ok(ReloadOutcome::Applied {
             changes,
             needs_restart: pending,
@@ -337,13 +336,11 @@ impl Reloader {
             "configuration reload refused: the running configuration stays"
         );
         self.inner.metrics.reloaded(ReloadResult::Refused);
-        let store_path = self.inner.proxy.config().raw.store.path.clone();
-        audit(
-            &store_path,
-            AuditOwned {
-                actor: trigger.actor().to_string(),
-                action: "config_reload_refused",
-                target: path.display().to_string(),
+        self.audit(
+            trigger,
+            Op::ConfigReload {
+                applied: false,
+                file: path.display().to_string(),
                 before_json: None,
                 after_json: None,
                 detail: format!("{trigger}: {message}"),
@@ -351,6 +348,25 @@ impl Reloader {
         )
         .await;
         ReloadError::Invalid(message)
+    }
+
+    /// Write a reload's audit row. A failure is logged and returns `None`: the reload itself
+    /// stands.
+    async fn audit(&self, trigger: &Trigger, op: Op) -> Option<i64> {
+        let action = op.action().as_str();
+        let work = Work {
+            actor: trigger.actor().to_string(),
+            at_ms: jiff::Timestamp::now().as_millisecond(),
+            op,
+        };
+        match self.inner.store.commit(work).await {
+            Ok(Committed::Audited { audit_id }) => Some(audit_id),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(action, error = %e, "cannot write the configuration reload's audit row");
+                None
+            }
+        }
     }
 
     /// Watch the file and reload when it changes, until `stop` changes or its sender is gone.
@@ -569,55 +585,6 @@ fn quoted(name: &str) -> String {
 
 fn flat_value(config: &Config, key: &str) -> Option<Value> {
     flatten(config).remove(key)
-}
-
-/// An audit row with owned fields, to move onto a blocking thread.
-struct AuditOwned {
-    actor: String,
-    action: &'static str,
-    target: String,
-    before_json: Option<String>,
-    after_json: Option<String>,
-    detail: String,
-}
-
-/// Write `row` on a connection of its own, on a blocking thread. A failure is logged and
-/// returns `None`: the reload itself stands.
-async fn audit(store_path: &Path, row: AuditOwned) -> Option<i64> {
-    let path = store_path.to_path_buf();
-    let action = row.action;
-    let written = tokio::task::spawn_blocking(move || write_row(&path, &row)).await;
-    match written {
-        Ok(Ok(id)) => Some(id),
-        Ok(Err(e)) => {
-            tracing::error!(action, error = %e, "cannot write the configuration reload's audit row");
-            None
-        }
-        Err(e) => {
-            tracing::error!(action, error = %e, "the audit task failed");
-            None
-        }
-    }
-}
-
-fn write_row(path: &Path, row: &AuditOwned) -> rusqlite::Result<i64> {
-    let mut conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let id = write_audit(
-        &tx,
-        &AuditEntry {
-            ts: jiff::Timestamp::now().as_millisecond(),
-            actor: &row.actor,
-            action: row.action,
-            target: Some(&row.target),
-            before_json: row.before_json.clone(),
-            after_json: row.after_json.clone(),
-            detail: Some(row.detail.clone()),
-        },
-    )?;
-    tx.commit()?;
-    Ok(id)
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! Listeners and the process lifecycle: binds the proxy listener, serves HTTP/1.1 and HTTP/2
-//! (cleartext, prior knowledge) on it, builds the pooled upstream client, opens the store,
-//! creates the metrics and the configuration [`Reloader`] (with its file watch; SIGHUP in
-//! [`run`]), and on shutdown stops accepting, lets in-flight calls finish within the grace
-//! period, cuts the rest (their rows are still written), and flushes every row before returning.
+//! Listeners and the process lifecycle — the top of the program, which wires the others: binds
+//! the proxy listener, serves HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on it, builds the
+//! upstream client, opens the store and seeds the quota ledger from it, creates the metrics and
+//! the configuration [`Reloader`] (with its file watch; SIGHUP in [`run`]), starts the admin
+//! listener with the handles it needs ([`AdminHandles`]), and on shutdown stops accepting, lets
+//! in-flight calls finish within the grace period, cuts the rest (their rows are still written),
+//! and flushes every row before returning.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,28 +12,56 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::admin::AdminHandles;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, Runtime, UpstreamClient};
+use crate::proxy::{Proxy, Runtime};
 use crate::quota::Ledger;
 use crate::reload::{Env, ReloadError, ReloadOutcome, Reloader, Trigger};
-use crate::store::{RowObserver, Store, StoreWriter};
+use crate::store::{RowObserver, Store, StoreError};
 
-/// Any error that stops the gateway from starting.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Why the gateway did not start. Each message names the setting involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Listen {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The store could not be opened (or migrated).
+    #[error("cannot open the store at {path} (store.path): {source}")]
+    Store { path: String, source: StoreError },
+    /// The quota counters could not be read from the store.
+    #[error("cannot read usage totals from {path} (store.path): {source}")]
+    Seed { path: String, source: StoreError },
+    /// The upstream client could not be built.
+    #[error(transparent)]
+    Client(#[from] crate::upstream::ClientError),
+    /// The configuration cannot be served (e.g. a provider key that is no header value).
+    #[error("{0}")]
+    Runtime(String),
+    /// The admin listener refused to start.
+    #[error("{0}")]
+    Admin(String),
+    /// Signal handlers or the listener's own address.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// A started gateway.
 pub struct Running {
     /// The proxy listener's bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// Everything the gateway stores and reads.
+    pub store: Arc<dyn Store>,
     /// The quota ledger the proxy admits calls with (the admin side acts on it).
     pub ledger: Arc<Ledger>,
     /// The gateway's metrics; `metrics.render()` is the body of `GET /metrics`.
@@ -58,6 +88,16 @@ impl Running {
         self.reloader.config()
     }
 
+    /// What the admin listener needs of this gateway.
+    pub fn admin_handles(&self) -> AdminHandles {
+        AdminHandles {
+            store: Arc::clone(&self.store),
+            ledger: Arc::clone(&self.ledger),
+            metrics: Arc::clone(&self.metrics),
+            reloader: self.reloader.clone(),
+        }
+    }
+
     /// Reload the configuration file now (see [`Reloader::reload`]).
     pub async fn reload(&self, trigger: Trigger) -> Result<ReloadOutcome, ReloadError> {
         self.reloader.reload(trigger).await
@@ -72,20 +112,20 @@ impl Running {
 }
 
 /// Start the gateway on the configured listener.
-pub async fn start(config: Config) -> Result<Running, BoxError> {
-    let listener = TcpListener::bind(config.raw.server.listen)
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let addr = config.raw.server.listen;
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on {} (server.listen): {e}",
-                config.raw.server.listen
-            )
+        .map_err(|source| StartError::Listen {
+            key: "server.listen",
+            addr,
+            source,
         })?;
     start_on(config, listener).await
 }
 
 /// Start the gateway on an already bound listener (tests bind 127.0.0.1:0).
-pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, BoxError> {
+pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, StartError> {
     start_on_with(config, listener, Options::default()).await
 }
 
@@ -94,7 +134,7 @@ pub async fn start_on_with(
     config: Config,
     listener: TcpListener,
     options: Options,
-) -> Result<Running, BoxError> {
+) -> Result<Running, StartError> {
     let config_path = options.config_path.or_else(|| config.source.clone());
     let env = options
         .env
@@ -102,39 +142,42 @@ pub async fn start_on_with(
     let config = Arc::new(config);
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
-    let (store, writer) = Store::open_with(
-        &config.raw.store.path,
-        config.timezone.clone(),
-        crate::store::StoreOptions {
-            queue_capacity: config.raw.store.queue_capacity,
-            batch_max: config.raw.store.batch_max,
-            linger: Duration::from_millis(config.raw.store.commit_interval_ms),
-            observer: Some(Arc::clone(&metrics) as Arc<dyn RowObserver>),
-            ..Default::default()
-        },
-    )
-    .map_err(|e| {
-        format!(
-            "cannot open the store at {} (store.path): {e}",
-            config.raw.store.path.display()
-        )
-    })?;
+    let path = || config.raw.store.path.display().to_string();
+    let observer = Arc::clone(&metrics) as Arc<dyn RowObserver>;
+    let store = crate::store::open(&config.raw.store, config.timezone.clone(), Some(observer))
+        .map_err(|source| StartError::Store {
+            path: path(),
+            source,
+        })?;
     let ledger = Arc::new(Ledger::new(&config.raw.limits, config.timezone.clone()));
     // Today's and this month's totals, blocks and overrides: the counters survive restarts.
-    let seeded = crate::store::open_reader(&config.raw.store.path)
-        .and_then(|conn| ledger.seed_from_store(&conn))
-        .map_err(|e| {
-            format!(
-                "cannot read usage totals from {} (store.path): {e}",
-                config.raw.store.path.display()
-            )
-        })?;
+    let (today, month) = ledger.seed_days();
+    let seed = match store.quota_seed(&today, &month).await {
+        Ok(seed) => seed,
+        Err(source) => {
+            store.close().await;
+            return Err(StartError::Seed {
+                path: path(),
+                source,
+            });
+        }
+    };
+    let seeded = ledger.seed(&seed);
     tracing::debug!(users = seeded, "quota counters seeded from the store");
-    metrics.attach_store(store.clone());
-    let runtime = Runtime::new(Arc::clone(&config), upstream_client(&config)?)?;
+    metrics.attach_store(Arc::clone(&store));
+    let runtime = crate::upstream::client(&config)
+        .map_err(StartError::from)
+        .and_then(|client| Runtime::new(Arc::clone(&config), client).map_err(StartError::Runtime));
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
     let proxy = Arc::new(Proxy::new(
         runtime,
-        store,
+        Arc::clone(&store),
         Arc::clone(&ledger),
         Arc::clone(&metrics),
     ));
@@ -145,6 +188,7 @@ pub async fn start_on_with(
         Arc::clone(&ledger),
         Arc::clone(&metrics),
         Arc::clone(&config),
+        Arc::clone(&store),
     );
     let (stop, stop_rx) = watch::channel(false);
     if config.raw.server.watch_config && config_path.is_some() {
@@ -158,11 +202,12 @@ pub async fn start_on_with(
         proxy,
         Arc::clone(&config),
         stop_rx,
-        writer,
+        Arc::clone(&store),
     ));
     tracing::info!(%addr, providers = config.providers.len(), "tollgate listening");
     Ok(Running {
         addr,
+        store,
         ledger,
         metrics,
         reloader,
@@ -173,7 +218,7 @@ pub async fn start_on_with(
 
 /// Start, then run until SIGTERM or SIGINT, then stop gracefully. SIGHUP reloads the
 /// configuration file.
-pub async fn run(config: Config) -> Result<(), BoxError> {
+pub async fn run(config: Config) -> Result<(), StartError> {
     // Listen for the signals before accepting anything, so that a SIGTERM arriving right after
     // start-up still gets a graceful stop rather than the default action (and a SIGHUP a reload
     // rather than the end of the process).
@@ -182,16 +227,20 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     let admin_listen = config.raw.admin.listen;
     let running = start(config).await?;
     let admin = match TcpListener::bind(admin_listen).await {
-        Ok(listener) => crate::admin::start(&running, listener).await,
-        Err(e) => Err(format!(
-            "cannot listen on {admin_listen} (admin.listen): {e}"
-        )),
+        Ok(listener) => crate::admin::start(running.admin_handles(), listener)
+            .await
+            .map_err(StartError::Admin),
+        Err(source) => Err(StartError::Listen {
+            key: "admin.listen",
+            addr: admin_listen,
+            source,
+        }),
     };
     let admin = match admin {
         Ok(admin) => admin,
         Err(e) => {
             running.shutdown().await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     let reloader = running.reloader.clone();
@@ -212,7 +261,7 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
 }
 
 /// A future that resolves at the first SIGTERM or SIGINT; the handlers are installed now.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, BoxError> {
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, std::io::Error> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -253,7 +302,7 @@ impl Hangups {
     }
 }
 
-fn reload_signal() -> Result<Hangups, BoxError> {
+fn reload_signal() -> Result<Hangups, std::io::Error> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -267,36 +316,12 @@ fn reload_signal() -> Result<Hangups, BoxError> {
     }
 }
 
-/// The pooled upstream client for `config` (also built by a reload that changes its settings).
-pub(crate) fn upstream_client(config: &Config) -> Result<UpstreamClient, BoxError> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout()));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(
-            config.raw.server.pool_idle_timeout_secs,
-        ))
-        .pool_max_idle_per_host(config.raw.server.pool_max_idle_per_host)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(https))
-}
-
 async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     config: Arc<Config>,
     mut stop: watch::Receiver<bool>,
-    writer: StoreWriter,
+    store: Arc<dyn Store>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -357,5 +382,5 @@ async fn accept_loop(
     conns.abort_all();
     while conns.join_next().await.is_some() {}
     drop(proxy);
-    let _ = tokio::task::spawn_blocking(move || writer.close()).await;
+    store.close().await;
 }

@@ -222,6 +222,23 @@ impl Totals {
         self.latency_ms_sum = self.latency_ms_sum.saturating_add(other.latency_ms_sum);
     }
 
+    /// Take `other` out of `self` (the inverse of [`Totals::add`] short of saturation).
+    pub fn sub(&mut self, other: &Totals) {
+        self.calls = self.calls.saturating_sub(other.calls);
+        self.input_tokens = self.input_tokens.saturating_sub(other.input_tokens);
+        self.cached_input_tokens = self
+            .cached_input_tokens
+            .saturating_sub(other.cached_input_tokens);
+        self.output_tokens = self.output_tokens.saturating_sub(other.output_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_sub(other.reasoning_tokens);
+        self.total_tokens = self.total_tokens.saturating_sub(other.total_tokens);
+        self.cost_nano_usd = self.cost_nano_usd.saturating_sub(other.cost_nano_usd);
+        self.estimated_calls = self.estimated_calls.saturating_sub(other.estimated_calls);
+        self.unpriced_calls = self.unpriced_calls.saturating_sub(other.unpriced_calls);
+        self.errors = self.errors.saturating_sub(other.errors);
+        self.latency_ms_sum = self.latency_ms_sum.saturating_sub(other.latency_ms_sum);
+    }
+
     /// `estimated_calls / calls`, 0 without calls.
     #[expect(clippy::cast_precision_loss, reason = "a share for display")]
     pub fn estimated_share(&self) -> f64 {

@@ -43,7 +43,7 @@ impl Admin {
     /// The admin side of a gateway already started.
     async fn around(h: Harness) -> Admin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = tollgate::admin::start(h.running.as_ref().unwrap(), listener)
+        let server = tollgate::admin::start(h.running.as_ref().unwrap().admin_handles(), listener)
             .await
             .unwrap();
         let base = format!("http://{}", server.addr);
@@ -115,7 +115,7 @@ impl Admin {
     fn add_account(&self, name: &str, password: &str) {
         let conn = self.h.db_conn();
         let hash = tollgate::admin::hash_password(password).unwrap();
-        assert!(tollgate::store::accounts::add_account(&conn, name, &hash, 1).unwrap());
+        assert!(tollgate::store::sqlite::accounts::add_account(&conn, name, &hash, 1).unwrap());
     }
 
     /// Every audit row, oldest first: (actor, action, target, before_json, after_json).

@@ -12,17 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tollgate::store::{OverridesPatch, UserControls};
+use tollgate::quota::OverridesPatch;
 
 const CHAT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Tell me a joke"}],"max_tokens":2000}"#;
 const CHAT_STREAM: &str = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"max_tokens":100,"messages":[{"role":"user","content":"Count to ten"}]}"#;
-
-fn no_audit(
-    _: &rusqlite::Transaction<'_>,
-    _: &tollgate::store::Change<UserControls>,
-) -> rusqlite::Result<()> {
-    Ok(())
-}
 
 async fn chat(h: &Harness, jwt: &str) -> reqwest::Response {
     h.post_openai("/openai/v1/chat/completions", jwt, CHAT)
@@ -36,15 +29,14 @@ async fn a_blocked_user_gets_403_with_the_reason_and_the_upstream_is_never_calle
         .set_default(Reply::json(200, fixture("openai/chat.json")));
     let jwt = h.token("blocked-user");
     assert_eq!(chat(&h, &jwt).await.status(), 200);
-    let ledger = h.ledger();
-    let mut conn = h.db_conn();
-    let change = ledger
+    let actions = h.actions();
+    let change = actions
         .block(
-            &mut conn,
+            "test",
             "blocked-user",
-            Some("abuse of the free tier"),
-            no_audit,
+            Some("abuse of the free tier".into()),
         )
+        .await
         .unwrap();
     assert!(!change.before.blocked && change.after.blocked);
 
@@ -74,7 +66,7 @@ async fn a_blocked_user_gets_403_with_the_reason_and_the_upstream_is_never_calle
     );
 
     // Unblocking takes effect on the next call.
-    ledger.unblock(&mut conn, "blocked-user", no_audit).unwrap();
+    actions.unblock("test", "blocked-user").await.unwrap();
     assert_eq!(chat(&h, &jwt).await.status(), 200);
     h.stop().await;
     let rows = h.rows();
@@ -147,8 +139,9 @@ async fn a_user_at_the_daily_limit_gets_429_with_retry_after_and_no_retry() {
         daily_tokens: Some(Some(10_000)),
         ..Default::default()
     };
-    h.ledger()
-        .set_overrides(&mut h.db_conn(), "thrifty", &patch, no_audit)
+    h.actions()
+        .set_limits("test", "thrifty", patch)
+        .await
         .unwrap();
     assert_eq!(chat(&h, &jwt).await.status(), 200);
     h.stop().await;

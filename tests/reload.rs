@@ -497,7 +497,7 @@ async fn sighup_reloads_a_running_tollgate_serve() {
     .unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     let audit = eventually("the SIGHUP audit row", WITHIN, || {
-        tollgate::store::audit_page(&conn, None, None, 10)
+        tollgate::store::sqlite::audit::audit_page(&conn, None, None, 10)
             .ok()
             .and_then(|rows| rows.into_iter().find(|r| r.action == "config_reload"))
     })

@@ -1,47 +1,60 @@
 //! The admin side: its own listener (default `127.0.0.1:3001`) serving the admin API under
-//! `/api/admin/`, the operations endpoints (`/healthz`, `/readyz`, `/metrics`) and, later, the
-//! dashboard.
+//! `/api/admin/`, the operations endpoints (`/healthz`, `/readyz`, `/metrics`) and the
+//! dashboard at `/`.
 //!
 //! It is deliberately separate from the proxy: a different port (so it can stay on loopback
-//! while the proxy faces clients), a different framework (axum: the admin side has many small
-//! routes and no hot path) and its own SQLite connections — readers from a small pool for the
-//! queries, one writing connection for admin actions. Nothing here runs on the proxy's request
-//! path; admin actions reach the proxy only through the quota [`Ledger`] (block, unblock,
-//! limits) after they committed, and the configuration through the reload handle.
+//! while the proxy faces clients) and a different framework (axum: the admin side has many small
+//! routes and no hot path). It gets a narrow set of handles ([`AdminHandles`]: the store, the
+//! quota ledger, the metrics, the reload handle), never the running server. Nothing here runs
+//! on the proxy's request path; admin actions reach the proxy only through the quota ledger
+//! (block, unblock, limits) after the store committed them ([`actions`]), and the
+//! configuration through the reload handle. The store does its I/O off the async runtime.
 //!
-//! Every SQLite call runs on tokio's blocking pool ([`AdminState::read`],
-//! [`AdminState::write`]); readers never block the usage writer (WAL).
-//!
-//! Submodules: `session` (admin accounts, sign-in, sessions, CSRF, who the caller is), `api`
-//! (the endpoints), `openapi` (the OpenAPI 3.1 document generated from the code), `ui` (the
-//! embedded dashboard).
+//! Submodules: `session` (admin accounts, sign-in, sessions, CSRF, who the caller is),
+//! `actions` (an operator's change: committed with its audit row, then applied), `api` (the
+//! endpoints, by group), `views` (the documented response shapes, mapped from the store's
+//! plain values), `csv` (the export's format), `openapi` (the OpenAPI 3.1 document generated
+//! from the code), `ui` (the embedded dashboard).
 
+pub mod actions;
 mod api;
+pub mod csv;
 pub mod openapi;
 pub mod session;
 mod ui;
+mod views;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use parking_lot::Mutex;
-use rusqlite::Connection;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
+use crate::calendar::Today;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::quota::Ledger;
+use crate::quota::{InvalidPatch, Ledger};
 use crate::reload::Reloader;
-use crate::serve::Running;
-use crate::store;
+use crate::store::{Store, StoreError};
 
+pub use actions::UserActions;
 pub use session::{hash_password, verify_password};
+
+/// What the admin side needs of a running gateway.
+#[derive(Clone)]
+pub struct AdminHandles {
+    /// Everything stored: reads, and changes with their audit rows.
+    pub store: Arc<dyn Store>,
+    /// The proxy's quota counters: live quotas, and where committed changes are applied.
+    pub ledger: Arc<Ledger>,
+    pub metrics: Arc<Metrics>,
+    /// The configuration in force, and reloads of it.
+    pub reloader: Reloader,
+}
 
 /// Everything the admin handlers share.
 pub struct AdminState {
@@ -49,86 +62,34 @@ pub struct AdminState {
     pub(crate) reloader: Reloader,
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) readers: Readers,
-    /// The admin side's writing connection: admin actions, sessions, audit rows.
-    pub(crate) writer: Arc<Mutex<Connection>>,
+    pub(crate) store: Arc<dyn Store>,
+    /// Block, unblock and limit changes: committed, then applied to the ledger.
+    pub(crate) actions: UserActions,
     pub(crate) sessions: session::Sessions,
 }
 
 impl AdminState {
-    /// The admin side of a started gateway: its connections open on the gateway's store
-    /// (whose schema the gateway applied).
-    pub fn new(running: &Running) -> Result<AdminState, String> {
-        let config = running.config();
-        let path = config.raw.store.path.clone();
-        let writer = store::open_for_writing(&path)
-            .map_err(|e| format!("cannot open {} for the admin side: {e}", path.display()))?;
-        Ok(AdminState {
+    /// The admin side of a started gateway.
+    pub fn new(handles: AdminHandles) -> AdminState {
+        let config = handles.reloader.config();
+        AdminState {
             sessions: session::Sessions::new(&config),
-            reloader: running.reloader.clone(),
-            ledger: Arc::clone(&running.ledger),
-            metrics: Arc::clone(&running.metrics),
-            readers: Readers::new(path),
-            writer: Arc::new(Mutex::new(writer)),
-        })
-    }
-
-    /// Run `f` on a pooled reader connection, off the async runtime.
-    pub(crate) async fn read<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let state = Arc::clone(self);
-        tokio::task::spawn_blocking(move || state.readers.with(f))
-            .await
-            .map_err(|e| ApiError::internal(format!("reader task failed: {e}")))?
-    }
-
-    /// Run `f` on the admin writing connection, off the async runtime (one at a time).
-    pub(crate) async fn write<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let writer = Arc::clone(&self.writer);
-        tokio::task::spawn_blocking(move || f(&mut writer.lock()).map_err(Into::into))
-            .await
-            .map_err(|e| ApiError::internal(format!("writer task failed: {e}")))?
+            actions: UserActions::new(Arc::clone(&handles.store), Arc::clone(&handles.ledger)),
+            reloader: handles.reloader,
+            ledger: handles.ledger,
+            metrics: handles.metrics,
+            store: handles.store,
+        }
     }
 
     /// The configuration in force.
     pub(crate) fn config(&self) -> Arc<Config> {
         self.reloader.config()
     }
-}
 
-/// A small pool of read-only connections: opened on demand, kept for reuse (up to `MAX_IDLE`).
-pub(crate) struct Readers {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl Readers {
-    const MAX_IDLE: usize = 4;
-
-    fn new(path: PathBuf) -> Readers {
-        Readers {
-            path,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, ApiError> {
-        let conn = self.idle.lock().pop();
-        let conn = match conn {
-            Some(conn) => conn,
-            None => store::open_reader(&self.path).map_err(ApiError::from)?,
-        };
-        let result = f(&conn).map_err(ApiError::from);
-        let mut idle = self.idle.lock();
-        if idle.len() < Self::MAX_IDLE {
-            idle.push(conn);
-        }
-        result
+    /// "Today" in `limits.timezone`, now.
+    pub(crate) fn today(&self) -> Today {
+        Today::now(self.ledger.timezone().clone())
     }
 }
 
@@ -196,37 +157,43 @@ impl ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> ApiError {
-        if let rusqlite::Error::SqliteFailure(f, _) = &e
-            && matches!(
-                f.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            )
-        {
-            tracing::warn!(error = %e, "admin request: the database stayed busy");
-            let mut err = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the database is busy; try again",
-            );
-            err.retry_after = Some(1);
-            return err;
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Busy(_) => {
+                tracing::warn!(error = %e, "admin request: the database stayed busy");
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is busy; try again",
+                );
+                err.retry_after = Some(1);
+                err
+            }
+            StoreError::Invalid(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+            }
+            StoreError::Backend(_) => ApiError::internal(e),
         }
-        ApiError::internal(e)
     }
 }
 
-impl From<crate::quota::AdminError> for ApiError {
-    fn from(e: crate::quota::AdminError) -> ApiError {
+impl From<actions::ActionError> for ApiError {
+    fn from(e: actions::ActionError) -> ApiError {
         match e {
-            crate::quota::AdminError::Invalid { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                e.to_string(),
-            ),
-            crate::quota::AdminError::Store(e) => e.into(),
+            actions::ActionError::Invalid(e) => e.into(),
+            actions::ActionError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<InvalidPatch> for ApiError {
+    fn from(e: InvalidPatch) -> ApiError {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            e.to_string(),
+        )
     }
 }
 
@@ -322,37 +289,20 @@ impl AdminServer {
     }
 }
 
-/// Serve the admin side of `running` on `listener` until [`AdminServer::shutdown`].
-pub async fn start(running: &Running, listener: TcpListener) -> Result<AdminServer, String> {
-    let state = AdminState::new(running)?;
+/// Serve the admin side on `listener` until [`AdminServer::shutdown`].
+pub async fn start(handles: AdminHandles, listener: TcpListener) -> Result<AdminServer, String> {
+    let state = AdminState::new(handles);
     let addr = listener
         .local_addr()
         .map_err(|e| format!("admin listener: {e}"))?;
-    let accounts = {
-        let writer = state.writer.lock();
-        store::accounts::count_accounts(&writer)
-            .map_err(|e| format!("cannot read admin accounts: {e}"))?
-    };
+    let accounts = state
+        .store
+        .accounts()
+        .await
+        .map_err(|e| format!("cannot read admin accounts: {e}"))?
+        .len() as u64;
     check_listen(addr, &state.config(), accounts)?;
     let state = Arc::new(state);
-    // Fill the rollup cache in the background, so the first dashboard load is not the one that
-    // pays for summing the month.
-    let days = api::Days::now(&state);
-    let (today, month) = (days.today(), days.month_start());
-    let warm = Arc::clone(&state);
-    tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        match warm
-            .read(move |conn| store::reads::warm_cache(conn, &today, &month))
-            .await
-        {
-            Ok(()) => tracing::debug!(
-                ms = started.elapsed().as_millis(),
-                "admin rollup cache warm"
-            ),
-            Err(e) => tracing::warn!(error = %e.message, "admin rollup cache not warmed"),
-        }
-    });
     let app = router(state);
     let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {

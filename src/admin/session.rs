@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use super::{AdminState, ApiError, now_ms};
 use crate::auth::Verifier;
 use crate::config::Config;
-use crate::store::{self, AuditEntry};
+use crate::store::{Committed, Op, Work};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "tollgate_admin";
@@ -203,11 +203,7 @@ async fn authenticate(state: &Arc<AdminState>, headers: &HeaderMap) -> Result<Ad
         ));
     };
     let digest = sha256_hex(token);
-    let now = now_ms();
-    match state
-        .read(move |conn| store::accounts::session(conn, &digest, now))
-        .await?
-    {
+    match state.store.session(&digest, now_ms()).await? {
         Some(session) => Ok(Admin {
             actor: session.admin,
             expires_at: Some(session.expires_at),
@@ -333,36 +329,36 @@ pub(crate) async fn login(
     let signed_in_as = name.clone();
     let password = body.password;
     let ip = peer.ip().to_string();
-    let outcome = state
-        .write(move |conn| -> Result<Option<i64>, ApiError> {
-            let hash = store::accounts::password_hash(conn, &name)?;
-            // Verify even for an unknown name, so both failures take as long.
-            let ok = verify_password(hash.as_deref().unwrap_or(decoy_hash()), &password)
-                && hash.is_some();
-            let now = now_ms();
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let expires = now.saturating_add(ttl_ms);
-            if ok {
-                store::accounts::create_session(&tx, &digest, &name, now, expires)?;
-            }
-            store::write_audit(
-                &tx,
-                &AuditEntry {
-                    ts: now,
-                    actor: &name,
-                    action: if ok { "login" } else { "login_failed" },
-                    target: None,
-                    detail: Some(format!("from {ip}")),
-                    ..Default::default()
-                },
-            )?;
-            tx.commit()?;
-            Ok(ok.then_some(expires))
+    let hash = state.store.password_hash(&name).await?;
+    // Verify even for an unknown name, so both failures take as long; argon2 is CPU work, off
+    // the async runtime.
+    let ok = tokio::task::spawn_blocking(move || {
+        verify_password(hash.as_deref().unwrap_or(decoy_hash()), &password) && hash.is_some()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("password check failed: {e}")))?;
+    let now = now_ms();
+    let expires_at = now.saturating_add(ttl_ms);
+    let op = if ok {
+        Op::SignIn {
+            token_sha256: digest,
+            expires_at_ms: expires_at,
+            from: ip,
+        }
+    } else {
+        Op::SignInFailed { from: ip }
+    };
+    state
+        .store
+        .commit(Work {
+            actor: name,
+            at_ms: now,
+            op,
         })
         .await?;
-    let Some(expires_at) = outcome else {
+    if !ok {
         return Err(ApiError::unauthorized("wrong account name or password"));
-    };
+    }
     let cookie = format!(
         "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
         config.raw.admin.session_ttl_secs,
@@ -401,27 +397,18 @@ pub(crate) async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(token) = session_token(&headers) {
-        let digest = sha256_hex(token);
-        state
-            .write(move |conn| -> Result<(), ApiError> {
-                let now = now_ms();
-                let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                if let Some(admin) = store::accounts::delete_session(&tx, &digest)? {
-                    store::write_audit(
-                        &tx,
-                        &AuditEntry {
-                            ts: now,
-                            actor: &admin,
-                            action: "logout",
-                            ..Default::default()
-                        },
-                    )?;
-                }
-                tx.commit()?;
-                Ok(())
+        let signed_out = state
+            .store
+            .commit(Work {
+                // The audit row's actor is the session's admin, whom the store finds.
+                actor: String::new(),
+                at_ms: now_ms(),
+                op: Op::SignOut {
+                    token_sha256: sha256_hex(token),
+                },
             })
             .await?;
+        debug_assert!(matches!(signed_out, Committed::SignedOut { .. }));
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(

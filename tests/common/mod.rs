@@ -583,7 +583,7 @@ impl Harness {
         )
         .unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        tollgate::store::audit_page(&conn, None, None, 1_000).unwrap()
+        tollgate::store::sqlite::audit::audit_page(&conn, None, None, 1_000).unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -647,6 +647,16 @@ impl Harness {
                 .as_ref()
                 .expect("the gateway is running")
                 .ledger,
+        )
+    }
+
+    /// Operators' changes to users, committed with their audit rows and applied to the
+    /// running gateway's next call, as the admin API makes them.
+    pub fn actions(&self) -> tollgate::admin::UserActions {
+        let running = self.running.as_ref().expect("the gateway is running");
+        tollgate::admin::UserActions::new(
+            std::sync::Arc::clone(&running.store),
+            std::sync::Arc::clone(&running.ledger),
         )
     }
 

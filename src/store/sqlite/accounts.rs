@@ -3,18 +3,11 @@
 //! Accounts are created from the command line (`tollgate admin add`) with an argon2id hash made
 //! by the caller; this module only stores and reads them. Sessions are kept by the SHA-256 of
 //! their token, never the token itself, so the database file does not hand out sessions.
-//! Everything here is blocking SQLite I/O: call it off the async runtime.
+//! Everything here is blocking SQLite I/O, called off the async runtime by `SqliteStore`.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 
-/// One admin account as listed (never its hash).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AdminAccount {
-    pub name: String,
-    pub created_at: i64,
-    pub last_login_at: Option<i64>,
-}
+use crate::store::{AdminAccount, Session};
 
 /// Create an account; `Ok(false)` when the name is taken.
 pub fn add_account(
@@ -104,13 +97,6 @@ pub fn create_session(
     Ok(())
 }
 
-/// A live session: its admin and when it expires.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Session {
-    pub admin: String,
-    pub expires_at: i64,
-}
-
 /// The admin a session token (by SHA-256, hex) belongs to, if the session exists, has not
 /// expired at `now_ms` and its account still exists.
 pub fn session(
@@ -146,7 +132,7 @@ mod tests {
 
     fn db() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        crate::store::apply_schema(&conn).unwrap();
+        super::super::schema::apply_schema(&conn).unwrap();
         conn
     }
 

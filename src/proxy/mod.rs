@@ -6,13 +6,17 @@
 //! 2 authenticate  JWT from Authorization / x-goog-api-key / ?key  401
 //! 3 read          request body, bounded by server.max_request_bytes 413
 //! 4 inspect       endpoint, model, stream flag; include_usage rewrite
+//! 4b admit        the call's hold against the user's limits        403 / 429
 //! 5 prepare       strip credentials and hop-by-hop headers, add the provider key
 //! 6 forward       pooled client; connect failure 502, no head in time 504,
 //!                 upstream refusing Tollgate's own key 502
 //! 7 meter         the answer streams back through MeteredBody; headers go out now
-//! 8 record        at the end of the body (or when the client goes away): usage, price,
-//!                 one row handed to the store writer without waiting
+//! 8 finish        at the end of the body, on a refusal, or when the client goes away:
+//!                 usage, price, settlement, one row handed to the store without waiting
 //! ```
+//!
+//! The [`call::Call`] is the call's one record: it learns each phase's result, moves whole into
+//! the streamed body, and ends exactly once in [`call::Call::finish`].
 //!
 //! After phase 7 nothing can change the status code: later failures abort the client's stream
 //! and are recorded as the row's `outcome`.
@@ -28,36 +32,34 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod call;
+
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
 use tracing::Instrument;
 
-use crate::auth::{self, Caller, Verifier};
+use crate::auth::{self, Verifier};
 use crate::config::{Config, Provider};
 use crate::error::GatewayError;
-use crate::meter::{BodyEnd, MeteredBody, OnEnd};
-use crate::metrics::{InFlight, Metrics};
-use crate::provider::{self, ProviderKind, RequestInfo, ResponseTap, TapReport, UsageSource};
-use crate::quota::{self, Estimate, Ledger, QuotaStatus, Reservation};
-use crate::store::{Store, UsageRow};
+use crate::meter::MeteredBody;
+use crate::metrics::Metrics;
+use crate::provider::{self, ProviderKind, ResponseTap};
+use crate::quota::{self, Ledger, QuotaStatus};
+use crate::store::Store;
+pub use crate::upstream::UpstreamClient;
+use call::{Call, End};
 
 /// The body Tollgate sends to clients: a metered upstream answer or its own small response.
-pub type ProxyBody = Either<MeteredBody<UpstreamBody, CallEnd>, Full<Bytes>>;
+pub type ProxyBody = Either<MeteredBody<UpstreamBody, Call>, Full<Bytes>>;
 
 /// An upstream answer's body: streamed as it comes, or (for a small error body Tollgate had to
 /// read before deciding what to answer) already in memory.
 pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
-
-/// The pooled upstream client (HTTPS via rustls, or plain HTTP for local upstreams).
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The header carrying Tollgate's request id on every answer.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-tollgate-request-id");
@@ -149,57 +151,10 @@ impl Runtime {
 pub struct Proxy {
     /// Swapped whole by a configuration reload; each call loads it once (one `Arc` clone).
     runtime: ArcSwap<Runtime>,
-    store: Store,
+    store: Arc<dyn Store>,
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
     ids: RequestIds,
-}
-
-/// What the end of a call needs to write its row. Dropped with the call's future: a client
-/// that goes away before the answer's head still leaves a row (see `Drop`).
-struct CallCtx {
-    proxy: Arc<Proxy>,
-    /// The configuration this call started with; it keeps it to the end.
-    rt: Arc<Runtime>,
-    /// Counts the call in flight until the call (or its streamed body) ends.
-    in_flight: Option<InFlight>,
-    /// The call's span: request id, then provider, user, model and status as they are known.
-    span: tracing::Span,
-    /// The request was handed to the upstream client (it may have been billed).
-    sent: bool,
-    request_id: Arc<str>,
-    started: Instant,
-    ts_ms: i64,
-    kind: Option<ProviderKind>,
-    provider: Option<Arc<str>>,
-    caller: Option<Caller>,
-    /// The caller's id, kept for the quota headers after `caller` moved into the body.
-    user: Option<Arc<str>>,
-    info: Option<RequestInfo>,
-    /// The admitted call's reservation, until the body (or a refusal) settles it.
-    reservation: Option<Reservation>,
-}
-
-impl Drop for CallCtx {
-    /// The client went away while Tollgate was still reading its body, waiting for admission
-    /// or for the upstream's answer: hyper dropped the call's future. Record it (status 499,
-    /// nginx's "client closed request"), estimated if the upstream may already be working on it.
-    fn drop(&mut self) {
-        if self.caller.is_none() {
-            return;
-        }
-        let (usage, source) = match &self.info {
-            Some(info) if self.sent && info.endpoint.consumes() => (
-                provider::estimate(info, &TapReport::default()),
-                UsageSource::Estimated,
-            ),
-            _ => (provider::Usage::default(), UsageSource::None),
-        };
-        let proxy = Arc::clone(&self.proxy);
-        let span = self.span.clone();
-        let _in_span = span.enter();
-        proxy.record_unanswered(self, 499, usage, source, "client_gone");
-    }
 }
 
 /// Response headers that tell the app where its user stands.
@@ -213,7 +168,7 @@ pub const MONTHLY_RESET: HeaderName = HeaderName::from_static("x-tollgate-monthl
 impl Proxy {
     pub fn new(
         runtime: Runtime,
-        store: Store,
+        store: Arc<dyn Store>,
         ledger: Arc<Ledger>,
         metrics: Arc<Metrics>,
     ) -> Proxy {
@@ -263,35 +218,40 @@ impl Proxy {
             model = tracing::field::Empty,
             status = tracing::field::Empty,
         );
-        let mut ctx = CallCtx {
-            proxy: Arc::clone(&self),
-            rt: self.runtime.load_full(),
-            in_flight: Some(self.metrics.call_started()),
-            span: span.clone(),
-            sent: false,
-            request_id,
-            started: Instant::now(),
-            ts_ms: unix_ms(),
-            kind: None,
-            provider: None,
-            caller: None,
-            user: None,
-            info: None,
-            reservation: None,
-        };
-        let request_id = ctx.request_id.clone();
-        let result = self.proxy(req, &mut ctx).instrument(span.clone()).await;
+        // Dropped with this future if the client goes away before the answer's head: the
+        // call's `Drop` records it then.
+        let mut call = Call::start(
+            Arc::clone(&self.store),
+            self.runtime.load_full(),
+            self.metrics.call_started(),
+            span.clone(),
+            Arc::clone(&request_id),
+        );
+        let result = self.phases(req, &mut call).instrument(span.clone()).await;
         let _in_span = span.enter();
+        let user = call.user().cloned();
         let mut resp = match result {
-            Ok(resp) => resp,
+            Ok(Answer {
+                head,
+                body,
+                tap,
+                ttfb_ms,
+                exact_hint,
+                idle,
+            }) => {
+                call.answered(head.status.as_u16(), ttfb_ms);
+                // The call moves whole into the body, which ends it.
+                let body = MeteredBody::new(body, tap, idle, exact_hint, call);
+                Response::from_parts(head, Either::Left(body))
+            }
             Err(e) => {
-                let resp = e.response::<Full<Bytes>>(ctx.kind);
+                let resp = e.response::<Full<Bytes>>(call.kind());
                 self.metrics.refused(&e);
-                self.record_refusal(&mut ctx, &e);
+                call.finish(End::Refused(&e));
                 resp.map(Either::Right)
             }
         };
-        if let Some(user) = &ctx.user {
+        if let Some(user) = &user {
             quota_headers(resp.headers_mut(), &self.ledger.status(user));
         }
         let id = HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("invalid"));
@@ -302,22 +262,21 @@ impl Proxy {
         Ok(resp)
     }
 
-    async fn proxy(
+    /// Phases 1 to 7, up to the upstream's answer head; `call` learns each step.
+    async fn phases(
         self: &Arc<Self>,
         req: Request<Incoming>,
-        ctx: &mut CallCtx,
-    ) -> Result<Response<ProxyBody>, GatewayError> {
+        call: &mut Call,
+    ) -> Result<Answer, GatewayError> {
         let (parts, body) = req.into_parts();
         // A cheap clone (shared bytes): `rest` and `query` borrow from it while `parts` moves on.
         let uri = parts.uri.clone();
 
         // 1 route
-        let rt = Arc::clone(&ctx.rt);
+        let rt = call.runtime();
         let (route, rest) = rt.route(uri.path()).ok_or(GatewayError::UnknownPrefix)?;
         let provider = &route.provider;
-        ctx.kind = Some(provider.kind);
-        ctx.provider = Some(provider.name.clone());
-        ctx.span.record("provider", &*provider.name);
+        call.routed(provider.kind, &provider.name);
 
         // 2 authenticate
         let query = uri.query();
@@ -329,9 +288,8 @@ impl Proxy {
                 .verify(&token)
                 .map_err(GatewayError::Unauthenticated)?
         };
-        ctx.span.record("user", &*caller.user_id);
-        ctx.user = Some(caller.user_id.clone());
-        ctx.caller = Some(caller);
+        let user = Arc::clone(&caller.user_id);
+        call.identified(provider.name.clone(), caller);
 
         // 3 read the body, bounded
         let body = read_body(&parts.headers, body, rt.config.raw.server.max_request_bytes).await?;
@@ -339,17 +297,13 @@ impl Proxy {
         // 4 inspect
         let (info, rewritten) = provider::inspect(provider.kind, &parts.method, rest, query, &body);
         let body = rewritten.unwrap_or(body);
+        let hold = call::hold(&rt.config, &info);
+        call.inspected(info);
 
         // 4b admit: blocked 403, quota or rate 429; the upstream is never contacted
-        if let Some(model) = &info.model {
-            ctx.span.record("model", model.as_str());
-        }
-        let estimate = estimate(&rt.config, &info);
-        let user = ctx.user.as_ref().ok_or(GatewayError::Internal)?;
-        ctx.info = Some(info);
-        ctx.reservation = Some(
+        call.admitted(
             self.ledger
-                .admit(user, estimate)
+                .admit(&user, hold)
                 .map_err(GatewayError::Denied)?,
         );
 
@@ -358,7 +312,7 @@ impl Proxy {
 
         // 6 forward
         let sent = Instant::now();
-        ctx.sent = true;
+        call.sent();
         let resp = match tokio::time::timeout(
             rt.config.response_header_timeout(),
             rt.client.request(upstream_req),
@@ -367,46 +321,37 @@ impl Proxy {
         {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
             Ok(Err(e)) => {
-                tracing::warn!(request_id = %ctx.request_id, provider = %provider.name, error = %error_chain(&e), "upstream request failed");
+                tracing::warn!(request_id = %call.request_id(), provider = %provider.name, error = %error_chain(&e), "upstream request failed");
                 return Err(GatewayError::UpstreamUnreachable);
             }
             Ok(Ok(resp)) => resp,
         };
-        let ttfb_ms = sent.elapsed().as_millis() as u64;
+        let ttfb_ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (mut head, upstream_body) = resp.into_parts();
-        let upstream_body = self
-            .screen_key_refusal(&rt.config, provider, &ctx.request_id, &head, upstream_body)
+        let body = self
+            .screen_key_refusal(
+                &rt.config,
+                provider,
+                call.request_id(),
+                &head,
+                upstream_body,
+            )
             .await?;
 
-        // 7 meter
+        // 7 meter: the headers go out now
         strip_hop_headers(&mut head.headers);
-        let info = ctx.info.as_ref().ok_or(GatewayError::Internal)?;
+        let info = call.info().ok_or(GatewayError::Internal)?;
         let tap = ResponseTap::new(provider.kind, info, head.status, &head.headers);
         tap.adjust_headers(&mut head.headers);
         let exact_hint = head.headers.contains_key(header::CONTENT_LENGTH);
-        let end = CallEnd {
-            proxy: Arc::clone(self),
-            rt: Arc::clone(&rt),
-            _in_flight: ctx.in_flight.take(),
-            span: ctx.span.clone(),
-            request_id: ctx.request_id.clone(),
-            started: ctx.started,
-            ts_ms: ctx.ts_ms,
-            provider: provider.name.clone(),
-            caller: ctx.caller.take(),
-            info: ctx.info.take(),
-            reservation: ctx.reservation.take(),
-            status: head.status.as_u16(),
-            ttfb_ms,
-        };
-        let body = MeteredBody::new(
-            upstream_body,
+        Ok(Answer {
+            head,
+            body,
             tap,
-            rt.config.idle_timeout(),
+            ttfb_ms,
             exact_hint,
-            end,
-        );
-        Ok(Response::from_parts(head, Either::Left(body)))
+            idle: rt.config.idle_timeout(),
+        })
     }
 
     /// An upstream refusing Tollgate's own key is not the client's business, and its body can
@@ -460,70 +405,6 @@ impl Proxy {
         Err(GatewayError::UpstreamRejectedKey)
     }
 
-    /// A row for a call Tollgate answered itself after it knew who was calling.
-    fn record_refusal(&self, ctx: &mut CallCtx, e: &GatewayError) {
-        if ctx.caller.is_none() {
-            tracing::info!(status = e.status().as_u16(), error = %e, "refused");
-            return;
-        }
-        // A request that reached the upstream but got no answer in time may still be billed:
-        // estimate it. Everything else consumed nothing.
-        let (usage, source) = match (e, &ctx.info) {
-            (GatewayError::UpstreamTimeout, Some(info)) if info.endpoint.consumes() => (
-                provider::estimate(info, &TapReport::default()),
-                UsageSource::Estimated,
-            ),
-            _ => (provider::Usage::default(), UsageSource::None),
-        };
-        self.record_unanswered(ctx, e.status().as_u16(), usage, source, e.outcome());
-    }
-
-    /// The row of an authenticated call that got no upstream answer (refused, failed, or its
-    /// client gone before the answer's head); settles its reservation. Takes the caller out
-    /// of `ctx`, so that a call is recorded once.
-    fn record_unanswered(
-        &self,
-        ctx: &mut CallCtx,
-        status: u16,
-        usage: provider::Usage,
-        source: UsageSource,
-        outcome: &'static str,
-    ) {
-        let (Some(caller), Some(provider)) = (ctx.caller.take(), ctx.provider.clone()) else {
-            return;
-        };
-        let cost = cost(
-            &ctx.rt.config,
-            ctx.info.as_ref().and_then(|i| i.model.as_deref()),
-            &usage,
-            &ctx.request_id,
-        );
-        // Settle what the call may have used; a call that consumed nothing releases its
-        // reservation (dropping it does).
-        let reservation = ctx.reservation.take();
-        let ts_ms = reservation
-            .as_ref()
-            .map_or(ctx.ts_ms, |r| r.admitted_at().as_millisecond());
-        if let Some(r) = reservation {
-            r.settle(usage.total(), cost.map_or(0, |c| c.max(0) as u64));
-        }
-        self.write_row(RowParts {
-            request_id: &ctx.request_id,
-            ts_ms,
-            started: ctx.started,
-            caller: &caller,
-            provider: &provider,
-            info: ctx.info.as_ref(),
-            response_model: None,
-            status,
-            usage,
-            source,
-            cost,
-            ttfb_ms: None,
-            outcome,
-        });
-    }
-
     /// `GET /me/usage`: the caller's own usage, limits and reset times, for the app to show.
     fn me_usage(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
         let caller = auth::credential(req.headers(), req.uri().query())
@@ -552,185 +433,16 @@ impl Proxy {
         quota_headers(resp.headers_mut(), &status);
         resp.map(Either::Right)
     }
-
-    fn write_row(&self, p: RowParts<'_>) {
-        let model = p
-            .response_model
-            .or_else(|| p.info.and_then(|i| i.model.clone()));
-        let cost = p.cost;
-        let latency_ms = p.started.elapsed().as_millis() as u64;
-        tracing::Span::current().record("status", p.status);
-        let endpoint = p.info.map_or("other", |i| i.endpoint.as_str());
-        tracing::info!(
-            model = model.as_deref().unwrap_or("-"),
-            endpoint,
-            status = p.status,
-            outcome = p.outcome,
-            input_tokens = p.usage.input_tokens,
-            output_tokens = p.usage.output_tokens,
-            usage_source = p.source.as_str(),
-            latency_ms,
-            "call"
-        );
-        let row = UsageRow {
-            request_id: p.request_id.to_string(),
-            ts_ms: p.ts_ms,
-            user_id: p.caller.user_id.clone(),
-            user_email: p.caller.email.clone(),
-            user_name: p.caller.name.clone(),
-            provider: p.provider.clone(),
-            model,
-            endpoint,
-            streamed: p.info.is_some_and(|i| i.stream),
-            status: p.status,
-            usage: p.usage,
-            cost_nano_usd: cost,
-            usage_source: p.source,
-            latency_ms,
-            ttfb_ms: p.ttfb_ms,
-            outcome: p.outcome,
-        };
-        if !self.store.record(row) {
-            tracing::error!(request_id = %p.request_id, "usage row dropped: the store queue is full");
-        }
-    }
 }
 
-struct RowParts<'a> {
-    request_id: &'a str,
-    ts_ms: i64,
-    started: Instant,
-    caller: &'a Caller,
-    provider: &'a Arc<str>,
-    info: Option<&'a RequestInfo>,
-    response_model: Option<String>,
-    status: u16,
-    usage: provider::Usage,
-    source: UsageSource,
-    cost: Option<i64>,
-    ttfb_ms: Option<u64>,
-    outcome: &'static str,
-}
-
-/// The end of a metered call: prices its usage and hands its row to the store.
-pub struct CallEnd {
-    proxy: Arc<Proxy>,
-    /// The configuration the call started with: its prices price it.
-    rt: Arc<Runtime>,
-    /// Dropped with the call's end: the call no longer counts as in flight.
-    _in_flight: Option<InFlight>,
-    span: tracing::Span,
-    request_id: Arc<str>,
-    started: Instant,
-    ts_ms: i64,
-    provider: Arc<str>,
-    caller: Option<Caller>,
-    info: Option<RequestInfo>,
-    reservation: Option<Reservation>,
-    status: u16,
+/// The upstream's answer head, ready to be metered.
+struct Answer {
+    head: http::response::Parts,
+    body: UpstreamBody,
+    tap: ResponseTap,
     ttfb_ms: u64,
-}
-
-impl OnEnd for CallEnd {
-    fn on_end(self, how: BodyEnd, report: TapReport) {
-        let span = self.span.clone();
-        let _in_span = span.enter();
-        let (Some(caller), Some(info)) = (&self.caller, &self.info) else {
-            return;
-        };
-        let success = (200..300).contains(&self.status);
-        let (usage, source) = match report.usage {
-            Some(usage) => (usage, UsageSource::Reported),
-            // The provider bills nothing for an error answer it completed.
-            None if !success && how == BodyEnd::Complete => {
-                (provider::Usage::default(), UsageSource::None)
-            }
-            None if !info.endpoint.consumes() => (provider::Usage::default(), UsageSource::None),
-            None if success && how == BodyEnd::Complete && !info.stream => {
-                // A complete answer without a usage report: nothing to estimate from the
-                // provider's side, but the call did consume. Estimate it.
-                (provider::estimate(info, &report), UsageSource::Estimated)
-            }
-            None => (provider::estimate(info, &report), UsageSource::Estimated),
-        };
-        let outcome = match how {
-            BodyEnd::Complete if report.error_seen => "stream_error",
-            BodyEnd::Complete if info.stream && !report.complete => "stream_truncated",
-            other => other.as_str(),
-        };
-        let model = report.model.as_deref().or(info.model.as_deref());
-        let cost = cost(&self.rt.config, model, &usage, &self.request_id);
-        let ts_ms = self
-            .reservation
-            .as_ref()
-            .map_or(self.ts_ms, |r| r.admitted_at().as_millisecond());
-        if let Some(r) = self.reservation {
-            r.settle(usage.total(), cost.map_or(0, |c| c.max(0) as u64));
-        }
-        self.proxy.write_row(RowParts {
-            request_id: &self.request_id,
-            ts_ms,
-            started: self.started,
-            caller,
-            provider: &self.provider,
-            info: Some(info),
-            response_model: report.model,
-            status: self.status,
-            usage,
-            source,
-            cost,
-            ttfb_ms: Some(self.ttfb_ms),
-            outcome,
-        });
-    }
-}
-
-/// What an admitted call may cost at most: its prompt estimate plus its output cap, priced.
-fn estimate(config: &Config, info: &RequestInfo) -> Estimate {
-    let limits = &config.raw.limits;
-    let tokens = quota::estimate_tokens(
-        info,
-        limits.default_max_output_tokens,
-        limits.media_part_tokens,
-    );
-    let input = info
-        .prompt_tokens_with(limits.media_part_tokens)
-        .min(tokens);
-    let usage = provider::Usage {
-        input_tokens: input,
-        output_tokens: tokens - input,
-        ..Default::default()
-    };
-    let cost = info
-        .model
-        .as_deref()
-        .and_then(|m| config.prices.cost_nano_usd(m, &usage));
-    Estimate {
-        tokens,
-        cost_nano_usd: cost.map_or(0, |c| c.max(0) as u64),
-    }
-}
-
-/// The cost of `usage` on `model` in nano-USD at `config`'s prices; `None` (and a warning) when
-/// it has no price.
-fn cost(
-    config: &Config,
-    model: Option<&str>,
-    usage: &provider::Usage,
-    request_id: &str,
-) -> Option<i64> {
-    if usage.total() == 0 {
-        return Some(0);
-    }
-    let cost = model.and_then(|m| config.prices.cost_nano_usd(m, usage));
-    if cost.is_none() {
-        tracing::warn!(
-            request_id,
-            model = model.unwrap_or("-"),
-            "no price for this model: cost recorded as NULL"
-        );
-    }
-    cost
+    exact_hint: bool,
+    idle: Duration,
 }
 
 /// Phase 3: the request body, refused past `limit` bytes (413) before or while reading it.
@@ -865,12 +577,6 @@ fn plain(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Request ids: the client's `x-request-id` when it is sane, else a new one.

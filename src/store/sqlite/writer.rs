@@ -1,22 +1,20 @@
-//! The store: the only module that speaks SQL.
+//! The SQLite writer: one thread that owns the writing connection and commits call rows in
+//! batches, with everything they add to, in one transaction each.
 //!
-//! It owns the SQLite file: the schema (`schema.sql`, applied at every start), one writer thread
-//! that owns the writing [`Connection`] and commits usage rows in batches, and the read queries
-//! other modules need (on connections of their own, see [`open_reader`]).
-//!
-//! The request path hands a finished [`UsageRow`] to [`Store::record`], a `try_send` into a
+//! The request path hands a finished [`UsageRow`] to [`Queue::record`], a `try_send` into a
 //! bounded queue: it never blocks and never waits for the disk. When the queue is full the row is
-//! dropped and counted ([`Store::rows_dropped`]) — losing a usage row is better than stalling
-//! every call behind a slow disk. The writer blocks for the first row, drains up to `batch_max`
-//! more without waiting, and commits them in one `BEGIN IMMEDIATE` transaction together with
-//! the users they name and the daily rollups (`usage_daily`) they add to, so the rollups always
-//! equal the sum of the rows. A transient failure (`SQLITE_BUSY` from a checkpointing reader,
-//! disk full, I/O error) rolls the batch back and retries it with backoff; rows are only lost
-//! when the store is stopping and the disk keeps refusing them, or when SQLite refuses a row
-//! outright (both counted in [`Store::rows_failed`] and logged).
+//! dropped and counted ([`Queue::stats`]) — losing a usage row is better than stalling every
+//! call behind a slow disk. The writer blocks for a batch's first row, lingers
+//! (`store.commit_interval_ms`) to let the batch fill, and commits up to `batch_max` rows in one
+//! `BEGIN IMMEDIATE` transaction together with the users they name and every rollup they add to
+//! (`usage_daily`, `usage_user_daily`, `usage_user_monthly`, `usage_model_daily`), so the rollups
+//! always equal the sum of the rows. A transient failure (`SQLITE_BUSY` from a checkpointing
+//! reader, disk full, I/O error) rolls the batch back and retries it with backoff; rows are only
+//! lost when the store is stopping and the disk keeps refusing them, or when SQLite refuses a row
+//! outright (both counted as failed and logged).
 //!
-//! [`StoreWriter::close`] stops the writer even while `Store` clones are still alive: it commits
-//! everything already queued, checkpoints the WAL and joins the thread.
+//! [`WriterThread::close`] stops the writer even while [`Queue`] clones are still alive: it
+//! commits everything already queued, checkpoints the WAL and joins the thread.
 //!
 //! This module never blocks the request path, never logs row contents beyond ids and counts,
 //! and never decides what a row says (usage, price and outcome come from the caller).
@@ -32,63 +30,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
-use rusqlite::{Connection, ErrorCode, OpenFlags, Statement, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, Statement, TransactionBehavior, params};
 
 use crate::calendar::DayCache;
-use crate::usage::{Usage, UsageSource};
+use crate::store::{RowObserver, StoreError, UsageRow, WriterStats};
+use crate::usage::{CallFigures, Totals, stored_int};
 
-pub mod accounts;
-pub mod audit;
-pub mod reads;
-pub use audit::{AuditEntry, AuditRow, audit_page, write_audit};
-
-/// The schema, applied at every start. Idempotent.
-pub const SCHEMA_SQL: &str = include_str!("../schema.sql");
-
-/// `PRAGMA user_version` written by [`SCHEMA_SQL`]. A file with a newer version was written by a
-/// newer Tollgate and is refused.
-pub const SCHEMA_VERSION: i64 = 1;
-
-/// One call, as recorded in `token_usage`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct UsageRow {
-    pub request_id: String,
-    /// Unix milliseconds, UTC, when the call was admitted.
-    pub ts_ms: i64,
-    pub user_id: Arc<str>,
-    /// Claims that fill the user's row on first sight.
-    pub user_email: Option<String>,
-    pub user_name: Option<String>,
-    pub provider: Arc<str>,
-    pub model: Option<String>,
-    pub endpoint: &'static str,
-    pub streamed: bool,
-    /// HTTP status the client received.
-    pub status: u16,
-    pub usage: Usage,
-    pub cost_nano_usd: Option<i64>,
-    pub usage_source: UsageSource,
-    pub latency_ms: u64,
-    /// Time to the upstream's response head, when there was one.
-    pub ttfb_ms: Option<u64>,
-    /// How the call ended: `complete`, `client_gone`, `upstream_error`, `timeout`, …
-    pub outcome: &'static str,
-}
-
-/// Store failures at start.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("{0}")]
-    Other(String),
-}
-
-/// How the store runs. [`Store::open`] takes the two figures gateway.toml sets; the rest has
+/// How the store runs. [`Queue::open`] takes the two figures gateway.toml sets; the rest has
 /// defaults that tests may shorten.
 #[derive(Clone, Debug)]
-pub struct StoreOptions {
-    /// Rows that may wait for the writer before [`Store::record`] starts dropping them.
+pub struct Options {
+    /// Rows that may wait for the writer before [`Queue::record`] starts dropping them.
     pub queue_capacity: usize,
     /// Most rows committed in one transaction.
     pub batch_max: usize,
@@ -110,15 +62,9 @@ pub struct StoreOptions {
     pub observer: Option<Arc<dyn RowObserver>>,
 }
 
-/// Sees each batch of usage rows once the writer is done with it (see
-/// [`StoreOptions::observer`]). Runs on the writer thread: keep it cheap and never block.
-pub trait RowObserver: Send + Sync + fmt::Debug + 'static {
-    fn rows_written(&self, rows: &[UsageRow]);
-}
-
-impl Default for StoreOptions {
+impl Default for Options {
     fn default() -> Self {
-        StoreOptions {
+        Options {
             queue_capacity: 65_536,
             batch_max: 4_096,
             busy_timeout: Duration::from_secs(5),
@@ -132,13 +78,13 @@ impl Default for StoreOptions {
 
 /// A cheap, cloneable handle for recording rows.
 #[derive(Clone)]
-pub struct Store {
+pub struct Queue {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
 }
 
 /// The writer thread; `close` flushes every queued row and joins it.
-pub struct StoreWriter {
+pub struct WriterThread {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -147,7 +93,7 @@ pub struct StoreWriter {
 enum Msg {
     /// Boxed so the channel's preallocated slots stay small (16 bytes, not a whole row).
     Row(Box<UsageRow>),
-    /// Sent by [`StoreWriter::close`]: commit what is queued and exit.
+    /// Sent by [`WriterThread::close`]: commit what is queued and exit.
     Stop,
 }
 
@@ -169,7 +115,7 @@ struct Shared {
 /// At most one "rows dropped" error per this many milliseconds.
 const DROP_REPORT_INTERVAL_MS: u64 = 10_000;
 
-impl Store {
+impl Queue {
     /// Open (or create) the database at `path`, apply the schema, and start the writer thread.
     /// `tz` is `limits.timezone`, which decides the calendar day of each rollup.
     pub fn open(
@@ -177,22 +123,22 @@ impl Store {
         tz: jiff::tz::TimeZone,
         queue_capacity: usize,
         batch_max: usize,
-    ) -> Result<(Store, StoreWriter), StoreError> {
-        let options = StoreOptions {
+    ) -> Result<(Queue, WriterThread), StoreError> {
+        let options = Options {
             queue_capacity,
             batch_max,
-            ..StoreOptions::default()
+            ..Options::default()
         };
-        Store::open_with(path, tz, options)
+        Queue::open_with(path, tz, options)
     }
 
-    /// [`Store::open`] with every option.
+    /// [`Queue::open`] with every option.
     pub fn open_with(
         path: &Path,
         tz: TimeZone,
-        options: StoreOptions,
-    ) -> Result<(Store, StoreWriter), StoreError> {
-        let conn = open_writer_connection(path, options.busy_timeout)?;
+        options: Options,
+    ) -> Result<(Queue, WriterThread), StoreError> {
+        let conn = super::schema::open_writer(path, options.busy_timeout)?;
         let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
         let shared = Arc::new(Shared {
             pending: AtomicUsize::new(0),
@@ -218,14 +164,16 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("tollgate-store".into())
             .spawn(move || writer.run())
-            .map_err(|e| StoreError::Other(format!("cannot start the store writer thread: {e}")))?;
-        let store = Store {
+            .map_err(|e| {
+                StoreError::Backend(format!("cannot start the store writer thread: {e}"))
+            })?;
+        let store = Queue {
             tx: tx.clone(),
             shared: Arc::clone(&shared),
         };
         Ok((
             store,
-            StoreWriter {
+            WriterThread {
                 tx,
                 shared,
                 thread: Some(thread),
@@ -260,7 +208,7 @@ impl Store {
         self.shared.pending.load(Ordering::Relaxed)
     }
 
-    /// Rows refused by [`Store::record`] since start.
+    /// Rows refused by [`Queue::record`] since start.
     pub fn rows_dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
@@ -274,6 +222,16 @@ impl Store {
     /// Rows committed since start.
     pub fn rows_committed(&self) -> u64 {
         self.shared.committed.load(Ordering::Relaxed)
+    }
+
+    /// All of the counters at once.
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            queue_depth: self.queue_depth(),
+            rows_dropped: self.rows_dropped(),
+            rows_failed: self.rows_failed(),
+            rows_committed: self.rows_committed(),
+        }
     }
 
     fn count_drop(&self, why: &'static str) {
@@ -303,18 +261,18 @@ impl Store {
     }
 }
 
-impl fmt::Debug for Store {
+impl fmt::Debug for Queue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("Queue")
             .field("queue_depth", &self.queue_depth())
             .field("rows_dropped", &self.rows_dropped())
             .finish_non_exhaustive()
     }
 }
 
-impl StoreWriter {
+impl WriterThread {
     /// Stop accepting rows, commit every row already queued, checkpoint the WAL, and join the
-    /// writer. Works while `Store` clones are still alive: rows they record afterwards are
+    /// writer. Works while `Queue` clones are still alive: rows they record afterwards are
     /// refused and counted as dropped.
     pub fn close(mut self) {
         self.stop_and_join();
@@ -334,7 +292,7 @@ impl StoreWriter {
     }
 }
 
-impl Drop for StoreWriter {
+impl Drop for WriterThread {
     /// Dropping the writer without `close` still flushes: a `?` on the way out of `main` must
     /// not lose rows.
     fn drop(&mut self) {
@@ -342,9 +300,9 @@ impl Drop for StoreWriter {
     }
 }
 
-impl fmt::Debug for StoreWriter {
+impl fmt::Debug for WriterThread {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreWriter")
+        f.debug_struct("WriterThread")
             .field("running", &self.thread.is_some())
             .finish()
     }
@@ -569,14 +527,14 @@ fn bind_rows(stmt: &mut Statement<'_>, rows: &[UsageRow]) -> rusqlite::Result<()
         stmt.raw_bind_parameter(base + 15, row.usage_source.as_str())?;
         stmt.raw_bind_parameter(base + 16, int(row.latency_ms))?;
         stmt.raw_bind_parameter(base + 17, row.ttfb_ms.map(int))?;
-        stmt.raw_bind_parameter(base + 18, row.outcome)?;
+        stmt.raw_bind_parameter(base + 18, row.outcome.as_str())?;
     }
     Ok(())
 }
 
 /// SQLite integers are i64; a count past i64::MAX is stored as i64::MAX rather than refused.
 fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    stored_int(n)
 }
 
 /// One upsert per distinct user in the batch: create on first sight with the first email and
@@ -627,451 +585,148 @@ fn upsert_users(conn: &Connection, batch: &[UsageRow]) -> rusqlite::Result<()> {
     Ok(())
 }
 
-#[derive(Default)]
-struct Rollup {
-    calls: i64,
-    errors: i64,
-    input_tokens: i64,
-    cached_input_tokens: i64,
-    output_tokens: i64,
-    reasoning_tokens: i64,
-    total_tokens: i64,
-    cost_nano_usd: i64,
-    estimated_calls: i64,
-    unpriced_calls: i64,
-    latency_ms_sum: i64,
-}
+/// The rollup columns every rollup table shares, in [`Totals`] order after the key columns.
+pub(super) const ROLLUP_COLUMNS: &str = "calls, errors, input_tokens, cached_input_tokens, \
+     output_tokens, reasoning_tokens, total_tokens, cost_nano_usd, estimated_calls, unpriced_calls, \
+     latency_ms_sum";
 
-impl Rollup {
-    fn add(&mut self, row: &UsageRow) {
-        let u = &row.usage;
-        self.calls += 1;
-        self.errors += i64::from(row.status >= 400);
-        self.input_tokens = self.input_tokens.saturating_add(int(u.input_tokens));
-        self.cached_input_tokens = self
-            .cached_input_tokens
-            .saturating_add(int(u.cached_input_tokens));
-        self.output_tokens = self.output_tokens.saturating_add(int(u.output_tokens));
-        self.reasoning_tokens = self
-            .reasoning_tokens
-            .saturating_add(int(u.reasoning_tokens));
-        self.total_tokens = self.total_tokens.saturating_add(int(u.total()));
-        match row.cost_nano_usd {
-            Some(cost) => self.cost_nano_usd = self.cost_nano_usd.saturating_add(cost),
-            None => self.unpriced_calls += 1,
-        }
-        self.estimated_calls += i64::from(row.usage_source == UsageSource::Estimated);
-        self.latency_ms_sum = self.latency_ms_sum.saturating_add(int(row.latency_ms));
+/// `ON CONFLICT … DO UPDATE` that adds the new sums to the stored ones.
+const ROLLUP_ADD: &str = "calls = calls + excluded.calls, errors = errors + excluded.errors, \
+     input_tokens = input_tokens + excluded.input_tokens, \
+     cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, \
+     output_tokens = output_tokens + excluded.output_tokens, \
+     reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, \
+     total_tokens = total_tokens + excluded.total_tokens, \
+     cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd, \
+     estimated_calls = estimated_calls + excluded.estimated_calls, \
+     unpriced_calls = unpriced_calls + excluded.unpriced_calls, \
+     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum";
+
+fn figures(row: &UsageRow) -> CallFigures<'_> {
+    CallFigures {
+        usage: &row.usage,
+        source: row.usage_source,
+        status: row.status,
+        cost_nano_usd: row.cost_nano_usd,
+        latency_ms: row.latency_ms,
     }
 }
 
-/// Sum the batch per (day, user, provider, model, endpoint) in memory, then one upsert per key.
+/// The rollups of a batch, summed in memory per key before one upsert per key and table:
+/// `usage_daily` (day, user, provider, model, endpoint) for one user's figures,
+/// `usage_user_daily` and `usage_user_monthly` (per user) for ranking users,
+/// `usage_model_daily` (day, provider, model) for the system's figures.
 fn upsert_rollups(
     conn: &Connection,
     days: &mut DayCache,
     batch: &[UsageRow],
 ) -> rusqlite::Result<()> {
-    type Key<'a> = (Arc<str>, &'a str, &'a str, &'a str, &'a str);
-    let mut sums: HashMap<Key<'_>, Rollup> = HashMap::new();
+    type Detail<'a> = (Arc<str>, &'a str, &'a str, &'a str, &'a str);
+    let mut detail: HashMap<Detail<'_>, Totals> = HashMap::new();
+    let mut user_day: HashMap<(Arc<str>, &str), Totals> = HashMap::new();
+    let mut user_month: HashMap<(String, &str), Totals> = HashMap::new();
+    let mut model_day: HashMap<(Arc<str>, &str, &str), Totals> = HashMap::new();
     for row in batch {
-        let key = (
-            days.day(row.ts_ms),
-            &*row.user_id,
-            &*row.provider,
-            row.model.as_deref().unwrap_or(""),
-            row.endpoint,
-        );
-        sums.entry(key).or_default().add(row);
+        let day = days.day(row.ts_ms);
+        let model = row.model.as_deref().unwrap_or("");
+        let f = figures(row);
+        detail
+            .entry((
+                Arc::clone(&day),
+                &row.user_id,
+                &row.provider,
+                model,
+                row.endpoint,
+            ))
+            .or_default()
+            .add_call(f);
+        user_day
+            .entry((Arc::clone(&day), &row.user_id))
+            .or_default()
+            .add_call(f);
+        model_day
+            .entry((day, &row.provider, model))
+            .or_default()
+            .add_call(f);
     }
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO usage_daily (day, user_id, provider, model, endpoint, calls, errors, input_tokens, \
-           cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, cost_nano_usd, estimated_calls, \
-           unpriced_calls, latency_ms_sum) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-         ON CONFLICT (day, user_id, provider, model, endpoint) DO UPDATE SET \
-           calls = calls + excluded.calls, \
-           errors = errors + excluded.errors, \
-           input_tokens = input_tokens + excluded.input_tokens, \
-           cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, \
-           output_tokens = output_tokens + excluded.output_tokens, \
-           reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, \
-           total_tokens = total_tokens + excluded.total_tokens, \
-           cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd, \
-           estimated_calls = estimated_calls + excluded.estimated_calls, \
-           unpriced_calls = unpriced_calls + excluded.unpriced_calls, \
-           latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum",
-    )?;
-    for ((day, user, provider, model, endpoint), r) in &sums {
-        stmt.execute(params![
-            &**day,
-            user,
-            provider,
-            model,
-            endpoint,
-            r.calls,
-            r.errors,
-            r.input_tokens,
-            r.cached_input_tokens,
-            r.output_tokens,
-            r.reasoning_tokens,
-            r.total_tokens,
-            r.cost_nano_usd,
-            r.estimated_calls,
-            r.unpriced_calls,
-            r.latency_ms_sum,
-        ])?;
+    for ((day, user), t) in &user_day {
+        user_month
+            .entry((crate::calendar::month_start(day), user))
+            .or_default()
+            .add(t);
     }
-    Ok(())
-}
-
-// === reads, on connections of their own ===
-
-pub use crate::calendar::{local_day, month_start};
-
-/// Open a read-only connection for queries (admin API, seeding the quota counters, tests).
-/// It never blocks the writer: in WAL mode readers and the writer proceed concurrently.
-pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
-}
-
-/// A user's usage summed over a period.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UserTotals {
-    /// input + output tokens, the figure limits count.
-    pub tokens: i64,
-    /// Priced calls only.
-    pub cost_nano_usd: i64,
-    pub calls: i64,
-}
-
-/// Per-user totals from the rollups for every day `>= since_day` (`YYYY-MM-DD`): today's with
-/// today's day, the month's with [`month_start`]. Users without usage are absent.
-pub fn totals_since(
-    conn: &Connection,
-    since_day: &str,
-) -> rusqlite::Result<HashMap<String, UserTotals>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT user_id, SUM(total_tokens), SUM(cost_nano_usd), SUM(calls) \
-         FROM usage_daily WHERE day >= ?1 GROUP BY user_id",
-    )?;
-    let rows = stmt.query_map([since_day], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            UserTotals {
-                tokens: r.get(1)?,
-                cost_nano_usd: r.get(2)?,
-                calls: r.get(3)?,
-            },
-        ))
-    })?;
-    rows.collect()
-}
-
-// === opening ===
-
-fn open_writer_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(busy_timeout)?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Other(format!(
-            "{}: cannot switch the database to WAL mode (journal_mode is {mode})",
-            path.display()
-        )));
-    }
-    conn.execute_batch(
-        "PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = OFF;
-         PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -8192;
-         PRAGMA wal_autocheckpoint = 16384;
-         PRAGMA journal_size_limit = 67108864;",
-    )?;
-    apply_schema(&conn)?;
-    Ok(conn)
-}
-
-/// Open a writing connection on the store file outside the writer thread (the admin side, the
-/// `tollgate admin` commands): WAL, `synchronous = FULL`, the schema applied. Writes on it wait
-/// up to 5 s for the writer's lock.
-pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
-    open_writer_connection(path, Duration::from_secs(5))
-}
-
-/// Apply [`SCHEMA_SQL`] (idempotent), refusing a file written by a newer schema.
-pub fn apply_schema(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::Other(format!(
-            "the database has schema version {version}, newer than this Tollgate's {SCHEMA_VERSION}; \
-             run a newer Tollgate or restore a copy"
-        )));
-    }
-    conn.execute_batch(SCHEMA_SQL)?;
-    Ok(())
-}
-
-// === users: the operator's controls (block, per-user limits) and the quota seed ===
-//
-// The admin side changes a user's row inside a transaction the caller owns, so that its audit
-// row commits (or rolls back) with the change; each function returns the row's controls before
-// and after. `quota::Ledger` applies the `after` to its in-memory counters once committed, and
-// reads everything back at start through `load_quota_seed`.
-
-/// A user's own limits, set by an operator. `None` = the `[limits]` default from gateway.toml.
-/// Stored in the `users` columns of the same names.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct UserOverrides {
-    pub daily_tokens: Option<u64>,
-    pub monthly_tokens: Option<u64>,
-    pub daily_cost_nano_usd: Option<u64>,
-    pub monthly_cost_nano_usd: Option<u64>,
-    pub requests_per_minute: Option<u32>,
-    pub max_concurrent: Option<u32>,
-}
-
-impl UserOverrides {
-    /// Whether no limit is overridden.
-    pub fn is_empty(&self) -> bool {
-        *self == UserOverrides::default()
-    }
-}
-
-/// A change to some of a user's overrides: for each field, `None` leaves it as it is,
-/// `Some(None)` clears it (back to the default) and `Some(Some(v))` sets it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OverridesPatch {
-    pub daily_tokens: Option<Option<u64>>,
-    pub monthly_tokens: Option<Option<u64>>,
-    pub daily_cost_nano_usd: Option<Option<u64>>,
-    pub monthly_cost_nano_usd: Option<Option<u64>>,
-    pub requests_per_minute: Option<Option<u32>>,
-    pub max_concurrent: Option<Option<u32>>,
-}
-
-impl OverridesPatch {
-    /// `current` with this patch applied.
-    pub fn apply(&self, current: &UserOverrides) -> UserOverrides {
-        UserOverrides {
-            daily_tokens: self.daily_tokens.unwrap_or(current.daily_tokens),
-            monthly_tokens: self.monthly_tokens.unwrap_or(current.monthly_tokens),
-            daily_cost_nano_usd: self
-                .daily_cost_nano_usd
-                .unwrap_or(current.daily_cost_nano_usd),
-            monthly_cost_nano_usd: self
-                .monthly_cost_nano_usd
-                .unwrap_or(current.monthly_cost_nano_usd),
-            requests_per_minute: self
-                .requests_per_minute
-                .unwrap_or(current.requests_per_minute),
-            max_concurrent: self.max_concurrent.unwrap_or(current.max_concurrent),
-        }
-    }
-}
-
-/// The operator-owned columns of a `users` row. A user without a row has the default (not
-/// blocked, no overrides).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct UserControls {
-    pub blocked: bool,
-    pub blocked_reason: Option<String>,
-    pub overrides: UserOverrides,
-}
-
-impl UserControls {
-    /// Whether these are the defaults (nothing for the quota ledger to remember).
-    pub fn is_default(&self) -> bool {
-        !self.blocked && self.blocked_reason.is_none() && self.overrides.is_empty()
-    }
-}
-
-/// What an admin operation did to a user's row, for the audit trail.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Change<T> {
-    pub before: T,
-    pub after: T,
-    /// The row did not exist and was created (`before` is then the default).
-    pub created: bool,
-}
-
-pub(crate) const CONTROL_COLUMNS: &str = "blocked, blocked_reason, daily_tokens, monthly_tokens, \
-     daily_cost_nano_usd, monthly_cost_nano_usd, requests_per_minute, max_concurrent";
-
-/// Read [`CONTROL_COLUMNS`] starting at column `at`. Values an operator could only have put there
-/// by hand are read leniently: a negative limit as 0, a rate or cap past `u32` as `u32::MAX`.
-pub(crate) fn controls_from_row(
-    row: &rusqlite::Row<'_>,
-    at: usize,
-) -> rusqlite::Result<UserControls> {
-    let count = |i: usize| -> rusqlite::Result<Option<u64>> {
-        Ok(row
-            .get::<_, Option<i64>>(at + i)?
-            .map(|v| u64::try_from(v).unwrap_or(0)))
-    };
-    let small = |i: usize| -> rusqlite::Result<Option<u32>> {
-        Ok(row
-            .get::<_, Option<i64>>(at + i)?
-            .map(|v| u32::try_from(v.max(0)).unwrap_or(u32::MAX)))
-    };
-    Ok(UserControls {
-        blocked: row.get::<_, i64>(at)? != 0,
-        blocked_reason: row.get(at + 1)?,
-        overrides: UserOverrides {
-            daily_tokens: count(2)?,
-            monthly_tokens: count(3)?,
-            daily_cost_nano_usd: count(4)?,
-            monthly_cost_nano_usd: count(5)?,
-            requests_per_minute: small(6)?,
-            max_concurrent: small(7)?,
-        },
-    })
-}
-
-/// A user's controls, `None` when the user has no row.
-pub fn user_controls(conn: &Connection, user: &str) -> rusqlite::Result<Option<UserControls>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {CONTROL_COLUMNS} FROM users WHERE id = ?1"
+        "INSERT INTO usage_daily (day, user_id, provider, model, endpoint, {ROLLUP_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+         ON CONFLICT (day, user_id, provider, model, endpoint) DO UPDATE SET {ROLLUP_ADD}"
     ))?;
-    let mut rows = stmt.query([user])?;
-    match rows.next()? {
-        Some(row) => controls_from_row(row, 0).map(Some),
-        None => Ok(None),
+    for ((day, user, provider, model, endpoint), t) in &detail {
+        bind_totals(&mut stmt, 6, t)?;
+        stmt.raw_bind_parameter(1, &**day)?;
+        stmt.raw_bind_parameter(2, *user)?;
+        stmt.raw_bind_parameter(3, *provider)?;
+        stmt.raw_bind_parameter(4, *model)?;
+        stmt.raw_bind_parameter(5, *endpoint)?;
+        stmt.raw_execute()?;
     }
-}
-
-/// The controls before a change, creating the row (with `created_at = now_ms`) when missing.
-fn controls_for_change(
-    tx: &rusqlite::Transaction<'_>,
-    user: &str,
-    now_ms: i64,
-) -> rusqlite::Result<(UserControls, bool)> {
-    if let Some(before) = user_controls(tx, user)? {
-        return Ok((before, false));
-    }
-    tx.prepare_cached("INSERT INTO users (id, created_at) VALUES (?1, ?2)")?
-        .execute(params![user, now_ms])?;
-    Ok((UserControls::default(), true))
-}
-
-/// A limit as an SQLite integer; one past `i64::MAX` cannot be stored and is refused.
-fn limit_sql(value: Option<u64>) -> rusqlite::Result<Option<i64>> {
-    value
-        .map(|v| i64::try_from(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
-        .transpose()
-}
-
-/// Block (`blocked = true`, with an optional reason) or unblock (the reason is cleared) `user`,
-/// creating their row if they never called. Runs in the caller's transaction, so the caller can
-/// add its audit row before committing.
-pub fn set_user_blocked(
-    tx: &rusqlite::Transaction<'_>,
-    user: &str,
-    blocked: bool,
-    reason: Option<&str>,
-    now_ms: i64,
-) -> rusqlite::Result<Change<UserControls>> {
-    let (before, created) = controls_for_change(tx, user, now_ms)?;
-    let reason = if blocked { reason } else { None };
-    tx.prepare_cached("UPDATE users SET blocked = ?2, blocked_reason = ?3 WHERE id = ?1")?
-        .execute(params![user, blocked, reason])?;
-    let after = user_controls(tx, user)?.unwrap_or_default();
-    Ok(Change {
-        before,
-        after,
-        created,
-    })
-}
-
-/// Set or clear some of `user`'s overrides (see [`OverridesPatch`]), creating their row if they
-/// never called. Runs in the caller's transaction. A value past `i64::MAX` is refused
-/// (`ToSqlConversionFailure`) and nothing is written.
-pub fn set_user_overrides(
-    tx: &rusqlite::Transaction<'_>,
-    user: &str,
-    patch: &OverridesPatch,
-    now_ms: i64,
-) -> rusqlite::Result<Change<UserControls>> {
-    let (before, created) = controls_for_change(tx, user, now_ms)?;
-    let next = patch.apply(&before.overrides);
-    tx.prepare_cached(
-        "UPDATE users SET daily_tokens = ?2, monthly_tokens = ?3, daily_cost_nano_usd = ?4, \
-         monthly_cost_nano_usd = ?5, requests_per_minute = ?6, max_concurrent = ?7 WHERE id = ?1",
-    )?
-    .execute(params![
-        user,
-        limit_sql(next.daily_tokens)?,
-        limit_sql(next.monthly_tokens)?,
-        limit_sql(next.daily_cost_nano_usd)?,
-        limit_sql(next.monthly_cost_nano_usd)?,
-        next.requests_per_minute,
-        next.max_concurrent,
-    ])?;
-    let after = user_controls(tx, user)?.unwrap_or_default();
-    Ok(Change {
-        before,
-        after,
-        created,
-    })
-}
-
-/// One user as the quota ledger starts with them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SeedUser {
-    pub controls: UserControls,
-    /// Usage of the seed's `day`.
-    pub day: UserTotals,
-    /// Usage from the seed's `month_start` on.
-    pub month: UserTotals,
-}
-
-/// What the quota ledger needs at start: every user with controls set or usage this month.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct QuotaSeed {
-    /// The local day (`YYYY-MM-DD`) the `day` totals are for.
-    pub day: String,
-    /// The first day of the month (`YYYY-MM-01`) the `month` totals start at.
-    pub month_start: String,
-    pub users: std::collections::BTreeMap<String, SeedUser>,
-}
-
-/// Load the [`QuotaSeed`] for `today` and the month starting `month_start` (both in
-/// `limits.timezone`, from [`local_day`] and [`month_start`]): the controls of every user who
-/// has any, and the usage totals from the daily rollups. Users with neither are left out.
-pub fn load_quota_seed(
-    conn: &Connection,
-    today: &str,
-    month_start: &str,
-) -> rusqlite::Result<QuotaSeed> {
-    let mut users = std::collections::BTreeMap::<String, SeedUser>::new();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT id, {CONTROL_COLUMNS} FROM users WHERE blocked != 0 OR blocked_reason IS NOT NULL \
-         OR daily_tokens IS NOT NULL OR monthly_tokens IS NOT NULL \
-         OR daily_cost_nano_usd IS NOT NULL OR monthly_cost_nano_usd IS NOT NULL \
-         OR requests_per_minute IS NOT NULL OR max_concurrent IS NOT NULL"
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO usage_user_daily (day, user_id, {ROLLUP_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+         ON CONFLICT (day, user_id) DO UPDATE SET {ROLLUP_ADD}"
     ))?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        users.entry(id).or_default().controls = controls_from_row(row, 1)?;
+    for ((day, user), t) in &user_day {
+        bind_totals(&mut stmt, 3, t)?;
+        stmt.raw_bind_parameter(1, &**day)?;
+        stmt.raw_bind_parameter(2, *user)?;
+        stmt.raw_execute()?;
     }
-    for (id, totals) in totals_since(conn, month_start)? {
-        users.entry(id).or_default().month = totals;
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO usage_user_monthly (month, user_id, {ROLLUP_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+         ON CONFLICT (month, user_id) DO UPDATE SET {ROLLUP_ADD}"
+    ))?;
+    for ((month, user), t) in &user_month {
+        bind_totals(&mut stmt, 3, t)?;
+        stmt.raw_bind_parameter(1, month.as_str())?;
+        stmt.raw_bind_parameter(2, *user)?;
+        stmt.raw_execute()?;
     }
-    for (id, totals) in totals_since(conn, today)? {
-        users.entry(id).or_default().day = totals;
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO usage_model_daily (day, provider, model, {ROLLUP_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+         ON CONFLICT (day, provider, model) DO UPDATE SET {ROLLUP_ADD}"
+    ))?;
+    for ((day, provider, model), t) in &model_day {
+        bind_totals(&mut stmt, 4, t)?;
+        stmt.raw_bind_parameter(1, &**day)?;
+        stmt.raw_bind_parameter(2, *provider)?;
+        stmt.raw_bind_parameter(3, *model)?;
+        stmt.raw_execute()?;
     }
-    Ok(QuotaSeed {
-        day: today.to_string(),
-        month_start: month_start.to_string(),
-        users,
-    })
+    Ok(())
+}
+
+/// Bind a [`Totals`] as [`ROLLUP_COLUMNS`] from parameter `at` on.
+fn bind_totals(stmt: &mut Statement<'_>, at: usize, t: &Totals) -> rusqlite::Result<()> {
+    for (i, v) in [
+        t.calls,
+        t.errors,
+        t.input_tokens,
+        t.cached_input_tokens,
+        t.output_tokens,
+        t.reasoning_tokens,
+        t.total_tokens,
+        t.cost_nano_usd,
+        t.estimated_calls,
+        t.unpriced_calls,
+        t.latency_ms_sum,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        stmt.raw_bind_parameter(at + i, v)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1080,6 +735,10 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::calendar::local_day;
+    use crate::store::sqlite::controls::load_quota_seed;
+    use crate::store::sqlite::schema::{SCHEMA_VERSION, apply_schema, open_reader};
+    use crate::usage::{Outcome, Usage, UsageSource};
     use jiff::Timestamp;
 
     fn berlin() -> TimeZone {
@@ -1136,7 +795,7 @@ mod tests {
             } else {
                 Some(10 + n % 20)
             },
-            outcome: "complete",
+            outcome: Outcome::Complete,
         }
     }
 
@@ -1151,13 +810,13 @@ mod tests {
         Db { _dir: dir, path }
     }
 
-    fn options(queue_capacity: usize, batch_max: usize) -> StoreOptions {
-        StoreOptions {
+    fn options(queue_capacity: usize, batch_max: usize) -> Options {
+        Options {
             queue_capacity,
             batch_max,
             busy_timeout: Duration::from_millis(20),
             max_backoff: Duration::from_millis(50),
-            ..StoreOptions::default()
+            ..Options::default()
         }
     }
 
@@ -1189,7 +848,7 @@ mod tests {
             usage_source: UsageSource::Reported,
             latency_ms: 1_234,
             ttfb_ms: Some(321),
-            outcome: "complete",
+            outcome: Outcome::Complete,
         };
         let sparse = UsageRow {
             request_id: "req-sparse".into(),
@@ -1207,9 +866,9 @@ mod tests {
             usage_source: UsageSource::None,
             latency_ms: 0,
             ttfb_ms: None,
-            outcome: "refused",
+            outcome: Outcome::RefusedQuota,
         };
-        let (store, writer) = Store::open(&db.path, TimeZone::UTC, 16, 16).unwrap();
+        let (store, writer) = Queue::open(&db.path, TimeZone::UTC, 16, 16).unwrap();
         assert!(store.record(full.clone()));
         assert!(store.record(sparse.clone()));
         writer.close();
@@ -1300,7 +959,16 @@ mod tests {
                     0,
                     0
                 ),
-                (0, 0, 0, None, "none".into(), 0, None, "refused".into())
+                (
+                    0,
+                    0,
+                    0,
+                    None,
+                    "none".into(),
+                    0,
+                    None,
+                    "refused_quota".into()
+                )
             )
         );
         let user: (Option<String>, Option<String>, i64, Option<i64>, i64) = conn
@@ -1427,7 +1095,7 @@ mod tests {
             })
             .collect();
         // Small batches, fed in several waves: many transactions add to the same rollup keys.
-        let (store, writer) = Store::open_with(&db.path, tz.clone(), options(10_000, 37)).unwrap();
+        let (store, writer) = Queue::open_with(&db.path, tz.clone(), options(10_000, 37)).unwrap();
         for wave in rows.chunks(300) {
             for r in wave {
                 assert!(store.record(r.clone()));
@@ -1458,49 +1126,64 @@ mod tests {
             count(&conn, "SELECT SUM(cost_nano_usd) FROM usage_daily")
         );
 
-        let today = totals_since(&conn, "2026-10-25").unwrap();
-        let month = totals_since(&conn, &month_start("2026-10-25")).unwrap();
+        // The per-user and per-model rollups hold the same sums.
+        for table in [
+            "usage_user_daily",
+            "usage_user_monthly",
+            "usage_model_daily",
+        ] {
+            for column in ["calls", "total_tokens", "cost_nano_usd", "latency_ms_sum"] {
+                assert_eq!(
+                    count(&conn, &format!("SELECT SUM({column}) FROM usage_daily")),
+                    count(&conn, &format!("SELECT SUM({column}) FROM {table}")),
+                    "{table}.{column}"
+                );
+            }
+        }
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM usage_user_daily WHERE day = '2026-10-25'"
+            ),
+            3
+        );
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM usage_user_monthly WHERE month = '2026-10-01'"
+            ),
+            3
+        );
+        let seed = load_quota_seed(&conn, "2026-10-25", "2026-10-01").unwrap();
+        let today = |u: &str| seed.users[u].day;
+        let month = |u: &str| seed.users[u].month;
         let alice_today: i64 = rows
             .iter()
             .filter(|r| &*r.user_id == "alice" && local_day(r.ts_ms, &tz) == "2026-10-25")
             .map(|r| int(r.usage.total()))
             .sum();
-        assert_eq!(today["alice"].tokens, alice_today);
+        assert_eq!(today("alice").tokens, alice_today);
         let alice_month: i64 = rows
             .iter()
             .filter(|r| &*r.user_id == "alice")
             .map(|r| int(r.usage.total()))
             .sum();
-        assert_eq!(month["alice"].tokens, alice_month);
-        assert_eq!(month.values().map(|t| t.calls).sum::<i64>(), 2_000);
-        assert!(totals_since(&conn, "2026-10-26").unwrap().is_empty());
-    }
-
-    #[test]
-    fn local_day_follows_the_zone_not_utc() {
-        let tz = berlin();
-        assert_eq!(local_day(ms("2026-03-28T22:59:59.999Z"), &tz), "2026-03-28");
-        assert_eq!(local_day(ms("2026-03-28T23:00:00Z"), &tz), "2026-03-29");
+        assert_eq!(month("alice").tokens, alice_month);
         assert_eq!(
-            local_day(ms("2026-03-28T23:00:00Z"), &TimeZone::UTC),
-            "2026-03-28"
+            ["alice", "bob", "carol"]
+                .iter()
+                .map(|u| month(u).calls)
+                .sum::<i64>(),
+            2_000
         );
-        let mut cache = DayCache::new(tz.clone());
-        for t in [
-            "2026-03-28T22:59:59.999Z",
-            "2026-03-28T23:00:00Z",
-            "2026-03-29T21:59:59.999Z",
-            "2026-03-29T22:00:00Z",
-        ] {
-            assert_eq!(&*cache.day(ms(t)), local_day(ms(t), &tz), "{t}");
-        }
-        assert_eq!(month_start("2026-03-29"), "2026-03-01");
+        let later = load_quota_seed(&conn, "2026-10-26", "2026-11-01").unwrap();
+        assert!(later.users.is_empty());
     }
 
     #[test]
     fn user_upsert_keeps_the_first_email_and_moves_last_seen_forward() {
         let db = db();
-        let (store, writer) = Store::open_with(&db.path, TimeZone::UTC, options(100, 100)).unwrap();
+        let (store, writer) = Queue::open_with(&db.path, TimeZone::UTC, options(100, 100)).unwrap();
         let mut first = row(1, "dora", 2_000);
         first.user_email = None;
         store.record(first);
@@ -1509,7 +1192,7 @@ mod tests {
         second.user_name = Some("Dora".into());
         store.record(second);
         writer.close();
-        let (store, writer) = Store::open_with(&db.path, TimeZone::UTC, options(100, 100)).unwrap();
+        let (store, writer) = Queue::open_with(&db.path, TimeZone::UTC, options(100, 100)).unwrap();
         let mut later = row(3, "dora", 2_500); // arrives late with an older timestamp
         later.user_email = Some("second@example.com".into());
         later.user_name = Some("Dorothea".into());
@@ -1535,7 +1218,7 @@ mod tests {
     fn close_commits_every_queued_row() {
         let db = db();
         let (store, writer) =
-            Store::open_with(&db.path, TimeZone::UTC, options(60_000, 4_096)).unwrap();
+            Queue::open_with(&db.path, TimeZone::UTC, options(60_000, 4_096)).unwrap();
         let clone = store.clone(); // still alive when close() runs
         for n in 0..50_000 {
             assert!(clone.record(row(
@@ -1560,7 +1243,7 @@ mod tests {
     fn dropping_the_writer_flushes_like_close() {
         let db = db();
         let (store, writer) =
-            Store::open_with(&db.path, TimeZone::UTC, options(1_000, 10)).unwrap();
+            Queue::open_with(&db.path, TimeZone::UTC, options(1_000, 10)).unwrap();
         for n in 0..500 {
             store.record(row(n, "finn", 1_000));
         }
@@ -1577,7 +1260,7 @@ mod tests {
     #[test]
     fn full_queue_drops_and_counts_while_a_locked_database_is_retried_without_loss() {
         let db = db();
-        let (store, writer) = Store::open_with(&db.path, TimeZone::UTC, options(4, 2)).unwrap();
+        let (store, writer) = Queue::open_with(&db.path, TimeZone::UTC, options(4, 2)).unwrap();
         // Another connection holds the write lock: every commit fails with SQLITE_BUSY.
         let mut blocker = Connection::open(&db.path).unwrap();
         let lock = blocker
@@ -1621,7 +1304,7 @@ mod tests {
         let db = db();
         let mut opts = options(100, 100);
         opts.retries_when_stopping = 2;
-        let (store, writer) = Store::open_with(&db.path, TimeZone::UTC, opts).unwrap();
+        let (store, writer) = Queue::open_with(&db.path, TimeZone::UTC, opts).unwrap();
         let mut blocker = Connection::open(&db.path).unwrap();
         let lock = blocker
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -1639,7 +1322,7 @@ mod tests {
     fn schema_applies_twice_and_refuses_a_newer_version() {
         let db = db();
         for _ in 0..2 {
-            let (store, writer) = Store::open(&db.path, TimeZone::UTC, 8, 8).unwrap();
+            let (store, writer) = Queue::open(&db.path, TimeZone::UTC, 8, 8).unwrap();
             store.record(row(1, "ivy", 1_000));
             writer.close();
         }
@@ -1655,7 +1338,7 @@ mod tests {
         assert_eq!(mode, "wal", "WAL mode persists in the file");
         conn.execute_batch("PRAGMA user_version = 99").unwrap();
         drop(conn);
-        let err = Store::open(&db.path, TimeZone::UTC, 8, 8).unwrap_err();
+        let err = Queue::open(&db.path, TimeZone::UTC, 8, 8).unwrap_err();
         assert!(err.to_string().contains("schema version 99"), "{err}");
     }
 
@@ -1663,7 +1346,7 @@ mod tests {
     fn a_reader_reads_while_the_writer_writes() {
         let db = db();
         let (store, writer) =
-            Store::open_with(&db.path, TimeZone::UTC, options(30_000, 256)).unwrap();
+            Queue::open_with(&db.path, TimeZone::UTC, options(30_000, 256)).unwrap();
         let reader = open_reader(&db.path).unwrap();
         let producer = {
             let store = store.clone();
@@ -1726,7 +1409,7 @@ mod tests {
                     r
                 })
                 .collect();
-            let (store, writer) = Store::open(
+            let (store, writer) = Queue::open(
                 &db.path,
                 TimeZone::UTC,
                 usize::try_from(rows).unwrap(),
@@ -1754,299 +1437,5 @@ mod tests {
                 i64::try_from(rows).unwrap()
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod user_control_tests {
-    //! The operator's controls on `users` and the quota seed, on a temp SQLite file.
-
-    use std::path::PathBuf;
-
-    use super::*;
-
-    struct Db {
-        _dir: tempfile::TempDir,
-        path: PathBuf,
-    }
-
-    fn db() -> (Db, Connection) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tollgate.db");
-        let conn = Connection::open(&path).unwrap();
-        apply_schema(&conn).unwrap();
-        (Db { _dir: dir, path }, conn)
-    }
-
-    fn in_tx<T>(
-        conn: &mut Connection,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
-    }
-
-    fn usage_row(n: u64, user: &str, ts_ms: i64, tokens: u64) -> UsageRow {
-        UsageRow {
-            request_id: format!("req-{n}"),
-            ts_ms,
-            user_id: Arc::from(user),
-            user_email: Some(format!("{user}@example.com")),
-            user_name: None,
-            provider: Arc::from("openai"),
-            model: Some("gpt-4o".into()),
-            endpoint: "chat.completions",
-            streamed: false,
-            status: 200,
-            usage: Usage {
-                input_tokens: tokens,
-                cached_input_tokens: 0,
-                output_tokens: 0,
-                reasoning_tokens: 0,
-            },
-            cost_nano_usd: Some(i64::try_from(tokens).unwrap() * 10),
-            usage_source: UsageSource::Reported,
-            latency_ms: 5,
-            ttfb_ms: None,
-            outcome: "complete",
-        }
-    }
-
-    fn created_at(conn: &Connection, user: &str) -> i64 {
-        conn.query_row("SELECT created_at FROM users WHERE id = ?1", [user], |r| {
-            r.get(0)
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn blocking_a_user_never_seen_creates_their_row_and_reports_before_and_after() {
-        let (_db, mut conn) = db();
-        let change = in_tx(&mut conn, |tx| {
-            set_user_blocked(tx, "ann", true, Some("spam"), 1_000)
-        })
-        .unwrap();
-        assert!(change.created);
-        assert_eq!(change.before, UserControls::default());
-        assert_eq!(
-            change.after,
-            UserControls {
-                blocked: true,
-                blocked_reason: Some("spam".into()),
-                overrides: UserOverrides::default(),
-            }
-        );
-        assert_eq!(created_at(&conn, "ann"), 1_000);
-        assert_eq!(user_controls(&conn, "ann").unwrap(), Some(change.after));
-        assert_eq!(user_controls(&conn, "nobody").unwrap(), None);
-    }
-
-    #[test]
-    fn blocking_again_replaces_the_reason_and_unblocking_clears_it() {
-        let (_db, mut conn) = db();
-        in_tx(&mut conn, |tx| {
-            set_user_blocked(tx, "bo", true, Some("first"), 1)
-        })
-        .unwrap();
-        let again = in_tx(&mut conn, |tx| set_user_blocked(tx, "bo", true, None, 2)).unwrap();
-        assert!(!again.created);
-        assert_eq!(again.before.blocked_reason.as_deref(), Some("first"));
-        assert_eq!(again.after.blocked_reason, None);
-        in_tx(&mut conn, |tx| {
-            set_user_blocked(tx, "bo", true, Some("third"), 3)
-        })
-        .unwrap();
-        let unblocked = in_tx(&mut conn, |tx| {
-            set_user_blocked(tx, "bo", false, Some("ignored"), 4)
-        })
-        .unwrap();
-        assert!(unblocked.before.blocked);
-        assert_eq!(unblocked.after, UserControls::default());
-        assert_eq!(created_at(&conn, "bo"), 1, "created once");
-    }
-
-    #[test]
-    fn an_overrides_patch_sets_clears_and_leaves_each_field() {
-        let (_db, mut conn) = db();
-        let first = in_tx(&mut conn, |tx| {
-            set_user_overrides(
-                tx,
-                "cy",
-                &OverridesPatch {
-                    daily_tokens: Some(Some(5_000)),
-                    monthly_tokens: Some(Some(0)),
-                    daily_cost_nano_usd: Some(Some(2_000_000_000)),
-                    requests_per_minute: Some(Some(10)),
-                    max_concurrent: Some(Some(2)),
-                    ..OverridesPatch::default()
-                },
-                10,
-            )
-        })
-        .unwrap();
-        assert!(first.created);
-        assert_eq!(
-            first.after.overrides,
-            UserOverrides {
-                daily_tokens: Some(5_000),
-                monthly_tokens: Some(0),
-                daily_cost_nano_usd: Some(2_000_000_000),
-                monthly_cost_nano_usd: None,
-                requests_per_minute: Some(10),
-                max_concurrent: Some(2),
-            }
-        );
-        let second = in_tx(&mut conn, |tx| {
-            set_user_overrides(
-                tx,
-                "cy",
-                &OverridesPatch {
-                    daily_tokens: Some(None),
-                    monthly_cost_nano_usd: Some(Some(7)),
-                    ..OverridesPatch::default()
-                },
-                20,
-            )
-        })
-        .unwrap();
-        assert_eq!(second.before, first.after);
-        assert_eq!(
-            second.after.overrides,
-            UserOverrides {
-                daily_tokens: None,
-                monthly_cost_nano_usd: Some(7),
-                ..first.after.overrides
-            }
-        );
-        let stored: (Option<i64>, i64) = conn
-            .query_row(
-                "SELECT daily_tokens, monthly_cost_nano_usd FROM users WHERE id = 'cy'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!(stored, (None, 7), "a cleared override is NULL");
-    }
-
-    #[test]
-    fn a_change_rolled_back_leaves_nothing_and_an_unstorable_limit_writes_nothing() {
-        let (_db, mut conn) = db();
-        {
-            let tx = conn.transaction().unwrap();
-            set_user_blocked(&tx, "di", true, Some("x"), 1).unwrap();
-            tx.rollback().unwrap();
-        }
-        assert_eq!(user_controls(&conn, "di").unwrap(), None);
-
-        in_tx(&mut conn, |tx| set_user_blocked(tx, "di", true, None, 1)).unwrap();
-        let err = in_tx(&mut conn, |tx| {
-            set_user_overrides(
-                tx,
-                "di",
-                &OverridesPatch {
-                    daily_tokens: Some(Some(1)),
-                    monthly_tokens: Some(Some(u64::MAX)),
-                    ..OverridesPatch::default()
-                },
-                2,
-            )
-        })
-        .unwrap_err();
-        assert!(
-            matches!(err, rusqlite::Error::ToSqlConversionFailure(_)),
-            "{err}"
-        );
-        let controls = user_controls(&conn, "di").unwrap().unwrap();
-        assert!(controls.overrides.is_empty());
-    }
-
-    #[test]
-    fn the_writer_keeps_an_operators_controls_when_it_records_the_users_calls() {
-        let (db, mut conn) = db();
-        in_tx(&mut conn, |tx| {
-            set_user_blocked(tx, "ed", true, Some("review"), 100)
-        })
-        .unwrap();
-        let (store, writer) = Store::open(&db.path, TimeZone::UTC, 8, 8).unwrap();
-        store.record(usage_row(1, "ed", 5_000, 10));
-        writer.close();
-        let controls = user_controls(&conn, "ed").unwrap().unwrap();
-        assert!(controls.blocked);
-        assert_eq!(controls.blocked_reason.as_deref(), Some("review"));
-        let email: String = conn
-            .query_row("SELECT email FROM users WHERE id = 'ed'", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(email, "ed@example.com", "the writer fills in the claims");
-        assert_eq!(created_at(&conn, "ed"), 100);
-    }
-
-    #[test]
-    fn the_quota_seed_holds_every_user_with_controls_or_usage_this_month() {
-        let (db, mut conn) = db();
-        let day = |d: &str| {
-            d.parse::<jiff::civil::Date>()
-                .unwrap()
-                .at(12, 0, 0, 0)
-                .to_zoned_datetime(TimeZone::UTC)
-                .unwrap()
-                .timestamp()
-                .as_millisecond()
-        };
-        let (store, writer) = Store::open(&db.path, TimeZone::UTC, 64, 64).unwrap();
-        store.record(usage_row(1, "fay", day("2025-06-10"), 100));
-        store.record(usage_row(2, "fay", day("2025-06-10"), 20));
-        store.record(usage_row(3, "fay", day("2025-06-03"), 3));
-        store.record(usage_row(4, "fay", day("2025-05-31"), 1_000)); // last month
-        store.record(usage_row(5, "gil", day("2025-06-01"), 7));
-        store.record(usage_row(6, "old", day("2025-05-20"), 9)); // nothing this month
-        writer.close();
-        in_tx(&mut conn, |tx| {
-            set_user_overrides(
-                tx,
-                "hal",
-                &OverridesPatch {
-                    max_concurrent: Some(Some(3)),
-                    ..OverridesPatch::default()
-                },
-                1,
-            )
-        })
-        .unwrap();
-        in_tx(&mut conn, |tx| set_user_blocked(tx, "gil", true, None, 1)).unwrap();
-        // Hand-edited values are read leniently rather than failing the start.
-        conn.execute(
-            "INSERT INTO users (id, created_at, daily_tokens, requests_per_minute) \
-             VALUES ('ivy', 1, -5, 99999999999)",
-            [],
-        )
-        .unwrap();
-
-        let seed =
-            load_quota_seed(&open_reader(&db.path).unwrap(), "2025-06-10", "2025-06-01").unwrap();
-        assert_eq!(
-            (seed.day.as_str(), seed.month_start.as_str()),
-            ("2025-06-10", "2025-06-01")
-        );
-        let ids: Vec<&str> = seed.users.keys().map(String::as_str).collect();
-        assert_eq!(ids, ["fay", "gil", "hal", "ivy"]);
-        let fay = &seed.users["fay"];
-        assert_eq!((fay.day.tokens, fay.month.tokens), (120, 123));
-        assert_eq!(
-            (fay.day.cost_nano_usd, fay.month.cost_nano_usd),
-            (1_200, 1_230)
-        );
-        assert!(fay.controls.is_default());
-        let gil = &seed.users["gil"];
-        assert!(gil.controls.blocked);
-        assert_eq!((gil.day.tokens, gil.month.tokens), (0, 7));
-        assert_eq!(seed.users["hal"].controls.overrides.max_concurrent, Some(3));
-        assert_eq!(seed.users["hal"].month, UserTotals::default());
-        let ivy = seed.users["ivy"].controls.overrides;
-        assert_eq!(
-            (ivy.daily_tokens, ivy.requests_per_minute),
-            (Some(0), Some(u32::MAX))
-        );
     }
 }

@@ -4,21 +4,20 @@
 //! Tollgate updates or deletes them.
 
 use rusqlite::{Connection, params};
-use serde::Serialize;
+
+use crate::store::{AuditAction, AuditRow};
 
 /// One admin action, as written to `admin_audit`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AuditEntry<'a> {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
     /// Unix ms UTC.
     pub ts: i64,
     /// The admin account or admin JWT subject; `"system"` for reloads nobody asked for through
     /// the API (file watch, SIGHUP); for a failed sign-in, the name that was tried.
-    pub actor: &'a str,
-    /// `login`, `login_failed`, `logout`, `block`, `unblock`, `set_limits`, `config_reload`,
-    /// `config_reload_refused`, `admin_add`, `admin_remove`.
-    pub action: &'a str,
+    pub actor: String,
+    pub action: AuditAction,
     /// Usually a user id.
-    pub target: Option<&'a str>,
+    pub target: Option<String>,
     /// JSON of the state before and after the action, when it has one.
     pub before_json: Option<String>,
     pub after_json: Option<String>,
@@ -28,7 +27,7 @@ pub struct AuditEntry<'a> {
 
 /// Insert `entry`. Call it inside the transaction that carries the action (a `Transaction`
 /// derefs to `Connection`).
-pub fn write_audit(conn: &Connection, entry: &AuditEntry<'_>) -> rusqlite::Result<i64> {
+pub fn write_audit(conn: &Connection, entry: &AuditEntry) -> rusqlite::Result<i64> {
     conn.prepare_cached(
         "INSERT INTO admin_audit (ts, actor, action, target, before_json, after_json, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -36,26 +35,13 @@ pub fn write_audit(conn: &Connection, entry: &AuditEntry<'_>) -> rusqlite::Resul
     .execute(params![
         entry.ts,
         entry.actor,
-        entry.action,
+        entry.action.as_str(),
         entry.target,
         entry.before_json,
         entry.after_json,
         entry.detail,
     ])?;
     Ok(conn.last_insert_rowid())
-}
-
-/// One `admin_audit` row as read back.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct AuditRow {
-    pub id: i64,
-    pub ts: i64,
-    pub actor: String,
-    pub action: String,
-    pub target: Option<String>,
-    pub before_json: Option<String>,
-    pub after_json: Option<String>,
-    pub detail: Option<String>,
 }
 
 /// Audit rows newest first, optionally only those about `target` and only those older than
@@ -94,17 +80,18 @@ mod tests {
     #[test]
     fn written_rows_read_back_newest_first_and_filter_by_target() {
         let conn = Connection::open_in_memory().unwrap();
-        crate::store::apply_schema(&conn).unwrap();
+        super::super::schema::apply_schema(&conn).unwrap();
         for (i, target) in ["u1", "u2", "u1"].iter().enumerate() {
             write_audit(
                 &conn,
                 &AuditEntry {
                     ts: i64::try_from(i).unwrap(),
-                    actor: "root",
-                    action: "block",
-                    target: Some(target),
+                    actor: "root".into(),
+                    action: AuditAction::Block,
+                    target: Some((*target).to_string()),
                     detail: Some(format!("n{i}")),
-                    ..Default::default()
+                    before_json: None,
+                    after_json: None,
                 },
             )
             .unwrap();

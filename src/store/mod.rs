@@ -1,0 +1,529 @@
+//! The store: everything Tollgate keeps, behind one interface a second database can fill.
+//!
+//! [`Store`] is what the rest of the program uses to persist and read: call rows (queued, never
+//! awaited on the request path), the quota seed at start, operators' changes with their audit
+//! row ([`Work`], one transaction each), admin accounts and sessions, the admin API's reads and
+//! readiness. Its values are plain types of this module and of the domain (`usage`, `calendar`,
+//! `quota::controls`); no query shape leaks out, and no serialisation format is chosen here
+//! (the admin module maps results to its documented responses).
+//!
+//! [`sqlite`] is the first implementation and the embedded default: one writer thread commits
+//! call rows in batches with their rollups, readers and the admin writer have connections of
+//! their own, and every blocking SQLite call runs off the async runtime. It is the only module
+//! of the crate that names `rusqlite`. A second backend is a new module implementing [`Store`];
+//! nothing outside `store` changes.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::quota::{Change, OverridesPatch, QuotaSeed, UserControls, UserOverrides};
+use crate::usage::{Outcome, Totals, Usage, UsageSource};
+
+pub mod sqlite;
+
+// === the interface ===
+
+/// Everything Tollgate stores and reads. Share it as `Arc<dyn Store>`.
+///
+/// The call-row methods are synchronous and never block (the request path calls them); every
+/// other method is `async` and does its I/O off the async runtime.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    // --- calls: the request path ---
+
+    /// Queue a finished call's row for the writer. Never blocks and never waits for the disk.
+    /// Returns false (and counts a drop) when the queue is full or the store is closing.
+    fn record(&self, row: UsageRow) -> bool;
+
+    /// The writer's counters, for metrics and tests.
+    fn writer_stats(&self) -> WriterStats;
+
+    /// Stop accepting rows, commit every row already queued, and release the writer. Rows
+    /// recorded afterwards are refused (and counted as dropped).
+    async fn close(&self);
+
+    // --- start ---
+
+    /// What the quota ledger starts with: the controls of every user who has any, and usage
+    /// totals of `today` and of the month starting `month_start` (both `YYYY-MM-DD` in
+    /// `limits.timezone`).
+    async fn quota_seed(&self, today: &str, month_start: &str) -> Result<QuotaSeed, StoreError>;
+
+    // --- changes: one unit of work each ---
+
+    /// Make a change and write its audit row in one transaction: both are committed, or
+    /// neither. Every admin action, the `tollgate admin` commands, sign-in and sign-out, and
+    /// configuration reloads go through here.
+    async fn commit(&self, work: Work) -> Result<Committed, StoreError>;
+
+    // --- admin accounts and sessions ---
+
+    /// The argon2id PHC string of an admin account, `None` for an unknown name.
+    async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// The live session whose token hashes to `token_sha256`, `None` when expired or unknown.
+    async fn session(&self, token_sha256: &str, now_ms: i64)
+    -> Result<Option<Session>, StoreError>;
+
+    /// Every admin account, by name.
+    async fn accounts(&self) -> Result<Vec<AdminAccount>, StoreError>;
+
+    // --- the admin API's reads ---
+
+    /// A page of users with their usage today and this month.
+    async fn users_page(&self, q: UsersQuery) -> Result<UsersPage, StoreError>;
+
+    /// One user's summary, daily series, per-model usage and a page of recent calls; `None`
+    /// when the store has never heard of the user.
+    async fn user_usage(&self, q: UserUsageQuery) -> Result<Option<UserUsage>, StoreError>;
+
+    /// System statistics.
+    async fn stats(&self, q: StatsQuery) -> Result<Stats, StoreError>;
+
+    /// Usage per day, by model or provider, from `since_day` to the newest day with usage.
+    async fn usage_series(
+        &self,
+        since_day: &str,
+        by: SeriesBy,
+        user: Option<&str>,
+    ) -> Result<Vec<SeriesPoint>, StoreError>;
+
+    /// A page of the audit trail, newest first.
+    async fn audit_page(
+        &self,
+        target: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError>;
+
+    /// Stream the calls with `ts` in `[from_ms, to_ms)`, oldest first, in chunks through a
+    /// bounded channel (the reader waits while the receiver is full, and stops when it is
+    /// dropped). A failure midway arrives as the last message.
+    fn export_calls(&self, q: ExportQuery) -> mpsc::Receiver<Result<Vec<CallRow>, StoreError>>;
+
+    // --- operations ---
+
+    /// Whether the store takes writes right now.
+    async fn ready(&self) -> Result<(), StoreError>;
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database stayed busy (locked by another writer) past its timeout; retry later.
+    #[error("the database is busy: {0}")]
+    Busy(String),
+    /// A value the store cannot keep (e.g. a limit past `i64::MAX`); nothing was written.
+    #[error("{0}")]
+    Invalid(String),
+    /// Opening, migrating or any other failure of the database itself.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// The writer's counters since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Rows handed over and not yet committed (queued or in the batch being written).
+    pub queue_depth: usize,
+    /// Rows refused by [`Store::record`]: queue full or store closing.
+    pub rows_dropped: u64,
+    /// Rows accepted but never committed (the disk kept refusing them while stopping, or the
+    /// database refused a row outright).
+    pub rows_failed: u64,
+    pub rows_committed: u64,
+}
+
+/// Sees each batch of usage rows once the writer is done with it, on the writer's thread, off
+/// the request path: how `metrics` counts calls. Keep it cheap and never block.
+pub trait RowObserver: Send + Sync + fmt::Debug + 'static {
+    fn rows_written(&self, rows: &[UsageRow]);
+}
+
+// === a call row ===
+
+/// One call, as recorded in `token_usage`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsageRow {
+    pub request_id: String,
+    /// Unix milliseconds, UTC, when the call was admitted.
+    pub ts_ms: i64,
+    pub user_id: Arc<str>,
+    /// Claims that fill the user's row on first sight.
+    pub user_email: Option<String>,
+    pub user_name: Option<String>,
+    pub provider: Arc<str>,
+    pub model: Option<String>,
+    pub endpoint: &'static str,
+    pub streamed: bool,
+    /// HTTP status the client received.
+    pub status: u16,
+    pub usage: Usage,
+    pub cost_nano_usd: Option<i64>,
+    pub usage_source: UsageSource,
+    pub latency_ms: u64,
+    /// Time to the upstream's response head, when there was one.
+    pub ttfb_ms: Option<u64>,
+    pub outcome: Outcome,
+}
+
+// === units of work ===
+
+/// One change and its audit row, committed together by [`Store::commit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Work {
+    /// Who goes in the audit row: an admin account, `jwt:<subject>`, `cli:<user>`, `system`.
+    pub actor: String,
+    /// When (unix ms UTC): the audit row's `ts`, and a new user's `created_at`.
+    pub at_ms: i64,
+    pub op: Op,
+}
+
+/// The changes an operator (or the gateway itself) can make. Each names its audit action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Block a user (creating their row if they never called). Audited as `block`, with the
+    /// reason as the detail.
+    Block {
+        user: String,
+        reason: Option<String>,
+    },
+    /// Unblock a user, clearing the reason. Audited as `unblock`.
+    Unblock { user: String },
+    /// Set or clear some of a user's limit overrides. Audited as `set_limits`.
+    SetLimits { user: String, patch: OverridesPatch },
+    /// Create an admin account; nothing is written if the name is taken. `admin_add`.
+    AddAccount { name: String, password_hash: String },
+    /// Replace an account's password and end its sessions. `admin_set_password`.
+    SetPassword { name: String, password_hash: String },
+    /// Remove an account and end its sessions. `admin_remove`.
+    RemoveAccount { name: String },
+    /// A good sign-in: a session (only its token's SHA-256 is kept) and the account's last
+    /// sign-in time. `login`, the actor being the account, `from <address>` the detail.
+    SignIn {
+        token_sha256: String,
+        expires_at_ms: i64,
+        from: String,
+    },
+    /// A refused sign-in: only the audit row. `login_failed`.
+    SignInFailed { from: String },
+    /// End a session: audited as `logout` (actor: its admin) only if it existed.
+    SignOut { token_sha256: String },
+    /// A configuration reload: only the audit row (`config_reload` or
+    /// `config_reload_refused`), target the file, the changed keys as before/after JSON.
+    ConfigReload {
+        applied: bool,
+        file: String,
+        before_json: Option<String>,
+        after_json: Option<String>,
+        detail: String,
+    },
+}
+
+impl Op {
+    /// The audit action this change writes.
+    pub fn action(&self) -> AuditAction {
+        match self {
+            Op::Block { .. } => AuditAction::Block,
+            Op::Unblock { .. } => AuditAction::Unblock,
+            Op::SetLimits { .. } => AuditAction::SetLimits,
+            Op::AddAccount { .. } => AuditAction::AdminAdd,
+            Op::SetPassword { .. } => AuditAction::AdminSetPassword,
+            Op::RemoveAccount { .. } => AuditAction::AdminRemove,
+            Op::SignIn { .. } => AuditAction::Login,
+            Op::SignInFailed { .. } => AuditAction::LoginFailed,
+            Op::SignOut { .. } => AuditAction::Logout,
+            Op::ConfigReload { applied: true, .. } => AuditAction::ConfigReload,
+            Op::ConfigReload { applied: false, .. } => AuditAction::ConfigReloadRefused,
+        }
+    }
+}
+
+/// What [`Store::commit`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// A user's controls before and after (block, unblock, limits).
+    Controls(Box<Change<UserControls>>),
+    /// An account change: false when nothing matched (the name is taken for an add, unknown
+    /// otherwise); nothing was written then, not even the audit row.
+    Account { changed: bool },
+    /// Sign-out: the session's admin, `None` when there was no such session (no audit row).
+    SignedOut { admin: Option<String> },
+    /// An audit-only unit (sign-in, refused sign-in, reload): the audit row's id.
+    Audited { audit_id: i64 },
+}
+
+/// The `action` of an `admin_audit` row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    Block,
+    Unblock,
+    SetLimits,
+    AdminAdd,
+    AdminSetPassword,
+    AdminRemove,
+    Login,
+    LoginFailed,
+    Logout,
+    ConfigReload,
+    ConfigReloadRefused,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Block => "block",
+            AuditAction::Unblock => "unblock",
+            AuditAction::SetLimits => "set_limits",
+            AuditAction::AdminAdd => "admin_add",
+            AuditAction::AdminSetPassword => "admin_set_password",
+            AuditAction::AdminRemove => "admin_remove",
+            AuditAction::Login => "login",
+            AuditAction::LoginFailed => "login_failed",
+            AuditAction::Logout => "logout",
+            AuditAction::ConfigReload => "config_reload",
+            AuditAction::ConfigReloadRefused => "config_reload_refused",
+        }
+    }
+}
+
+// === what the reads return ===
+
+/// An admin account (never its password hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminAccount {
+    pub name: String,
+    pub created_at: i64,
+    pub last_login_at: Option<i64>,
+}
+
+/// A live admin session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub admin: String,
+    pub expires_at: i64,
+}
+
+/// One `admin_audit` row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub ts: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub before_json: Option<String>,
+    pub after_json: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// How [`Store::users_page`] orders users. Ties are broken by id, in the same direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UserSort {
+    #[default]
+    Id,
+    LastSeen,
+    Created,
+    TokensToday,
+    TokensMonth,
+    CostToday,
+    CostMonth,
+}
+
+/// A page of the user list, with the days its usage figures are for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsersQuery {
+    /// Case-insensitive (ASCII) substring of the id, email or name; `None` or empty = everyone.
+    pub search: Option<String>,
+    pub sort: UserSort,
+    pub desc: bool,
+    pub limit: u32,
+    pub offset: u32,
+    /// `YYYY-MM-DD`: the day of the `today` figures.
+    pub today: String,
+    /// `YYYY-MM-01`: the first day of the `month` figures.
+    pub month_start: String,
+}
+
+/// One user with their usage today and this month.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserSummary {
+    pub id: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub controls: UserControls,
+    /// Unix ms UTC.
+    pub created_at: i64,
+    /// Unix ms UTC of the latest recorded call; `None` if the user never called.
+    pub last_seen_at: Option<i64>,
+    pub today: Totals,
+    /// From the first of the month to today, inclusive.
+    pub month: Totals,
+}
+
+impl UserSummary {
+    pub fn overrides(&self) -> &UserOverrides {
+        &self.controls.overrides
+    }
+}
+
+/// One page of users and how many match the search.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsersPage {
+    pub users: Vec<UserSummary>,
+    /// Users matching the search (all pages).
+    pub total: u64,
+}
+
+/// What [`Store::user_usage`] reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserUsageQuery {
+    pub user: String,
+    pub today: String,
+    pub month_start: String,
+    /// The first day of the daily series and of the per-model sums.
+    pub since_day: String,
+    /// The id of the last call of the previous page.
+    pub before_call: Option<i64>,
+    /// Calls per page.
+    pub limit: u32,
+}
+
+/// One user's usage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserUsage {
+    pub summary: UserSummary,
+    /// One point per day from `since_day` to today, days without calls as zeros.
+    pub daily: Vec<DayPoint>,
+    /// Per (provider, model) since `since_day`, most tokens first.
+    pub models: Vec<ModelUsage>,
+    /// The page of calls, newest first.
+    pub calls: Vec<CallRow>,
+    /// There are calls after this page.
+    pub more_calls: bool,
+}
+
+/// One day of a series.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DayPoint {
+    /// `YYYY-MM-DD` in `limits.timezone`.
+    pub day: String,
+    pub totals: Totals,
+}
+
+/// Usage of one model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelUsage {
+    pub provider: String,
+    /// `None` for calls whose request named no model.
+    pub model: Option<String>,
+    pub totals: Totals,
+}
+
+/// Usage of one provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderUsage {
+    pub provider: String,
+    pub totals: Totals,
+}
+
+/// One recorded call: a `token_usage` row as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRow {
+    pub id: i64,
+    pub request_id: String,
+    /// Unix ms UTC, when the call was admitted.
+    pub ts: i64,
+    pub user_id: String,
+    pub provider: String,
+    pub model: Option<String>,
+    pub endpoint: String,
+    pub streamed: bool,
+    pub status: i64,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub total_tokens: i64,
+    pub cost_nano_usd: Option<i64>,
+    /// `reported`, `estimated` or `none`.
+    pub usage_source: String,
+    pub latency_ms: i64,
+    pub ttfb_ms: Option<i64>,
+    pub outcome: String,
+}
+
+/// What [`Store::stats`] reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsQuery {
+    pub today: String,
+    pub month_start: String,
+    /// "Active today" = `last_seen_at >= today_start_ms`.
+    pub today_start_ms: i64,
+    /// "Active in 7 days" = `last_seen_at >= week_ago_ms`.
+    pub week_ago_ms: i64,
+}
+
+/// System statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    pub users_total: i64,
+    pub users_active_today: i64,
+    pub users_active_7d: i64,
+    pub users_blocked: i64,
+    pub today: Totals,
+    pub month: Totals,
+    /// This month, most tokens first.
+    pub by_model: Vec<ModelUsage>,
+    /// This month, most tokens first.
+    pub by_provider: Vec<ProviderUsage>,
+}
+
+/// What a usage series is broken down by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeriesBy {
+    Model,
+    Provider,
+}
+
+/// One (day, model or provider) point of a usage series.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesPoint {
+    pub day: String,
+    /// The model (`""` for calls that named none) or the provider.
+    pub key: String,
+    /// The provider of the model (the key itself when the series is by provider).
+    pub provider: String,
+    pub totals: Totals,
+}
+
+/// Which calls [`Store::export_calls`] streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportQuery {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub user: Option<String>,
+}
+
+// === choosing a backend ===
+
+/// Open the store `[store]` names, its rollup days in `tz` (`limits.timezone`), with the
+/// writer's `observer`.
+pub fn open(
+    settings: &crate::config::StoreConfig,
+    tz: jiff::tz::TimeZone,
+    observer: Option<Arc<dyn RowObserver>>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let options = sqlite::Options {
+        queue_capacity: settings.queue_capacity,
+        batch_max: settings.batch_max,
+        linger: std::time::Duration::from_millis(settings.commit_interval_ms),
+        observer,
+        ..sqlite::Options::default()
+    };
+    let store = sqlite::SqliteStore::open(&settings.path, tz, options)?;
+    Ok(store)
+}
