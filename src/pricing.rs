@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::provider::Usage;
+use crate::usage::Usage;
 
 /// One `[pricing."model"]` entry, USD per million tokens.
 ///
@@ -178,7 +178,7 @@ impl PriceTable {
     /// ```
     /// use std::collections::BTreeMap;
     /// use tollgate::pricing::{Price, PriceTable};
-    /// use tollgate::provider::Usage;
+    /// use tollgate::usage::Usage;
     ///
     /// let table = PriceTable::new(&BTreeMap::from([(
     ///     "gpt-4o".to_string(),
@@ -201,7 +201,7 @@ impl PriceTable {
     /// ```
     /// use std::collections::BTreeMap;
     /// use tollgate::pricing::{Price, PriceTable};
-    /// use tollgate::provider::Usage;
+    /// use tollgate::usage::Usage;
     ///
     /// let pro = Price {
     ///     input: 1.25,

@@ -49,8 +49,8 @@ pub enum StartError {
     #[error("{0}")]
     Runtime(String),
     /// The admin listener refused to start.
-    #[error("{0}")]
-    Admin(String),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::StartError),
     /// Signal handlers or the listener's own address.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -922,7 +922,9 @@ async fn reload_without_a_file_is_503_and_a_non_loopback_admin_needs_a_way_in() 
         "admin JWTs configured"
     );
     config.raw.auth.admin_claim = String::new();
-    let err = tollgate::admin::check_listen(public, &config, 0).unwrap_err();
+    let err = tollgate::admin::check_listen(public, &config, 0)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tollgate admin add"), "{err}");
     assert!(tollgate::admin::check_listen("127.0.0.1:3001".parse().unwrap(), &config, 0).is_ok());
     a.stop().await;

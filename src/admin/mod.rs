@@ -249,9 +249,24 @@ pub fn router(state: Arc<AdminState>) -> Router {
     api::router(state)
 }
 
+/// Why the admin listener did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A non-loopback address, and nobody could sign in.
+    #[error(
+        "admin.listen = {0} is not a loopback address, and no admin could sign in: add an \
+         account with `tollgate admin add NAME` or configure auth.admin_claim/admin_value"
+    )]
+    Exposed(SocketAddr),
+    #[error("admin listener: {0}")]
+    Listener(#[from] std::io::Error),
+    #[error("cannot read admin accounts: {0}")]
+    Accounts(#[from] StoreError),
+}
+
 /// Check that the admin listener may bind `addr`: a non-loopback address only when admins can
 /// sign in (an admin account exists, or admin JWTs are configured).
-pub fn check_listen(addr: SocketAddr, config: &Config, accounts: u64) -> Result<(), String> {
+pub fn check_listen(addr: SocketAddr, config: &Config, accounts: u64) -> Result<(), StartError> {
     if addr.ip().is_loopback() {
         return Ok(());
     }
@@ -261,10 +276,7 @@ pub fn check_listen(addr: SocketAddr, config: &Config, accounts: u64) -> Result<
     if accounts > 0 || jwt_admins {
         Ok(())
     } else {
-        Err(format!(
-            "admin.listen = {addr} is not a loopback address, and no admin could sign in: add an \
-             account with `tollgate admin add NAME` or configure auth.admin_claim/admin_value"
-        ))
+        Err(StartError::Exposed(addr))
     }
 }
 
@@ -290,17 +302,13 @@ impl AdminServer {
 }
 
 /// Serve the admin side on `listener` until [`AdminServer::shutdown`].
-pub async fn start(handles: AdminHandles, listener: TcpListener) -> Result<AdminServer, String> {
+pub async fn start(
+    handles: AdminHandles,
+    listener: TcpListener,
+) -> Result<AdminServer, StartError> {
     let state = AdminState::new(handles);
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("admin listener: {e}"))?;
-    let accounts = state
-        .store
-        .accounts()
-        .await
-        .map_err(|e| format!("cannot read admin accounts: {e}"))?
-        .len() as u64;
+    let addr = listener.local_addr()?;
+    let accounts = state.store.accounts().await?.len() as u64;
     check_listen(addr, &state.config(), accounts)?;
     let state = Arc::new(state);
     let app = router(state);
