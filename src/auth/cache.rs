@@ -146,8 +146,7 @@ mod tests {
 
     use super::*;
     use crate::auth::testkit::*;
-    use crate::auth::{AuthError, Verifier};
-    use crate::config::{AuthConfig, JwtAlgorithm};
+    use crate::auth::{AuthConfig, AuthError, JwtAlgorithm, Verifier};
 
     fn moving_clock(v: Verifier) -> (Verifier, Arc<AtomicU64>) {
         let now = Arc::new(AtomicU64::new(NOW));

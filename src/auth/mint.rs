@@ -7,8 +7,9 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
 
+use super::settings::AuthConfig;
 use super::system_clock;
-use crate::config::{AuthConfig, Secret};
+use crate::secret::Secret;
 
 /// Why a token could not be minted.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,7 @@
 mod cache;
 mod credential;
 mod mint;
+mod settings;
 #[cfg(test)]
 mod testkit;
 mod verify;
@@ -29,6 +30,7 @@ pub use credential::{
     CREDENTIAL_HEADERS, X_GOOG_API_KEY, credential, strip_credential_headers, strip_key_param,
 };
 pub use mint::{MintError, mint};
+pub use settings::{AuthConfig, JwtAlgorithm};
 pub use verify::Verifier;
 
 /// A verified end user.

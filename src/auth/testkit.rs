@@ -5,8 +5,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use super::Verifier;
-use crate::config::{AuthConfig, JwtAlgorithm, Secret};
+use super::{AuthConfig, JwtAlgorithm, Verifier};
+use crate::secret::Secret;
 
 pub(super) const SECRET: &str = "unit-test-secret-0123456789abcdef";
 pub(super) const RSA_PRIVATE: &[u8] = include_bytes!("../../tests/fixtures/keys/rsa_private.pem");

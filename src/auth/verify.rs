@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::cache::{DEFAULT_CACHE_CAPACITY, TokenCache};
+use super::settings::{AuthConfig, JwtAlgorithm};
 use super::{AuthError, Caller, system_clock};
-use crate::config::{AuthConfig, JwtAlgorithm, Secret};
+use crate::secret::Secret;
 
 /// Tokens longer than this are refused unread (a JWT from a login backend is well under 2 KiB).
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
