@@ -20,6 +20,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Verifier;
 pub use crate::auth::{AuthConfig, JwtAlgorithm};
 use crate::pricing::{Price, PriceTable};
 use crate::provider::ProviderKind;
@@ -361,6 +362,10 @@ pub struct Config {
     pub providers: Vec<Provider>,
     pub jwt_secret: Option<Secret>,
     pub jwt_public_key_pem: Option<Vec<u8>>,
+    /// The end-user JWT verifier built from `[auth]` and the two above, with its cache of
+    /// verified tokens; the proxy and the admin side both use this one. A reload builds a new
+    /// `Config`, and so a new verifier whose cache starts empty.
+    pub verifier: Arc<Verifier>,
     pub timezone: jiff::tz::TimeZone,
     pub prices: PriceTable,
     /// The file this configuration was read from ([`Config::load`]); `None` when it was built
@@ -698,9 +703,9 @@ impl Config {
                 ));
             }
         }
-        // Build the verifier once here so that a bad key or claim setting is refused at start,
-        // naming its key, rather than on the first call.
-        crate::auth::Verifier::build(auth, jwt_secret.as_ref(), jwt_public_key_pem.as_deref())
+        // The one verifier of this configuration, built here so that a bad key or claim setting
+        // is refused at start, naming its key, rather than on the first call.
+        let verifier = Verifier::build(auth, jwt_secret.as_ref(), jwt_public_key_pem.as_deref())
             .map_err(|(key, message)| invalid(key, message))?;
 
         validate_limits(&raw.limits)?;
@@ -735,6 +740,7 @@ impl Config {
             providers,
             jwt_secret,
             jwt_public_key_pem,
+            verifier: Arc::new(verifier),
             timezone,
             prices,
             source: None,
