@@ -20,8 +20,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Verifier;
 pub use crate::auth::{AuthConfig, JwtAlgorithm};
+use crate::auth::{Verifier, VerifierError};
 use crate::pricing::{Price, PriceTable};
 use crate::provider::ProviderKind;
 pub use crate::secret::Secret;
@@ -382,6 +382,13 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// A verifier refused `[auth]`: the same key and message as any other invalid setting.
+impl From<VerifierError> for ConfigError {
+    fn from(e: VerifierError) -> ConfigError {
+        invalid(e.key(), e.problem())
+    }
+}
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -705,8 +712,7 @@ impl Config {
         }
         // The one verifier of this configuration, built here so that a bad key or claim setting
         // is refused at start, naming its key, rather than on the first call.
-        let verifier = Verifier::build(auth, jwt_secret.as_ref(), jwt_public_key_pem.as_deref())
-            .map_err(|(key, message)| invalid(key, message))?;
+        let verifier = Verifier::new(auth, jwt_secret.as_ref(), jwt_public_key_pem.as_deref())?;
 
         validate_limits(&raw.limits)?;
         let timezone = jiff::tz::TimeZone::get(&raw.limits.timezone)

@@ -31,7 +31,7 @@ pub use credential::{
 };
 pub use mint::{MintError, mint};
 pub use settings::{AuthConfig, JwtAlgorithm};
-pub use verify::Verifier;
+pub use verify::{Verifier, VerifierError};
 
 /// A verified end user.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,6 +28,65 @@ const MAX_USER_ID_BYTES: usize = 256;
 /// Seconds since the Unix epoch, injectable so tests can cross an `exp` without sleeping.
 type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// Why a [`Verifier`] could not be built from `[auth]`. Each names the configuration key at
+/// fault ([`key`](VerifierError::key)) and what is wrong with it
+/// ([`problem`](VerifierError::problem)); it is shown as `key: problem` and never carries key
+/// material.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}", self.key(), self.problem())]
+pub enum VerifierError {
+    /// `auth.algorithms` is empty.
+    NoAlgorithm,
+    /// HS256 is accepted but the shared secret is missing or empty.
+    MissingSecret,
+    /// RS256 or ES256 is accepted but there is no public key.
+    MissingPublicKey,
+    /// RS256 is accepted but the public key is not an RSA key in PEM form.
+    NotRsaKey,
+    /// ES256 is accepted but the public key is not a P-256 EC key in PEM form.
+    NotP256Key,
+    /// `auth.user_claim` is empty.
+    EmptyUserClaim,
+    /// `auth.admin_claim` is empty.
+    EmptyAdminClaim,
+    /// `auth.admin_value` is empty.
+    EmptyAdminValue,
+}
+
+impl VerifierError {
+    /// The configuration key at fault, e.g. `auth.public_key_file`.
+    pub fn key(self) -> &'static str {
+        match self {
+            VerifierError::NoAlgorithm => "auth.algorithms",
+            VerifierError::MissingSecret => "auth.jwt_secret_env",
+            VerifierError::MissingPublicKey
+            | VerifierError::NotRsaKey
+            | VerifierError::NotP256Key => "auth.public_key_file",
+            VerifierError::EmptyUserClaim => "auth.user_claim",
+            VerifierError::EmptyAdminClaim => "auth.admin_claim",
+            VerifierError::EmptyAdminValue => "auth.admin_value",
+        }
+    }
+
+    /// What is wrong with the key's value.
+    pub fn problem(self) -> &'static str {
+        match self {
+            VerifierError::NoAlgorithm => "must name at least one algorithm",
+            VerifierError::MissingSecret => "HS256 needs the shared secret",
+            VerifierError::MissingPublicKey => "RS256/ES256 need a PEM public key file",
+            VerifierError::NotRsaKey => {
+                "RS256 needs an RSA public key in PEM form (BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY)"
+            }
+            VerifierError::NotP256Key => {
+                "ES256 needs a P-256 EC public key in PEM form (BEGIN PUBLIC KEY)"
+            }
+            VerifierError::EmptyUserClaim
+            | VerifierError::EmptyAdminClaim
+            | VerifierError::EmptyAdminValue => "must not be empty",
+        }
+    }
+}
+
 /// Verifies end-user JWTs against the configured keys. Build it once per configuration: it holds
 /// the parsed keys and the cache of verified tokens. `Send + Sync`; share it behind an `Arc`.
 pub struct Verifier {
@@ -76,44 +135,23 @@ impl Verifier {
         cfg: &AuthConfig,
         secret: Option<&Secret>,
         public_key_pem: Option<&[u8]>,
-    ) -> Result<Verifier, String> {
-        Self::build(cfg, secret, public_key_pem)
-            .map_err(|(key, message)| format!("{key}: {message}"))
-    }
-
-    /// [`Verifier::new`] with the configuration key at fault kept apart, for `config`.
-    pub(crate) fn build(
-        cfg: &AuthConfig,
-        secret: Option<&Secret>,
-        public_key_pem: Option<&[u8]>,
-    ) -> Result<Verifier, (&'static str, String)> {
+    ) -> Result<Verifier, VerifierError> {
         if cfg.algorithms.is_empty() {
-            return Err(("auth.algorithms", "must name at least one algorithm".into()));
+            return Err(VerifierError::NoAlgorithm);
         }
-        let pem = || {
-            public_key_pem.ok_or((
-                "auth.public_key_file",
-                "RS256/ES256 need a PEM public key file".to_string(),
-            ))
-        };
+        let pem = || public_key_pem.ok_or(VerifierError::MissingPublicKey);
         let (mut hs256, mut rs256, mut es256) = (None, None, None);
         for alg in &cfg.algorithms {
             match alg {
                 JwtAlgorithm::HS256 => {
-                    let secret = secret.filter(|s| !s.expose().is_empty()).ok_or((
-                        "auth.jwt_secret_env",
-                        "HS256 needs the shared secret".to_string(),
-                    ))?;
+                    let secret = secret
+                        .filter(|s| !s.expose().is_empty())
+                        .ok_or(VerifierError::MissingSecret)?;
                     hs256 = Some(DecodingKey::from_secret(secret.expose().as_bytes()));
                 }
                 JwtAlgorithm::RS256 => {
-                    let key = DecodingKey::from_rsa_pem(pem()?).map_err(|_| {
-                        (
-                            "auth.public_key_file",
-                            "RS256 needs an RSA public key in PEM form (BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY)"
-                                .to_string(),
-                        )
-                    })?;
+                    let key =
+                        DecodingKey::from_rsa_pem(pem()?).map_err(|_| VerifierError::NotRsaKey)?;
                     rs256 = Some(key);
                 }
                 JwtAlgorithm::ES256 => {
@@ -121,22 +159,18 @@ impl Verifier {
                         .ok()
                         // An uncompressed P-256 point is 65 bytes; P-384 would never verify ES256.
                         .filter(|k| k.try_get_as_bytes().is_ok_and(|b| b.len() == 65))
-                        .ok_or((
-                            "auth.public_key_file",
-                            "ES256 needs a P-256 EC public key in PEM form (BEGIN PUBLIC KEY)"
-                                .to_string(),
-                        ))?;
+                        .ok_or(VerifierError::NotP256Key)?;
                     es256 = Some(key);
                 }
             }
         }
-        for (key, value) in [
-            ("auth.user_claim", &cfg.user_claim),
-            ("auth.admin_claim", &cfg.admin_claim),
-            ("auth.admin_value", &cfg.admin_value),
+        for (value, empty) in [
+            (&cfg.user_claim, VerifierError::EmptyUserClaim),
+            (&cfg.admin_claim, VerifierError::EmptyAdminClaim),
+            (&cfg.admin_value, VerifierError::EmptyAdminValue),
         ] {
             if value.is_empty() {
-                return Err((key, "must not be empty".into()));
+                return Err(empty);
             }
         }
         Ok(Verifier {
@@ -696,7 +730,7 @@ mod tests {
     #[test]
     fn verifier_new_names_the_key_at_fault() {
         let err = |cfg: &AuthConfig, secret: Option<&Secret>, pem: Option<&[u8]>| {
-            Verifier::new(cfg, secret, pem).unwrap_err()
+            Verifier::new(cfg, secret, pem).unwrap_err().to_string()
         };
         assert!(err(&auth(&[JwtAlgorithm::HS256]), None, None).starts_with("auth.jwt_secret_env"));
         assert!(err(&auth(&[JwtAlgorithm::RS256]), None, None).starts_with("auth.public_key_file"));
@@ -713,6 +747,63 @@ mod tests {
                 .starts_with("auth.public_key_file")
         );
         assert!(err(&auth(&[]), None, None).starts_with("auth.algorithms"));
+    }
+
+    #[test]
+    fn verifier_errors_read_key_colon_problem() {
+        let secret = Secret::new(SECRET);
+        let err = |cfg: &AuthConfig, pem: Option<&[u8]>| {
+            Verifier::new(cfg, Some(&secret), pem).unwrap_err()
+        };
+        assert_eq!(
+            err(&auth(&[]), None).to_string(),
+            "auth.algorithms: must name at least one algorithm"
+        );
+        assert_eq!(
+            Verifier::new(&auth(&[JwtAlgorithm::HS256]), None, None)
+                .unwrap_err()
+                .to_string(),
+            "auth.jwt_secret_env: HS256 needs the shared secret"
+        );
+        assert_eq!(
+            err(&auth(&[JwtAlgorithm::ES256]), None).to_string(),
+            "auth.public_key_file: RS256/ES256 need a PEM public key file"
+        );
+        assert_eq!(
+            err(&auth(&[JwtAlgorithm::RS256]), Some(EC_PUBLIC)).to_string(),
+            "auth.public_key_file: RS256 needs an RSA public key in PEM form (BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY)"
+        );
+        assert_eq!(
+            err(&auth(&[JwtAlgorithm::ES256]), Some(RSA_PUBLIC)).to_string(),
+            "auth.public_key_file: ES256 needs a P-256 EC public key in PEM form (BEGIN PUBLIC KEY)"
+        );
+        for (cfg, key) in [
+            (
+                AuthConfig {
+                    user_claim: String::new(),
+                    ..AuthConfig::default()
+                },
+                "auth.user_claim",
+            ),
+            (
+                AuthConfig {
+                    admin_claim: String::new(),
+                    ..AuthConfig::default()
+                },
+                "auth.admin_claim",
+            ),
+            (
+                AuthConfig {
+                    admin_value: String::new(),
+                    ..AuthConfig::default()
+                },
+                "auth.admin_value",
+            ),
+        ] {
+            let e = err(&cfg, None);
+            assert_eq!((e.key(), e.problem()), (key, "must not be empty"));
+            assert_eq!(e.to_string(), format!("{key}: must not be empty"));
+        }
     }
 
     #[test]
