@@ -3,13 +3,18 @@
 //! provider reports token usage in the answer.
 //!
 //! This module never touches a socket, the store or the clock. The proxy hands it bytes and gets
-//! bytes and [`Usage`] back; `openai` and `gemini` hold the per-provider knowledge, `stream`
+//! bytes and [`Usage`] back; `openai` and `gemini` hold the per-provider knowledge, each as a
+//! `dialect::Dialect` that [`inspect`] and the response tap (`tap`) drive without naming it —
+//! only [`ProviderKind`] here picks one. `json` is the byte-level scanner they share, `stream`
 //! (crate root) the provider-independent framing.
 
+mod dialect;
 pub mod gemini;
 pub(crate) mod json;
 pub mod openai;
 mod tap;
+
+use dialect::Dialect;
 
 pub use tap::{ResponseTap, TapReport};
 
@@ -37,6 +42,14 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => "openai",
             ProviderKind::Gemini => "gemini",
+        }
+    }
+
+    /// How this API's requests and answers read: the one place a kind meets its module.
+    pub(crate) fn dialect(self) -> &'static dyn Dialect {
+        match self {
+            ProviderKind::Openai => &openai::Openai,
+            ProviderKind::Gemini => &gemini::Gemini,
         }
     }
 }
@@ -133,10 +146,7 @@ pub fn inspect(
     query: Option<&str>,
     body: &Bytes,
 ) -> (RequestInfo, Option<Bytes>) {
-    match kind {
-        ProviderKind::Openai => openai::inspect(method, rest, query, body),
-        ProviderKind::Gemini => gemini::inspect(method, rest, query, body),
-    }
+    kind.dialect().inspect(method, rest, query, body)
 }
 
 /// The usage to record for a call that ended without a provider report: the prompt estimate
