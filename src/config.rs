@@ -11,7 +11,6 @@
 //! opens the store or logs (logging is set up from the configuration it returns).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,8 +20,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::{AuthConfig, JwtAlgorithm};
+use crate::auth::{Verifier, VerifierError};
 use crate::pricing::{Price, PriceTable};
 use crate::provider::ProviderKind;
+pub use crate::secret::Secret;
 
 /// The environment variable prefix for overrides: `TOLLGATE_SERVER__LISTEN=0.0.0.0:5002`.
 pub const ENV_PREFIX: &str = "TOLLGATE_";
@@ -137,54 +139,8 @@ impl Default for AdminConfig {
     }
 }
 
-/// A JWT signature algorithm Tollgate accepts. Chosen by configuration, never by the token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-pub enum JwtAlgorithm {
-    HS256,
-    RS256,
-    ES256,
-}
-
-/// `[auth]`: how end-user JWTs are verified.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Environment variable holding the HS256 shared secret.
-    pub jwt_secret_env: String,
-    /// Accepted algorithms. HS256 needs the secret; RS256/ES256 need `public_key_file`.
-    pub algorithms: Vec<JwtAlgorithm>,
-    /// PEM file with the RSA or EC public key for RS256/ES256.
-    pub public_key_file: Option<PathBuf>,
-    /// Required `iss`, if set.
-    pub issuer: Option<String>,
-    /// Required `aud`, if set.
-    pub audience: Option<String>,
-    /// Clock skew tolerated on `exp` and `nbf` (seconds).
-    pub leeway_secs: u64,
-    /// The claim naming the user.
-    pub user_claim: String,
-    /// The claim that marks an admin (string, or array of strings, holding `admin_value`).
-    pub admin_claim: String,
-    /// The value of `admin_claim` that makes a caller an admin.
-    pub admin_value: String,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            jwt_secret_env: "JWT_SECRET".into(),
-            algorithms: vec![JwtAlgorithm::HS256],
-            public_key_file: None,
-            issuer: None,
-            audience: None,
-            leeway_secs: 30,
-            user_claim: "sub".into(),
-            admin_claim: "role".into(),
-            admin_value: "admin".into(),
-        }
-    }
-}
-
+// `[auth]` (`AuthConfig`, `JwtAlgorithm`) is defined by `auth`, which owns what it means; the
+// part that reads the environment stays here.
 impl AuthConfig {
     /// The HS256 secret from the variable `jwt_secret_env` names, read through `env`. The error
     /// names `auth.jwt_secret_env` and never carries the value.
@@ -384,26 +340,6 @@ pub struct ProviderConfig {
     pub api_key_env: String,
 }
 
-/// A value that must never be printed: `Debug` shows `***`, and there is no `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    pub fn new(value: impl Into<Arc<str>>) -> Secret {
-        Secret(value.into())
-    }
-    /// The value, for the one place that must use it (a header, a signing key).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
 /// A provider ready to route to.
 #[derive(Clone, Debug)]
 pub struct Provider {
@@ -426,6 +362,10 @@ pub struct Config {
     pub providers: Vec<Provider>,
     pub jwt_secret: Option<Secret>,
     pub jwt_public_key_pem: Option<Vec<u8>>,
+    /// The end-user JWT verifier built from `[auth]` and the two above, with its cache of
+    /// verified tokens; the proxy and the admin side both use this one. A reload builds a new
+    /// `Config`, and so a new verifier whose cache starts empty.
+    pub verifier: Arc<Verifier>,
     pub timezone: jiff::tz::TimeZone,
     pub prices: PriceTable,
     /// The file this configuration was read from ([`Config::load`]); `None` when it was built
@@ -440,6 +380,13 @@ pub enum ConfigError {
     Parse(String),
     #[error("`{key}`: {message}")]
     Invalid { key: String, message: String },
+}
+
+/// A verifier refused `[auth]`: the same key and message as any other invalid setting.
+impl From<VerifierError> for ConfigError {
+    fn from(e: VerifierError) -> ConfigError {
+        invalid(e.key(), e.problem())
+    }
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -763,10 +710,9 @@ impl Config {
                 ));
             }
         }
-        // Build the verifier once here so that a bad key or claim setting is refused at start,
-        // naming its key, rather than on the first call.
-        crate::auth::Verifier::build(auth, jwt_secret.as_ref(), jwt_public_key_pem.as_deref())
-            .map_err(|(key, message)| invalid(key, message))?;
+        // The one verifier of this configuration, built here so that a bad key or claim setting
+        // is refused at start, naming its key, rather than on the first call.
+        let verifier = Verifier::new(auth, jwt_secret.as_ref(), jwt_public_key_pem.as_deref())?;
 
         validate_limits(&raw.limits)?;
         let timezone = jiff::tz::TimeZone::get(&raw.limits.timezone)
@@ -800,6 +746,7 @@ impl Config {
             providers,
             jwt_secret,
             jwt_public_key_pem,
+            verifier: Arc::new(verifier),
             timezone,
             prices,
             source: None,

@@ -12,6 +12,7 @@ pub mod provider;
 pub mod proxy;
 pub mod quota;
 pub mod reload;
+pub mod secret;
 pub mod serve;
 pub mod store;
 pub mod stream;

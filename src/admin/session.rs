@@ -27,12 +27,10 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{AdminState, ApiError, now_ms};
-use crate::auth::Verifier;
 use crate::config::Config;
 use crate::store::{Committed, Op, Work};
 
@@ -96,12 +94,11 @@ pub struct Admin {
     pub expires_at: Option<i64>,
 }
 
-/// Sign-in state shared by the handlers: rate limiters and the admin JWT verifier.
+/// Sign-in state shared by the handlers: the rate limiters. (Admin JWTs are checked by the
+/// configuration's verifier, `Config::verifier`.)
 pub(crate) struct Sessions {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_name: DefaultKeyedRateLimiter<String>,
-    /// The verifier for the configuration it was built from; rebuilt after a reload.
-    verifier: Mutex<Option<(Arc<Config>, Arc<Verifier>)>>,
 }
 
 impl Sessions {
@@ -112,7 +109,6 @@ impl Sessions {
         Sessions {
             per_ip: RateLimiter::keyed(quota),
             per_name: RateLimiter::keyed(quota),
-            verifier: Mutex::new(None),
         }
     }
 
@@ -134,24 +130,6 @@ impl Sessions {
         self.per_ip.check_key(&ip).map_err(wait)?;
         self.per_name.check_key(&name.to_string()).map_err(wait)?;
         Ok(())
-    }
-
-    fn verifier(&self, config: &Arc<Config>) -> Result<Arc<Verifier>, ApiError> {
-        let mut cached = self.verifier.lock();
-        if let Some((built_for, verifier)) = cached.as_ref()
-            && Arc::ptr_eq(built_for, config)
-        {
-            return Ok(Arc::clone(verifier));
-        }
-        let verifier = Verifier::new(
-            &config.raw.auth,
-            config.jwt_secret.as_ref(),
-            config.jwt_public_key_pem.as_deref(),
-        )
-        .map(Arc::new)
-        .map_err(ApiError::internal)?;
-        *cached = Some((Arc::clone(config), Arc::clone(&verifier)));
-        Ok(verifier)
     }
 }
 
@@ -183,8 +161,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Who the request comes from: a bearer admin JWT, else a live session cookie.
 async fn authenticate(state: &Arc<AdminState>, headers: &HeaderMap) -> Result<Admin, ApiError> {
     if let Some(token) = bearer(headers) {
-        let verifier = state.sessions.verifier(&state.config())?;
-        let caller = verifier
+        let config = state.config();
+        let caller = config
+            .verifier
             .verify(token)
             .map_err(|e| ApiError::unauthorized(format!("the bearer token was refused: {e}")))?;
         if !caller.is_admin {

@@ -17,9 +17,10 @@ use bytes::Bytes;
 use memchr::memmem::{Finder, FinderRev};
 use serde::Deserialize;
 
+use super::dialect::{Dialect, Extract, Verdict};
 use super::json;
-use super::tap::Extract;
 use super::{Endpoint, RequestInfo, Usage};
+use crate::stream::SseEvent;
 
 /// The endpoint and model of a request path such as `/v1beta/models/gemini-2.5-flash:generateContent`
 /// (`rest`, after the provider prefix). The model is the path's `models/{model}` without
@@ -130,6 +131,44 @@ pub fn inspect(
     (info, None)
 }
 
+/// Gemini's [`Dialect`]: requests as [`inspect`] reads them; answers as JSON bodies, SSE
+/// (`alt=sse`) or, for `streamGenerateContent` without it, a JSON array of chunks.
+#[derive(Debug)]
+pub(crate) struct Gemini;
+
+impl Dialect for Gemini {
+    fn inspect(
+        &self,
+        method: &http::Method,
+        rest: &str,
+        query: Option<&str>,
+        body: &Bytes,
+    ) -> (RequestInfo, Option<Bytes>) {
+        inspect(method, rest, query, body)
+    }
+
+    fn streams_json_array(&self, info: &RequestInfo) -> bool {
+        info.endpoint == Endpoint::StreamGenerateContent && !info.sse
+    }
+
+    fn sse_event(&self, _endpoint: Endpoint, ev: &SseEvent<'_>, x: &mut Extract) -> Verdict {
+        if chunk(ev.data, x) {
+            // Gemini's SSE stream has no end marker: the chunk with a finishReason is the last
+            // one.
+            x.complete = true;
+        }
+        Verdict::Keep
+    }
+
+    fn array_element(&self, _endpoint: Endpoint, element: &[u8], x: &mut Extract) {
+        chunk(element, x);
+    }
+
+    fn json_body(&self, endpoint: Endpoint, head: &[u8], tail: &[u8], x: &mut Extract) {
+        json_body(endpoint, head, tail, x);
+    }
+}
+
 /// Keys searched for in answers, with their quotes.
 struct Keys {
     usage: Finder<'static>,
@@ -186,7 +225,7 @@ pub(crate) fn parse_usage(object: &[u8]) -> Option<Usage> {
 /// One streamed chunk (an SSE event's data or an element of the JSON array): its usage (the
 /// running totals so far, replacing any earlier report), model, text and error. Returns
 /// whether the chunk carries a `finishReason`, i.e. is the last one.
-pub(crate) fn chunk(data: &[u8], x: &mut Extract) -> bool {
+fn chunk(data: &[u8], x: &mut Extract) -> bool {
     if json::first_key_is(data, b"error") {
         x.error_seen = true;
         return false;
@@ -213,7 +252,7 @@ pub(crate) fn chunk(data: &[u8], x: &mut Extract) -> bool {
 }
 
 /// A non-streaming answer (or error body), given its first and last bytes.
-pub(crate) fn json_body(endpoint: Endpoint, head: &[u8], tail: &[u8], x: &mut Extract) {
+fn json_body(endpoint: Endpoint, head: &[u8], tail: &[u8], x: &mut Extract) {
     let k = &*KEYS;
     if json::first_key_is(head, b"error") {
         x.error_seen = true;

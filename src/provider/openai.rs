@@ -13,8 +13,8 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 use memchr::memmem::{Finder, FinderRev};
 
+use super::dialect::{Dialect, Extract, Verdict};
 use super::json;
-use super::tap::{Extract, Verdict};
 use super::{Endpoint, RequestInfo, Usage};
 use crate::stream::SseEvent;
 
@@ -32,6 +32,37 @@ pub fn endpoint(method: &http::Method, rest: &str) -> Endpoint {
         "/embeddings" => Endpoint::Embeddings,
         "/completions" => Endpoint::Completions,
         _ => Endpoint::Other,
+    }
+}
+
+/// OpenAI's [`Dialect`]: requests as [`inspect`] reads them; answers as JSON bodies or SSE
+/// streams, never JSON arrays.
+#[derive(Debug)]
+pub(crate) struct Openai;
+
+impl Dialect for Openai {
+    fn inspect(
+        &self,
+        method: &http::Method,
+        rest: &str,
+        query: Option<&str>,
+        body: &Bytes,
+    ) -> (RequestInfo, Option<Bytes>) {
+        inspect(method, rest, query, body)
+    }
+
+    fn streams_json_array(&self, _info: &RequestInfo) -> bool {
+        false
+    }
+
+    fn sse_event(&self, endpoint: Endpoint, ev: &SseEvent<'_>, x: &mut Extract) -> Verdict {
+        sse_event(endpoint, ev, x)
+    }
+
+    fn array_element(&self, _endpoint: Endpoint, _element: &[u8], _x: &mut Extract) {}
+
+    fn json_body(&self, endpoint: Endpoint, head: &[u8], tail: &[u8], x: &mut Extract) {
+        json_body(endpoint, head, tail, x);
     }
 }
 
@@ -232,7 +263,7 @@ pub(crate) fn parse_usage(object: &[u8]) -> Option<Usage> {
 
 /// A non-streaming answer (or error body), given its first and last bytes (the same slice
 /// when the body is small).
-pub(crate) fn json_body(endpoint: Endpoint, head: &[u8], tail: &[u8], x: &mut Extract) {
+fn json_body(endpoint: Endpoint, head: &[u8], tail: &[u8], x: &mut Extract) {
     let k = &*KEYS;
     if json::first_key_is(head, b"error") {
         x.error_seen = true;
@@ -266,7 +297,7 @@ pub(crate) fn json_body(endpoint: Endpoint, head: &[u8], tail: &[u8], x: &mut Ex
 }
 
 /// One event of a chat-completions, legacy-completions or Responses stream.
-pub(crate) fn sse_event(endpoint: Endpoint, ev: &SseEvent<'_>, x: &mut Extract) -> Verdict {
+fn sse_event(endpoint: Endpoint, ev: &SseEvent<'_>, x: &mut Extract) -> Verdict {
     if endpoint == Endpoint::Responses {
         responses_event(ev, x);
         return Verdict::Keep;

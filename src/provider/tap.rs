@@ -24,7 +24,8 @@
 //!   event is skipped for parsing but still forwarded.
 //!
 //! The mechanics (framing, buffering, decoding, removing an event) live here; what the bytes
-//! mean lives in `openai` and `gemini`, which the tap calls per event, element or body.
+//! mean lives in the provider's [`Dialect`] (`openai`, `gemini`), which the tap calls per event,
+//! element or body without knowing which provider it is.
 //!
 //! A non-streaming JSON answer is never parsed whole: the tap keeps the first chunk (for
 //! `"model"` and `"error"`, which come first) and the last [`JSON_TAIL_BYTES`] as refcounted
@@ -38,7 +39,8 @@ use std::io::Write;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode, header};
 
-use super::{Endpoint, ProviderKind, RequestInfo, Usage, gemini, json, openai};
+use super::dialect::{Dialect, Extract, Verdict};
+use super::{Endpoint, ProviderKind, RequestInfo, Usage};
 use crate::stream::{JsonArrayFramer, SseEvent, SseParser};
 
 /// Bytes kept from the end of a non-streaming JSON answer: where the usage object is.
@@ -48,8 +50,6 @@ const JSON_HEAD_BYTES: usize = 8 * 1024;
 /// A chunk larger than this is not retained by reference (that would pin all of it); the part
 /// the tap needs is copied instead.
 const RETAIN_MAX: usize = 256 * 1024;
-/// A usage object longer than this is ignored (real ones are a few hundred bytes).
-const MAX_USAGE_BYTES: usize = 16 * 1024;
 /// Compressed input is decoded this much at a time, which bounds the decoded bytes per step.
 const DECODE_STEP: usize = 4 * 1024;
 /// Decoding stops past this many decoded bytes (a decompression bomb costs no more).
@@ -71,114 +71,30 @@ pub struct TapReport {
     pub complete: bool,
 }
 
-/// A provider's reader of one usage object (the object first in the slice, trailing bytes
-/// ignored).
-pub(crate) type UsageParser = fn(&[u8]) -> Option<Usage>;
-
-/// What the per-provider readers learn from an answer; every mode fills the same fields.
-#[derive(Debug, Default)]
-pub(crate) struct Extract {
-    usage: Option<Usage>,
-    /// The latest usage object, not parsed yet: Gemini repeats its cumulative usage on every
-    /// chunk and only the last one counts, so parsing is deferred to `report()`.
-    pending: Vec<u8>,
-    pending_parse: Option<UsageParser>,
-    pub(crate) model: Option<String>,
-    pub(crate) output_chars: u64,
-    pub(crate) error_seen: bool,
-    pub(crate) complete: bool,
+/// The dialect that interprets the answer, and the endpoint the answer is from.
+#[derive(Clone, Copy)]
+struct Reader {
+    dialect: &'static dyn Dialect,
+    endpoint: Endpoint,
 }
 
-impl Extract {
-    /// Remember the usage object that starts at `value[0]` (`value` may run past its end) as
-    /// the latest report; `parse` reads it when the report is asked for.
-    pub(crate) fn usage_object(&mut self, value: &[u8], parse: UsageParser) {
-        let object = if value.len() <= MAX_USAGE_BYTES {
-            value
-        } else {
-            match json::value_end(value, 0) {
-                Some(end) if end <= MAX_USAGE_BYTES => &value[..end],
-                _ => return,
-            }
-        };
-        self.pending.clear();
-        self.pending.extend_from_slice(object);
-        self.pending_parse = Some(parse);
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}({:?})", self.dialect, self.endpoint)
     }
-
-    /// A usage report parsed already.
-    pub(crate) fn set_usage(&mut self, usage: Usage) {
-        self.usage = Some(usage);
-        self.pending_parse = None;
-    }
-
-    /// The latest report that parses.
-    pub(crate) fn usage(&self) -> Option<Usage> {
-        self.pending_parse
-            .and_then(|parse| parse(&self.pending))
-            .or(self.usage)
-    }
-
-    /// Set the model from the string value at `hay[v]`, unless one is known already.
-    pub(crate) fn model_at(&mut self, hay: &[u8], v: usize, strip: &str) {
-        if self.model.is_some() {
-            return;
-        }
-        if let Some(mut model) = json::decode_string(hay, v) {
-            if !strip.is_empty() && model.starts_with(strip) {
-                model.drain(..strip.len());
-            }
-            if !model.is_empty() {
-                self.model = Some(model);
-            }
-        }
-    }
-}
-
-/// What to do with one SSE event when the body is being rewritten.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Keep,
-    /// The usage-only chunk that exists only because Tollgate asked for it.
-    Drop,
-}
-
-/// Which provider reader interprets the answer.
-#[derive(Clone, Copy, Debug)]
-enum Reader {
-    Openai(Endpoint),
-    Gemini(Endpoint),
 }
 
 impl Reader {
     fn sse_event(self, ev: &SseEvent<'_>, x: &mut Extract) -> Verdict {
-        match self {
-            Reader::Openai(endpoint) => openai::sse_event(endpoint, ev, x),
-            Reader::Gemini(_) => {
-                if gemini::chunk(ev.data, x) {
-                    // Gemini's SSE stream has no end marker: the chunk with a finishReason is
-                    // the last one.
-                    x.complete = true;
-                }
-                Verdict::Keep
-            }
-        }
+        self.dialect.sse_event(self.endpoint, ev, x)
     }
 
     fn array_element(self, element: &[u8], x: &mut Extract) {
-        match self {
-            Reader::Gemini(_) => {
-                gemini::chunk(element, x);
-            }
-            Reader::Openai(_) => {}
-        }
+        self.dialect.array_element(self.endpoint, element, x);
     }
 
     fn json_body(self, head: &[u8], tail: &[u8], x: &mut Extract) {
-        match self {
-            Reader::Openai(endpoint) => openai::json_body(endpoint, head, tail, x),
-            Reader::Gemini(endpoint) => gemini::json_body(endpoint, head, tail, x),
-        }
+        self.dialect.json_body(self.endpoint, head, tail, x);
     }
 }
 
@@ -447,9 +363,10 @@ impl ResponseTap {
         status: StatusCode,
         headers: &HeaderMap,
     ) -> ResponseTap {
-        let reader = match kind {
-            ProviderKind::Openai => Reader::Openai(info.endpoint),
-            ProviderKind::Gemini => Reader::Gemini(info.endpoint),
+        let dialect = kind.dialect();
+        let reader = Reader {
+            dialect,
+            endpoint: info.endpoint,
         };
         let content_type = header_str(headers, header::CONTENT_TYPE);
         let is_sse = starts_with_ignore_case(content_type, "text/event-stream");
@@ -478,11 +395,7 @@ impl ResponseTap {
             Mode::Opaque
         } else if success && (is_sse || (info.sse && !declared_json)) {
             Mode::Sse(SseParser::new())
-        } else if success
-            && kind == ProviderKind::Gemini
-            && info.endpoint == Endpoint::StreamGenerateContent
-            && !info.sse
-        {
+        } else if success && dialect.streams_json_array(info) {
             Mode::Array(JsonArrayFramer::new())
         } else if declared_json || content_type.is_empty() || !success {
             Mode::Json(JsonBody::default())
@@ -490,10 +403,8 @@ impl ResponseTap {
             Mode::Opaque
         };
         let rewrite = (info.usage_injected && matches!(mode, Mode::Sse(_))).then(Rewrite::default);
-        let x = Extract {
-            error_seen: status.is_client_error() || status.is_server_error(),
-            ..Extract::default()
-        };
+        let mut x = Extract::default();
+        x.error_seen = status.is_client_error() || status.is_server_error();
         ResponseTap {
             reader,
             mode,

@@ -91,18 +91,15 @@ struct Route {
 pub struct Runtime {
     pub config: Arc<Config>,
     routes: Vec<Route>,
-    verifier: Verifier,
+    verifier: Arc<Verifier>,
     client: UpstreamClient,
 }
 
 impl Runtime {
-    /// Build the routes and the verifier of `config`; calls go out through `client`.
+    /// Build the routes of `config` (its verifier is `config.verifier`); calls go out through
+    /// `client`.
     pub fn new(config: Arc<Config>, client: UpstreamClient) -> Result<Runtime, String> {
-        let verifier = Verifier::new(
-            &config.raw.auth,
-            config.jwt_secret.as_ref(),
-            config.jwt_public_key_pem.as_deref(),
-        )?;
+        let verifier = Arc::clone(&config.verifier);
         let mut routes = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
             let (key_header, raw) = match p.kind {

@@ -1,0 +1,81 @@
+//! End-user credentials: where the JWT is found in a request ([`credential()`],
+//! [`strip_key_param`], [`strip_credential_headers`]), its verification into a [`Caller`]
+//! ([`Verifier`]), and minting tokens for trials ([`mint()`], used by `tollgate token`).
+//!
+//! The accepted algorithms come from `[auth]` only. The token header merely picks one of the
+//! configured keys, and each key is bound to one algorithm, so `alg: none` and HS/RS confusion
+//! are refused before any signature work. The module never logs, and no error it returns ever
+//! carries the token, a claim value or a key: [`AuthError`]'s messages are fixed strings that are
+//! safe to show to the client.
+//!
+//! Verification runs on every call, so [`Verifier`] builds its keys once and keeps a bounded
+//! cache of tokens it has already verified. A cache hit compares the full token in constant time
+//! and is never served at or past the token's `exp`.
+//!
+//! The parts: `credential` (where the JWT is in a request), `verify` (the [`Verifier`] and its
+//! claim checks), `cache` (the verified tokens), `mint` (trial tokens).
+
+mod cache;
+mod credential;
+mod mint;
+mod settings;
+#[cfg(test)]
+mod testkit;
+mod verify;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use credential::{
+    CREDENTIAL_HEADERS, X_GOOG_API_KEY, credential, strip_credential_headers, strip_key_param,
+};
+pub use mint::{MintError, mint};
+pub use settings::{AuthConfig, JwtAlgorithm};
+pub use verify::{Verifier, VerifierError};
+
+/// A verified end user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The `auth.user_claim` claim (numbers are stringified).
+    pub user_id: Arc<str>,
+    /// The `email` claim, when it is a string.
+    pub email: Option<String>,
+    /// The `name` claim, when it is a string.
+    pub name: Option<String>,
+    /// Whether the `auth.admin_claim` claim holds `auth.admin_value`.
+    pub is_admin: bool,
+}
+
+/// Why a credential was refused. Every message is fixed text, safe to show to the client: none
+/// carries the token or anything read from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing credential: send the user's JWT as the API key")]
+    MissingCredential,
+    #[error("the credential is not a well-formed JWT")]
+    Malformed,
+    #[error("the credential's signature does not verify")]
+    BadSignature,
+    #[error("the credential has expired")]
+    Expired,
+    #[error("the credential is not valid yet")]
+    NotYetValid,
+    #[error("the credential has no expiry (exp)")]
+    MissingExpiry,
+    #[error("the credential was issued by an issuer this gateway does not accept")]
+    WrongIssuer,
+    #[error("the credential is meant for another audience")]
+    WrongAudience,
+    #[error("the credential is signed with an algorithm this gateway does not accept")]
+    DisallowedAlgorithm,
+    #[error("the credential does not name a valid user")]
+    MissingUserClaim,
+}
+
+/// Seconds since the Unix epoch: the clock of verification (unless a test replaces it) and of
+/// minting.
+fn system_clock() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
