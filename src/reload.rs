@@ -273,7 +273,7 @@ impl Reloader {
         let effective = Arc::new(effective);
         let runtime = match Runtime::new(Arc::clone(&effective), client) {
             Ok(rt) => rt,
-            Err(message) => return Err(self.refuse(&path, &trigger, message).await),
+            Err(e) => return Err(self.refuse(&path, &trigger, e.to_string()).await),
         };
 
         // Apply: the next call admits against the new defaults and starts on the new runtime.

@@ -46,8 +46,8 @@ pub enum StartError {
     #[error(transparent)]
     Client(#[from] crate::upstream::ClientError),
     /// The configuration cannot be served (e.g. a provider key that is no header value).
-    #[error("{0}")]
-    Runtime(String),
+    #[error(transparent)]
+    Runtime(#[from] crate::proxy::RuntimeError),
     /// The admin listener refused to start.
     #[error(transparent)]
     Admin(#[from] crate::admin::StartError),

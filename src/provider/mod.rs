@@ -151,7 +151,7 @@ pub fn inspect(
 
 /// The usage to record for a call that ended without a provider report: the prompt estimate
 /// plus the relayed output text at about four characters per token.
-pub fn estimate(info: &RequestInfo, report: &TapReport) -> Usage {
+pub fn estimated_usage(info: &RequestInfo, report: &TapReport) -> Usage {
     Usage {
         input_tokens: info.prompt_tokens_estimate,
         cached_input_tokens: 0,

@@ -15,7 +15,7 @@
 //! Three amounts are easy to confuse, and have distinct names: the request's *prompt estimate*
 //! (`RequestInfo::prompt_tokens_estimate`, text at ~4 characters per token), the *hold* a call
 //! reserves at admission ([`hold`]: prompt estimate + output cap, priced), and an *estimated
-//! usage* recorded when a call ends without the provider's report (`provider::estimate`, the
+//! usage* recorded when a call ends without the provider's report (`provider::estimated_usage`, the
 //! prompt estimate plus the relayed output).
 
 use std::sync::Arc;
@@ -386,7 +386,10 @@ fn settle(
 ) -> Settled {
     let none = (Usage::default(), UsageSource::None);
     let estimated = |info: &RequestInfo, report: &TapReport| {
-        (provider::estimate(info, report), UsageSource::Estimated)
+        (
+            provider::estimated_usage(info, report),
+            UsageSource::Estimated,
+        )
     };
     let consumes = info.is_some_and(|i| i.endpoint.consumes());
     // Once the head went out, a call that is dropped ended like a body the client left.

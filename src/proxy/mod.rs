@@ -95,10 +95,18 @@ pub struct Runtime {
     client: UpstreamClient,
 }
 
+/// Why a configuration cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A provider's key holds characters no HTTP header may carry.
+    #[error("the key in {0} is not a valid header value")]
+    KeyNotAHeader(String),
+}
+
 impl Runtime {
     /// Build the routes of `config` (its verifier is `config.verifier`); calls go out through
     /// `client`.
-    pub fn new(config: Arc<Config>, client: UpstreamClient) -> Result<Runtime, String> {
+    pub fn new(config: Arc<Config>, client: UpstreamClient) -> Result<Runtime, RuntimeError> {
         let verifier = Arc::clone(&config.verifier);
         let mut routes = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
@@ -110,7 +118,7 @@ impl Runtime {
                 ProviderKind::Gemini => (auth::X_GOOG_API_KEY, p.api_key.expose().to_string()),
             };
             let mut key_value = HeaderValue::from_str(&raw)
-                .map_err(|_| format!("the key in {} is not a valid header value", p.name))?;
+                .map_err(|_| RuntimeError::KeyNotAHeader(p.name.to_string()))?;
             key_value.set_sensitive(true);
             routes.push(Route {
                 provider: p.clone(),
