@@ -1,5 +1,5 @@
-//! The admin API's read queries (`store::reads`) over a big generated database: p50 / p95 / max
-//! per query, alone and while the store writer commits rows into the same file.
+//! The admin API's read queries (`store::sqlite::reads`) over a big generated database: p50 / p95
+//! / max per query, alone and while the store writer commits rows into the same file.
 //!
 //! Run: `cargo bench --bench admin_queries` (rows: `ADMIN_BENCH_ROWS`, default 10,000,000;
 //! iterations per query: `ADMIN_BENCH_ITERS`, default 200; rows per second offered to the writer
@@ -13,11 +13,13 @@
 //! with refusals, upstream errors, estimated and usage-less calls, an unpriced model, blocked
 //! users and per-user overrides. `token_usage`, its `usage_daily` rollups and `users` are written
 //! consistently by multi-row INSERTs in big transactions (`synchronous = OFF`, indexes built
-//! after the load), then the file is switched to WAL like a real one. No `ANALYZE`: the planner
-//! sees what it sees in production.
+//! after the load) as a schema-version-1 file; the store's own migration to version 2 then
+//! fills the per-user and per-model rollups (timed), and the file is switched to WAL like a real
+//! one. No `ANALYZE`: the planner sees what it sees in production.
 //!
-//! Each query runs on a reader from `store::open_reader`, as the admin API's handlers do, once
-//! to warm up (reported as "first call": the rollup cache of `store::reads` starts cold), then
+//! Each query runs on a fresh reader from `store::sqlite::open_reader`, as the admin API's
+//! handlers do; its first call is reported on its own ("first call": a cold statement cache, and
+//! nothing kept between requests to warm — the reads have no cache), then it runs
 //! `ADMIN_BENCH_ITERS` times. The second pass starts a real `Store` on the same file whose writer
 //! commits rows for today (at the offered rate, for users of its own, removed again at the end
 //! of the run or at the start of the next one), and reports the writer's committed rows per
@@ -574,7 +576,7 @@ fn run_all(conn: &Connection, q: &Queries, iters: usize) -> Vec<Measured> {
     cases(conn, q, iters)
         .into_iter()
         .map(|(name, n, f)| {
-            // The first call fills the statement cache, the page cache and the rollup cache.
+            // The first call prepares the statements (the reads keep no other state).
             let t = Instant::now();
             let result = f();
             let first = t.elapsed().as_secs_f64() * 1e3;

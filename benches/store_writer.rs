@@ -2,11 +2,12 @@
 //!
 //! Run: `cargo bench --bench store_writer` (one case: `cargo bench --bench store_writer -- batch_4096`).
 //!
-//! Each sample opens a `Store` on a fresh SQLite file in a temp dir (WAL, `synchronous = FULL`,
-//! as in production; opening is not timed), then times: `Store::record` of 100,000 realistic
-//! rows (~500 users, 3 models, two providers, days of rollups) as fast as one thread can hand
-//! them over, and `StoreWriter::close()`, which commits every queued row in batches of at most
-//! `batch_max` (one transaction per batch: rows + daily rollups + users) and checkpoints the WAL.
+//! Each sample opens the SQLite writer (`store::sqlite::Queue`) on a fresh file in a temp dir
+//! (WAL, `synchronous = FULL`, as in production; opening is not timed), then times:
+//! `Queue::record` of 100,000 realistic rows (~500 users, 3 models, two providers, days of
+//! rollups) as fast as one thread can hand them over, and `WriterThread::close()`, which commits
+//! every queued row in batches of at most `batch_max` (one transaction per batch: rows, users and
+//! every rollup) and checkpoints the WAL.
 //! The queue holds all the rows (`queue_capacity` = the row count) so none is dropped and the
 //! figure is the writer's own pace. Cases: `batch_4096` (the default `store.batch_max`) and
 //! `batch_1024`.
