@@ -83,6 +83,16 @@ pub struct ServerConfig {
     pub response_header_timeout_ms: u64,
     /// Longest silence allowed between two chunks of an answer; past it the call is cut.
     pub idle_timeout_ms: u64,
+    /// Time allowed to receive a whole request body once its head is read; past it → 408.
+    /// A client that trickles its body cannot hold a connection (and its user's slot) longer.
+    pub request_body_timeout_ms: u64,
+    /// Most calls in flight at once, all users together; past it a call is refused at once
+    /// with 503 and `Retry-After` instead of queueing (memory and descriptors stay bounded).
+    pub max_in_flight: usize,
+    /// Most calls one user may have in flight at once, counted from the moment the caller is
+    /// known (so bodies still being received count too); past it → 429. Guards the gateway;
+    /// `limits.max_concurrent` (per user, overridable) is the product limit on admitted calls.
+    pub max_in_flight_per_user: u32,
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before they are cut.
     pub shutdown_grace_secs: u64,
     /// How long an idle pooled upstream connection is kept.
@@ -107,6 +117,9 @@ impl Default for ServerConfig {
             connect_timeout_ms: 5_000,
             response_header_timeout_ms: 300_000,
             idle_timeout_ms: 120_000,
+            request_body_timeout_ms: 60_000,
+            max_in_flight: 4_096,
+            max_in_flight_per_user: 64,
             shutdown_grace_secs: 30,
             pool_idle_timeout_secs: 90,
             pool_max_idle_per_host: 256,
@@ -527,6 +540,15 @@ fn validate_server(raw: &RawConfig) -> Result<(), ConfigError> {
             server.response_header_timeout_ms,
         ),
         ("server.idle_timeout_ms", server.idle_timeout_ms),
+        (
+            "server.request_body_timeout_ms",
+            server.request_body_timeout_ms,
+        ),
+        ("server.max_in_flight", server.max_in_flight as u64),
+        (
+            "server.max_in_flight_per_user",
+            u64::from(server.max_in_flight_per_user),
+        ),
     ] {
         if value == 0 {
             return Err(invalid(key, "must be at least 1"));
@@ -870,6 +892,9 @@ impl Config {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.raw.server.idle_timeout_ms)
+    }
+    pub fn request_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.raw.server.request_body_timeout_ms)
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.raw.server.shutdown_grace_secs)

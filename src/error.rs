@@ -28,6 +28,16 @@ pub enum GatewayError {
     /// The request body could not be read from the client.
     #[error("the request body could not be read")]
     BodyRead,
+    /// The whole request body did not arrive within `server.request_body_timeout_ms`.
+    #[error("the request body did not arrive within {ms} ms")]
+    BodyTimeout { ms: u64 },
+    /// More calls are in flight than `server.max_in_flight`: refused at once, retry shortly.
+    #[error("the gateway is handling too many calls right now; retry shortly")]
+    Overloaded,
+    /// The usage store is too far behind to take this call's row: refused before forwarding,
+    /// so no call goes unrecorded.
+    #[error("the gateway cannot record usage right now; retry shortly")]
+    StoreFull,
     /// Refused before forwarding: blocked user, used-up quota, request rate or concurrency.
     #[error("{}", denied_message(.0))]
     Denied(Denied),
@@ -55,6 +65,8 @@ impl GatewayError {
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyRead => StatusCode::BAD_REQUEST,
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::Overloaded | GatewayError::StoreFull => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Denied(Denied::Blocked { .. }) => StatusCode::FORBIDDEN,
             GatewayError::Denied(
                 Denied::Quota { .. } | Denied::Rate { .. } | Denied::Concurrency { .. },
@@ -73,6 +85,9 @@ impl GatewayError {
             GatewayError::Unauthenticated(_) => ("invalid_request_error", "invalid_api_key"),
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             GatewayError::BodyRead => ("invalid_request_error", "invalid_body"),
+            GatewayError::BodyTimeout { .. } => ("invalid_request_error", "request_timeout"),
+            GatewayError::Overloaded => ("api_error", "gateway_overloaded"),
+            GatewayError::StoreFull => ("api_error", "usage_store_busy"),
             GatewayError::Denied(d @ Denied::Blocked { .. }) => ("permission_error", d.code()),
             // The SDKs read `insufficient_quota` as "don't retry"; `x-should-retry` says so too.
             GatewayError::Denied(d @ Denied::Quota { .. }) => ("insufficient_quota", d.code()),
@@ -106,6 +121,11 @@ impl GatewayError {
             let retry = if d.should_retry() { "true" } else { "false" };
             headers.insert("x-should-retry", HeaderValue::from_static(retry));
         }
+        if matches!(self, GatewayError::Overloaded | GatewayError::StoreFull) {
+            let headers = resp.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            headers.insert("x-should-retry", HeaderValue::from_static("true"));
+        }
         resp
     }
 
@@ -116,6 +136,9 @@ impl GatewayError {
             GatewayError::UnknownPrefix | GatewayError::Unauthenticated(_) => return None,
             GatewayError::BodyTooLarge { .. } => Outcome::RefusedBodyTooLarge,
             GatewayError::BodyRead => Outcome::RefusedBodyUnreadable,
+            GatewayError::BodyTimeout { .. } => Outcome::RefusedBodyTimeout,
+            GatewayError::Overloaded => Outcome::RefusedOverloaded,
+            GatewayError::StoreFull => Outcome::RefusedStoreFull,
             GatewayError::Denied(Denied::Blocked { .. }) => Outcome::RefusedBlocked,
             GatewayError::Denied(Denied::Quota { .. }) => Outcome::RefusedQuota,
             GatewayError::Denied(Denied::Rate { .. }) => Outcome::RefusedRate,
@@ -157,6 +180,7 @@ pub fn gemini_error_body(status: StatusCode, message: &str) -> Bytes {
 fn google_status(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 | 413 => "INVALID_ARGUMENT",
+        408 => "DEADLINE_EXCEEDED",
         401 => "UNAUTHENTICATED",
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",

@@ -72,6 +72,12 @@ pub enum Refusal {
     TooLarge,
     /// 400: the request body could not be read.
     BodyUnreadable,
+    /// 408: the request body did not arrive in time.
+    BodyTimeout,
+    /// 503: more calls in flight than `server.max_in_flight`.
+    Overloaded,
+    /// 503: the store's queue had no room for the call's row.
+    StoreFull,
     /// 403: blocked user.
     Blocked,
     /// 429: daily token limit.
@@ -98,11 +104,14 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, in the order of their counters.
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 18] = [
         Refusal::NotFound,
         Refusal::Unauthenticated,
         Refusal::TooLarge,
         Refusal::BodyUnreadable,
+        Refusal::BodyTimeout,
+        Refusal::Overloaded,
+        Refusal::StoreFull,
         Refusal::Blocked,
         Refusal::DailyTokens,
         Refusal::MonthlyTokens,
@@ -123,6 +132,9 @@ impl Refusal {
             Refusal::Unauthenticated => "unauthenticated",
             Refusal::TooLarge => "too_large",
             Refusal::BodyUnreadable => "body_unreadable",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::Overloaded => "overloaded",
+            Refusal::StoreFull => "store_full",
             Refusal::Blocked => "blocked",
             Refusal::DailyTokens => "daily_tokens",
             Refusal::MonthlyTokens => "monthly_tokens",
@@ -144,6 +156,9 @@ impl Refusal {
             GatewayError::Unauthenticated(_) => Refusal::Unauthenticated,
             GatewayError::BodyTooLarge { .. } => Refusal::TooLarge,
             GatewayError::BodyRead => Refusal::BodyUnreadable,
+            GatewayError::BodyTimeout { .. } => Refusal::BodyTimeout,
+            GatewayError::Overloaded => Refusal::Overloaded,
+            GatewayError::StoreFull => Refusal::StoreFull,
             GatewayError::Denied(Denied::Blocked { .. }) => Refusal::Blocked,
             GatewayError::Denied(Denied::Quota { window, kind, .. }) => match (window, kind) {
                 (Window::Day, LimitKind::Tokens) => Refusal::DailyTokens,

@@ -67,6 +67,13 @@ pub enum Outcome {
     RefusedBodyTooLarge,
     /// Refused before forwarding: the body could not be read.
     RefusedBodyUnreadable,
+    /// Refused before forwarding: the body did not arrive within
+    /// `server.request_body_timeout_ms`.
+    RefusedBodyTimeout,
+    /// Refused before forwarding: more calls in flight than `server.max_in_flight`.
+    RefusedOverloaded,
+    /// Refused before forwarding: the store's queue had no room for the call's row.
+    RefusedStoreFull,
     /// Refused before forwarding: the operator blocked the user.
     RefusedBlocked,
     /// Refused before forwarding: a daily or monthly limit or budget is used up.
@@ -87,7 +94,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, for documentation and tests.
-    pub const ALL: [Outcome; 16] = [
+    pub const ALL: [Outcome; 19] = [
         Outcome::Complete,
         Outcome::ClientGone,
         Outcome::UpstreamError,
@@ -96,6 +103,9 @@ impl Outcome {
         Outcome::StreamTruncated,
         Outcome::RefusedBodyTooLarge,
         Outcome::RefusedBodyUnreadable,
+        Outcome::RefusedBodyTimeout,
+        Outcome::RefusedOverloaded,
+        Outcome::RefusedStoreFull,
         Outcome::RefusedBlocked,
         Outcome::RefusedQuota,
         Outcome::RefusedRate,
@@ -117,6 +127,9 @@ impl Outcome {
             Outcome::StreamTruncated => "stream_truncated",
             Outcome::RefusedBodyTooLarge => "refused_body_too_large",
             Outcome::RefusedBodyUnreadable => "refused_body_unreadable",
+            Outcome::RefusedBodyTimeout => "refused_body_timeout",
+            Outcome::RefusedOverloaded => "refused_overloaded",
+            Outcome::RefusedStoreFull => "refused_store_full",
             Outcome::RefusedBlocked => "refused_blocked",
             Outcome::RefusedQuota => "refused_quota",
             Outcome::RefusedRate => "refused_rate",

@@ -28,7 +28,7 @@ use crate::meter::{BodyEnd, OnEnd};
 use crate::metrics::InFlight;
 use crate::provider::{self, Endpoint, ProviderKind, RequestInfo, TapReport};
 use crate::quota::{Hold, Reservation};
-use crate::store::{Store, UsageRow};
+use crate::store::{RowSlot, Store, UsageRow};
 use crate::usage::{Outcome, Usage, UsageSource};
 
 use super::Runtime;
@@ -40,6 +40,11 @@ pub struct Call {
     rt: Arc<Runtime>,
     /// Counts the call in flight until it is dropped.
     _in_flight: InFlight,
+    /// The call's place among its user's calls in flight (`server.max_in_flight_per_user`),
+    /// from authentication until the call is dropped.
+    pass: Option<super::gate::Pass>,
+    /// Room in the store's queue for this call's row, reserved before it was forwarded.
+    slot: Option<RowSlot>,
     /// The call's span: request id, then provider, user, model and status as they are known.
     span: tracing::Span,
     request_id: Arc<str>,
@@ -121,6 +126,8 @@ impl Call {
             store,
             rt,
             _in_flight: in_flight,
+            pass: None,
+            slot: None,
             span,
             request_id,
             started: Instant::now(),
@@ -200,6 +207,16 @@ impl Call {
                 },
             };
         }
+    }
+
+    /// Phase 2b let it in at the door: it holds a place among its user's calls in flight.
+    pub(super) fn entered(&mut self, pass: super::gate::Pass) {
+        self.pass = Some(pass);
+    }
+
+    /// Phase 4b reserved room in the store's queue for its row.
+    pub(super) fn row_reserved(&mut self, slot: RowSlot) {
+        self.slot = Some(slot);
     }
 
     /// Phase 4 described the request.
@@ -354,8 +371,12 @@ impl Call {
             ttfb_ms: settled.ttfb_ms,
             outcome: settled.outcome,
         };
-        if !self.store.record(row) {
-            tracing::error!(request_id = %self.request_id, "usage row dropped: the store queue is full");
+        let queued = match self.slot.take() {
+            Some(slot) => self.store.record_reserved(slot, row),
+            None => self.store.record(row),
+        };
+        if !queued {
+            tracing::error!(request_id = %self.request_id, "usage row dropped: the store queue is full or closing");
         }
     }
 }

@@ -4,9 +4,13 @@
 //! ```text
 //! 1 route         provider by path prefix                         404
 //! 2 authenticate  JWT from Authorization / x-goog-api-key / ?key  401
+//! 2b door         calls in flight: all (server.max_in_flight)       503 + Retry-After
+//!                 and this user's (server.max_in_flight_per_user)  429
 //! 3 read          request body, bounded by server.max_request_bytes 413
+//!                 and server.request_body_timeout_ms               408
 //! 4 inspect       endpoint, model, stream flag; include_usage rewrite
-//! 4b admit        the call's hold against the user's limits        403 / 429
+//! 4b admit        room for the call's row in the store's queue      503 + Retry-After
+//!                 the call's hold against the user's limits        403 / 429
 //! 5 prepare       strip credentials and hop-by-hop headers, add the provider key
 //! 6 forward       pooled client; connect failure 502, no head in time 504,
 //!                 upstream refusing Tollgate's own key 502
@@ -33,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod call;
+pub mod gate;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -49,7 +54,7 @@ use crate::error::GatewayError;
 use crate::meter::MeteredBody;
 use crate::metrics::Metrics;
 use crate::provider::{self, ProviderKind, ResponseTap};
-use crate::quota::{self, Ledger, QuotaStatus};
+use crate::quota::{self, Denied, Ledger, QuotaStatus};
 use crate::store::Store;
 pub use crate::upstream::UpstreamClient;
 use call::{Call, End};
@@ -159,6 +164,7 @@ pub struct Proxy {
     store: Arc<dyn Store>,
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
+    gate: Arc<gate::UserGate>,
     ids: RequestIds,
 }
 
@@ -182,6 +188,7 @@ impl Proxy {
             store,
             ledger,
             metrics,
+            gate: Arc::default(),
             ids: RequestIds::new(),
         }
     }
@@ -296,8 +303,27 @@ impl Proxy {
         let user = Arc::clone(&caller.user_id);
         call.identified(provider.name.clone(), caller);
 
-        // 3 read the body, bounded
-        let body = read_body(&parts.headers, body, rt.config.raw.server.max_request_bytes).await?;
+        // 2b the door: the gateway's calls in flight (this one included), then the user's
+        let server = &rt.config.raw.server;
+        if self.metrics.in_flight() > i64::try_from(server.max_in_flight).unwrap_or(i64::MAX) {
+            return Err(GatewayError::Overloaded);
+        }
+        let cap = server.max_in_flight_per_user;
+        let pass = self
+            .gate
+            .enter(&user, cap)
+            .ok_or(GatewayError::Denied(Denied::Concurrency { limit: cap }))?;
+        call.entered(pass);
+
+        // 3 read the body, bounded in size and time
+        let body = tokio::time::timeout(
+            rt.config.request_body_timeout(),
+            read_body(&parts.headers, body, server.max_request_bytes),
+        )
+        .await
+        .map_err(|_| GatewayError::BodyTimeout {
+            ms: server.request_body_timeout_ms,
+        })??;
 
         // 4 inspect
         let (info, rewritten) = provider::inspect(provider.kind, &parts.method, rest, query, &body);
@@ -305,7 +331,9 @@ impl Proxy {
         let hold = call::hold(&rt.config, &info);
         call.inspected(info);
 
-        // 4b admit: blocked 403, quota or rate 429; the upstream is never contacted
+        // 4b admit: room for the row (else 503), then blocked 403, quota or rate 429; the
+        // upstream is never contacted
+        call.row_reserved(self.store.reserve_row().ok_or(GatewayError::StoreFull)?);
         call.admitted(
             self.ledger
                 .admit(&user, hold)

@@ -26,6 +26,40 @@ pub mod sqlite;
 
 // === the interface ===
 
+/// Room for one row in a store's queue, reserved by [`Store::reserve_row`]. Dropping it unused
+/// gives the room back; [`Store::record_reserved`] turns it into a queued row.
+#[derive(Debug)]
+#[must_use = "a slot holds room in the store's queue until it is used or dropped"]
+pub struct RowSlot {
+    reserved: Option<Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+impl RowSlot {
+    /// A slot counted in `reserved` (which the caller has already incremented).
+    pub fn counted(reserved: Arc<std::sync::atomic::AtomicUsize>) -> RowSlot {
+        RowSlot {
+            reserved: Some(reserved),
+        }
+    }
+
+    /// Give the room back (the row was queued or the call ended without one).
+    pub fn release(mut self) {
+        self.give_back();
+    }
+
+    fn give_back(&mut self) {
+        if let Some(r) = self.reserved.take() {
+            r.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for RowSlot {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
 /// Everything Tollgate stores and reads. Share it as `Arc<dyn Store>`.
 ///
 /// The call-row methods are synchronous and never block (the request path calls them); every
@@ -35,8 +69,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     // --- calls: the request path ---
 
     /// Queue a finished call's row for the writer. Never blocks and never waits for the disk.
-    /// Returns false (and counts a drop) when the queue is full or the store is closing.
+    /// Returns false (and counts a drop) when the queue is full or the store is closing. Used
+    /// for calls that were never forwarded (refusals), which may use the queue's last room.
     fn record(&self, row: UsageRow) -> bool;
+
+    /// Room for one row, taken before a call is forwarded: `None` when the queue is too full
+    /// to promise it (the call is then refused, not forwarded unrecorded). Never blocks.
+    /// Part of the queue stays free of reservations, so refusals can still be recorded.
+    fn reserve_row(&self) -> Option<RowSlot>;
+
+    /// Queue a row into the room `slot` reserved. Fails only when the store is closing.
+    fn record_reserved(&self, slot: RowSlot, row: UsageRow) -> bool;
 
     /// The writer's counters, for metrics and tests.
     fn writer_stats(&self) -> WriterStats;

@@ -161,6 +161,14 @@ impl Store for SqliteStore {
         self.queue.record(row)
     }
 
+    fn reserve_row(&self) -> Option<crate::store::RowSlot> {
+        self.queue.reserve()
+    }
+
+    fn record_reserved(&self, slot: crate::store::RowSlot, row: crate::store::UsageRow) -> bool {
+        self.queue.record_reserved(slot, row)
+    }
+
     fn writer_stats(&self) -> WriterStats {
         self.queue.stats()
     }

@@ -1,10 +1,13 @@
 //! The SQLite writer: one thread that owns the writing connection and commits call rows in
 //! batches, with everything they add to, in one transaction each.
 //!
-//! The request path hands a finished [`UsageRow`] to [`Queue::record`], a `try_send` into a
-//! bounded queue: it never blocks and never waits for the disk. When the queue is full the row is
-//! dropped and counted ([`Queue::stats`]) — losing a usage row is better than stalling every
-//! call behind a slow disk. The writer blocks for a batch's first row, lingers
+//! The request path hands a finished [`UsageRow`] to the bounded queue with a `try_send`: it
+//! never blocks and never waits for the disk. A call that will be forwarded first reserves its
+//! row's room ([`Queue::reserve`]); when the writer is so far behind that no room can be
+//! promised, the call is refused before forwarding (503) instead of being served unrecorded.
+//! Reservations may take the queue only up to [`refusal_headroom`] rows short of full, so the
+//! rows of refusals ([`Queue::record`], unreserved) still find room; past that they are dropped
+//! and counted ([`Queue::stats`]) — they consumed nothing upstream. The writer blocks for a batch's first row, lingers
 //! (`store.commit_interval_ms`) to let the batch fill, and commits up to `batch_max` rows in one
 //! `BEGIN IMMEDIATE` transaction together with the users they name and every rollup they add to
 //! (`usage_daily`, `usage_user_daily`, `usage_user_monthly`, `usage_model_daily`), so the rollups
@@ -81,6 +84,13 @@ impl Default for Options {
 pub struct Queue {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
+    capacity: usize,
+}
+
+/// The part of the queue reservations never take: room for the rows of refusals while the
+/// writer is behind: a sixteenth of the queue (4,096 rows at the default 65,536), at least one.
+pub fn refusal_headroom(capacity: usize) -> usize {
+    (capacity / 16).max(1).min(capacity.saturating_sub(1))
 }
 
 /// The writer thread; `close` flushes every queued row and joins it.
@@ -101,6 +111,8 @@ enum Msg {
 struct Shared {
     /// Rows handed to the writer and not yet committed (or given up).
     pending: AtomicUsize,
+    /// Rooms reserved by calls in flight and not yet used ([`crate::store::RowSlot`]).
+    reserved: Arc<AtomicUsize>,
     dropped: AtomicU64,
     failed: AtomicU64,
     committed: AtomicU64,
@@ -139,9 +151,12 @@ impl Queue {
         options: Options,
     ) -> Result<(Queue, WriterThread), StoreError> {
         let conn = super::schema::open_writer(path, options.busy_timeout)?;
-        let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
+        let capacity = options.queue_capacity.max(1);
+        // One more slot than rows, for the stop message.
+        let (tx, rx) = mpsc::sync_channel(capacity + 1);
         let shared = Arc::new(Shared {
             pending: AtomicUsize::new(0),
+            reserved: Arc::new(AtomicUsize::new(0)),
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             committed: AtomicU64::new(0),
@@ -170,6 +185,7 @@ impl Queue {
         let store = Queue {
             tx: tx.clone(),
             shared: Arc::clone(&shared),
+            capacity,
         };
         Ok((
             store,
@@ -181,15 +197,49 @@ impl Queue {
         ))
     }
 
-    /// Queue a row; never blocks. Returns false (and counts a drop) when the queue is full or the
-    /// store is closing.
+    /// Queue a row without a reservation (a refusal's); never blocks. Returns false (and counts a
+    /// drop) when the queue is full or the store is closing.
     pub fn record(&self, row: UsageRow) -> bool {
+        match self.take_room(self.capacity) {
+            Some(slot) => self.record_reserved(slot, row),
+            None => {
+                self.count_drop("queue full");
+                false
+            }
+        }
+    }
+
+    /// Room for one row of a call about to be forwarded, or `None` when the queue (less
+    /// [`refusal_headroom`]) is full or the store is closing. Never blocks.
+    pub fn reserve(&self) -> Option<crate::store::RowSlot> {
+        self.take_room(self.capacity - refusal_headroom(self.capacity))
+    }
+
+    /// Take room for one row if fewer than `limit` rows are queued, being written or reserved.
+    fn take_room(&self, limit: usize) -> Option<crate::store::RowSlot> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        // Counting the reservation first makes concurrent takers see each other; `pending` is
+        // raised before `reserved` is lowered when a slot is used, so the sum never dips.
+        let reserved = self.shared.reserved.fetch_add(1, Ordering::AcqRel) + 1;
+        let slot = crate::store::RowSlot::counted(Arc::clone(&self.shared.reserved));
+        if reserved + self.shared.pending.load(Ordering::Acquire) > limit {
+            return None; // dropping `slot` gives the room back
+        }
+        Some(slot)
+    }
+
+    /// Queue a row into reserved room; never blocks. Fails (and counts a drop) only when the
+    /// store is closing.
+    pub fn record_reserved(&self, slot: crate::store::RowSlot, row: UsageRow) -> bool {
         if self.shared.closing.load(Ordering::Acquire) {
             self.count_drop("closing");
             return false;
         }
         // Count before sending so the writer's decrement can never run first.
-        self.shared.pending.fetch_add(1, Ordering::Relaxed);
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
+        slot.release();
         match self.tx.try_send(Msg::Row(Box::new(row))) {
             Ok(()) => true,
             Err(e) => {
