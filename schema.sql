@@ -37,6 +37,26 @@ CREATE INDEX IF NOT EXISTS token_usage_user_ts ON token_usage (user_id, ts);
 CREATE INDEX IF NOT EXISTS token_usage_ts ON token_usage (ts);
 CREATE INDEX IF NOT EXISTS token_usage_request_id ON token_usage (request_id);
 
+-- The call journal: one entry per call about to be forwarded, written (and, with
+-- store.journal = "durable", fsynced) before the call leaves, and deleted in the transaction that
+-- commits the call's row. An entry still here at start belongs to a call the gateway did not see
+-- end: it is recorded then as outcome 'recovered', its reservation as the estimate.
+CREATE TABLE IF NOT EXISTS call_journal (
+    id                  INTEGER PRIMARY KEY,         -- the row's journal_id (per process run)
+    request_id          TEXT    NOT NULL,
+    ts                  INTEGER NOT NULL,            -- unix ms UTC, when the call was admitted
+    user_id             TEXT    NOT NULL,
+    user_email          TEXT,
+    user_name           TEXT,
+    provider            TEXT    NOT NULL,
+    model               TEXT,
+    endpoint            TEXT    NOT NULL,
+    streamed            INTEGER NOT NULL,
+    hold_input_tokens   INTEGER NOT NULL,            -- the reservation: prompt estimate
+    hold_output_tokens  INTEGER NOT NULL,            -- and output cap
+    hold_cost_nano_usd  INTEGER                      -- NULL = the model has no price
+);
+
 -- Everyone who has called through Tollgate, plus the operator's settings for them. The writer
 -- creates a user on first sight and moves last_seen_at; the admin API owns the other columns.
 -- A NULL limit means "use the default from gateway.toml".

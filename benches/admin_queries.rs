@@ -678,6 +678,7 @@ fn feed(store: &Queue, stop: &AtomicBool, max_depth: &AtomicUsize, rate: u64) ->
                 latency_ms: 200 + rng.below(5_000),
                 ttfb_ms: Some(100 + rng.below(500)),
                 outcome: Outcome::Complete,
+                journal_id: None,
             });
             max_depth.fetch_max(store.queue_depth(), Ordering::Relaxed);
         }

@@ -148,6 +148,7 @@ fn rows() -> Vec<UsageRow> {
                 latency_ms,
                 ttfb_ms: Some(150 + rng.below(1_000)),
                 outcome,
+                journal_id: None,
             }
         })
         .collect()

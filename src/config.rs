@@ -295,6 +295,25 @@ pub struct StoreConfig {
     /// (ms). Every commit costs an fsync, so fewer, larger transactions cost far less CPU; no
     /// call waits for it.
     pub commit_interval_ms: u64,
+    /// The call journal: how a call's existence is kept before it is forwarded, so that a
+    /// gateway killed mid-call still records it (at the next start) and counts it.
+    pub journal: JournalMode,
+}
+
+/// `store.journal`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalMode {
+    /// Fsynced before the call is forwarded (one fsync covers every call that arrived
+    /// meanwhile): no call is lost to a kill or a power cut. Every commit fsyncs.
+    #[default]
+    Durable,
+    /// Handed to the operating system before the call is forwarded, without waiting for the
+    /// disk: no call is lost when the process is killed; a power cut can lose the last
+    /// moments. Commits do not fsync (SQLite `synchronous = NORMAL`).
+    Process,
+    /// No journal: calls in flight when the process dies have no row.
+    Off,
 }
 
 impl Default for StoreConfig {
@@ -304,6 +323,7 @@ impl Default for StoreConfig {
             queue_capacity: 65_536,
             batch_max: 4_096,
             commit_interval_ms: 50,
+            journal: JournalMode::Durable,
         }
     }
 }

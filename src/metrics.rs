@@ -569,6 +569,7 @@ mod tests {
             latency_ms: 300,
             ttfb_ms: Some(40),
             outcome: crate::usage::Outcome::Complete,
+            journal_id: None,
         }
     }
 

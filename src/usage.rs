@@ -90,11 +90,14 @@ pub enum Outcome {
     UpstreamRejectedKey,
     /// A state the gateway cannot be in (500).
     InternalError,
+    /// The gateway stopped (killed, power cut) while the call was in flight; recorded at the
+    /// next start from the call journal, with its reservation as the estimate and status 0.
+    Recovered,
 }
 
 impl Outcome {
     /// Every outcome, for documentation and tests.
-    pub const ALL: [Outcome; 19] = [
+    pub const ALL: [Outcome; 20] = [
         Outcome::Complete,
         Outcome::ClientGone,
         Outcome::UpstreamError,
@@ -114,6 +117,7 @@ impl Outcome {
         Outcome::UpstreamTimeout,
         Outcome::UpstreamRejectedKey,
         Outcome::InternalError,
+        Outcome::Recovered,
     ];
 
     /// The value stored in `token_usage.outcome`.
@@ -138,6 +142,7 @@ impl Outcome {
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::UpstreamRejectedKey => "upstream_rejected_key",
             Outcome::InternalError => "internal_error",
+            Outcome::Recovered => "recovered",
         }
     }
 

@@ -280,10 +280,13 @@ async fn a_flood_past_max_in_flight_is_refused_at_once_with_503() {
 
 #[tokio::test]
 async fn a_store_too_far_behind_refuses_calls_instead_of_losing_their_rows() {
-    // A queue of 8 rows keeps 1 for refusals: at most 7 reserved or queued rows.
+    // A queue of 8 rows keeps 1 for refusals: at most 7 reserved or queued rows. Without the
+    // call journal (which would refuse every call while the database is locked, see
+    // tests/crash.rs), the queue's room alone decides.
     let mut h = Harness::start_with(|c| {
         c.store.queue_capacity = 8;
         c.store.commit_interval_ms = 0;
+        c.store.journal = tollgate::config::JournalMode::Off;
     })
     .await;
     h.mock
@@ -344,4 +347,47 @@ async fn a_store_too_far_behind_refuses_calls_instead_of_losing_their_rows() {
     // The first refusal found the headroom kept for refusals; the rest may have been dropped,
     // and were counted.
     assert!(rows.iter().any(|r| r.outcome == "refused_store_full"));
+}
+
+#[tokio::test]
+async fn a_call_whose_journal_entry_cannot_be_written_is_refused_not_forwarded() {
+    let mut h = Harness::start().await;
+    h.mock
+        .set_default(Reply::json(200, fixture("openai/chat.json")));
+    let jwt = h.token("journal");
+    // Someone else holds the database's write lock: no journal entry can be committed.
+    let blocker = h.db_conn();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let t = Instant::now();
+    let resp = h
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT_BODY)
+        .await;
+    assert_eq!(resp.status(), 503);
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "usage_store_busy");
+    assert_eq!(
+        h.mock.hits(),
+        0,
+        "never forwarded without its journal entry"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    // The disk is back: calls are journaled and forwarded again.
+    let resp = h
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT_BODY)
+        .await;
+    assert_eq!(resp.status(), 200);
+    read_all(resp).await.unwrap();
+    h.stop().await;
+    let rows = h.rows();
+    assert_eq!(
+        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        ["refused_store_full", "complete"]
+    );
+    let left: i64 = h
+        .db_conn()
+        .query_row("SELECT count(*) FROM call_journal", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "every journal entry was closed by its row");
 }

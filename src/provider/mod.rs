@@ -97,6 +97,28 @@ impl Endpoint {
         }
     }
 
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 10] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Responses,
+        Endpoint::Embeddings,
+        Endpoint::Completions,
+        Endpoint::GenerateContent,
+        Endpoint::StreamGenerateContent,
+        Endpoint::CountTokens,
+        Endpoint::EmbedContent,
+        Endpoint::BatchEmbedContents,
+        Endpoint::Other,
+    ];
+
+    /// The endpoint stored as `s` (`token_usage.endpoint`); anything else is `Other`.
+    pub fn parse(s: &str) -> Endpoint {
+        Endpoint::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .unwrap_or(Endpoint::Other)
+    }
+
     /// Whether a call to this endpoint consumes billable tokens.
     pub fn consumes(self) -> bool {
         !matches!(self, Endpoint::CountTokens | Endpoint::Other)

@@ -28,7 +28,7 @@ use crate::meter::{BodyEnd, OnEnd};
 use crate::metrics::InFlight;
 use crate::provider::{self, Endpoint, ProviderKind, RequestInfo, TapReport};
 use crate::quota::{Hold, Reservation};
-use crate::store::{RowSlot, Store, UsageRow};
+use crate::store::{OpenCall, RowSlot, Store, UsageRow};
 use crate::usage::{Outcome, Usage, UsageSource};
 
 use super::Runtime;
@@ -45,6 +45,8 @@ pub struct Call {
     pass: Option<super::gate::Pass>,
     /// Room in the store's queue for this call's row, reserved before it was forwarded.
     slot: Option<RowSlot>,
+    /// The call's entry in the store's call journal, written before it was forwarded.
+    journal_id: Option<u64>,
     /// The call's span: request id, then provider, user, model and status as they are known.
     span: tracing::Span,
     request_id: Arc<str>,
@@ -128,6 +130,7 @@ impl Call {
             _in_flight: in_flight,
             pass: None,
             slot: None,
+            journal_id: None,
             span,
             request_id,
             started: Instant::now(),
@@ -240,6 +243,35 @@ impl Call {
             },
             other => other,
         };
+    }
+
+    /// The call journal's entry for an admitted call, under `journal_id` (which its row will
+    /// carry from now on): who, what, and the reservation as usage.
+    pub(super) fn journal_entry(&mut self, journal_id: u64) -> Option<OpenCall> {
+        let Stage::Admitted {
+            who,
+            info,
+            reservation,
+        } = &self.stage
+        else {
+            return None;
+        };
+        self.journal_id = Some(journal_id);
+        let (hold, hold_cost_nano_usd) = hold_usage(&self.rt.config, info);
+        Some(OpenCall {
+            journal_id,
+            request_id: self.request_id.to_string(),
+            ts_ms: reservation.admitted_at().as_millisecond(),
+            user_id: Arc::clone(&who.caller.user_id),
+            user_email: who.caller.email.clone(),
+            user_name: who.caller.name.clone(),
+            provider: Arc::clone(&who.provider),
+            model: info.model.clone(),
+            endpoint: info.endpoint.as_str(),
+            streamed: info.stream,
+            hold,
+            hold_cost_nano_usd,
+        })
     }
 
     /// Phase 6 hands it to the upstream.
@@ -370,6 +402,7 @@ impl Call {
             latency_ms,
             ttfb_ms: settled.ttfb_ms,
             outcome: settled.outcome,
+            journal_id: self.journal_id,
         };
         let queued = match self.slot.take() {
             Some(slot) => self.store.record_reserved(slot, row),
@@ -489,6 +522,16 @@ fn settle(
 /// What an admitted call may cost at most: its prompt estimate plus its output cap, priced at
 /// `config`'s prices (0 USD when the model has none).
 pub fn hold(config: &Config, info: &RequestInfo) -> Hold {
+    let (usage, cost) = hold_usage(config, info);
+    Hold {
+        tokens: usage.total(),
+        cost_nano_usd: cost.map_or(0, |c| u64::try_from(c).unwrap_or(0)),
+    }
+}
+
+/// The hold as usage (the prompt estimate in, the rest of the hold out) and its price, `None`
+/// when the model has none: what the call journal keeps as a lost call's estimate.
+fn hold_usage(config: &Config, info: &RequestInfo) -> (Usage, Option<i64>) {
     let limits = &config.raw.limits;
     let tokens = hold_tokens(
         info,
@@ -507,10 +550,7 @@ pub fn hold(config: &Config, info: &RequestInfo) -> Hold {
         .model
         .as_deref()
         .and_then(|m| config.prices.cost_nano_usd(m, &usage));
-    Hold {
-        tokens,
-        cost_nano_usd: cost.map_or(0, |c| u64::try_from(c).unwrap_or(0)),
-    }
+    (usage, cost)
 }
 
 /// The tokens a call may consume: the prompt estimate plus the request's own cap on output

@@ -11,6 +11,8 @@
 //! 4 inspect       endpoint, model, stream flag; include_usage rewrite
 //! 4b admit        room for the call's row in the store's queue      503 + Retry-After
 //!                 the call's hold against the user's limits        403 / 429
+//! 4c journal      the call's entry in the store's call journal, kept  503 + Retry-After
+//!                 before anything leaves (store.journal)
 //! 5 prepare       strip credentials and hop-by-hop headers, add the provider key
 //! 6 forward       pooled client; connect failure 502, no head in time 504,
 //!                 upstream refusing Tollgate's own key 502
@@ -58,6 +60,10 @@ use crate::quota::{self, Denied, Ledger, QuotaStatus};
 use crate::store::Store;
 pub use crate::upstream::UpstreamClient;
 use call::{Call, End};
+
+/// Longest wait for a call's journal entry before the call is refused (503): the disk is
+/// failing or far behind.
+const JOURNAL_WAIT: Duration = Duration::from_secs(5);
 
 /// The body Tollgate sends to clients: a metered upstream answer or its own small response.
 pub type ProxyBody = Either<MeteredBody<UpstreamBody, Call>, Full<Bytes>>;
@@ -339,6 +345,26 @@ impl Proxy {
                 .admit(&user, hold)
                 .map_err(GatewayError::Denied)?,
         );
+
+        // 4c journal: the call exists durably before the upstream can serve it
+        if let Some(jid) = self.store.journal_id()
+            && let Some(entry) = call.journal_entry(jid)
+        {
+            match tokio::time::timeout(JOURNAL_WAIT, self.store.open_call(entry)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the call journal did not take the call");
+                    return Err(GatewayError::StoreFull);
+                }
+                Err(_) => {
+                    tracing::error!(
+                        waited_ms = JOURNAL_WAIT.as_millis() as u64,
+                        "the call journal did not commit in time"
+                    );
+                    return Err(GatewayError::StoreFull);
+                }
+            }
+        }
 
         // 5 prepare
         let upstream_req = prepare(route, parts, rest, body)?;

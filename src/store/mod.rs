@@ -81,6 +81,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Queue a row into the room `slot` reserved. Fails only when the store is closing.
     fn record_reserved(&self, slot: RowSlot, row: UsageRow) -> bool;
 
+    /// A new id for the call journal, or `None` when the journal is off (`store.journal`).
+    fn journal_id(&self) -> Option<u64>;
+
+    /// Write `call` into the call journal and resolve once it is kept as `store.journal` says
+    /// (fsynced, or handed to the operating system). The proxy awaits it before forwarding, so
+    /// a call the upstream may serve always has a row: its own when it ends, or, if the gateway
+    /// dies first, a `recovered` row made from this entry at the next start. The entry is
+    /// removed in the same transaction that commits the row carrying its `journal_id`.
+    async fn open_call(&self, call: OpenCall) -> Result<(), StoreError>;
+
     /// The writer's counters, for metrics and tests.
     fn writer_stats(&self) -> WriterStats;
 
@@ -211,6 +221,55 @@ pub struct UsageRow {
     /// Time to the upstream's response head, when there was one.
     pub ttfb_ms: Option<u64>,
     pub outcome: Outcome,
+    /// The call's entry in the call journal, removed when this row is committed.
+    pub journal_id: Option<u64>,
+}
+
+/// A call about to be forwarded, as the call journal keeps it until its row is committed: who,
+/// what, and the reservation, which becomes the recorded estimate if the gateway dies first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenCall {
+    pub journal_id: u64,
+    pub request_id: String,
+    /// Unix milliseconds, UTC, when the call was admitted (the row's `ts`).
+    pub ts_ms: i64,
+    pub user_id: Arc<str>,
+    pub user_email: Option<String>,
+    pub user_name: Option<String>,
+    pub provider: Arc<str>,
+    pub model: Option<String>,
+    pub endpoint: &'static str,
+    pub streamed: bool,
+    /// The reservation as usage: the prompt estimate in, the output cap out.
+    pub hold: Usage,
+    /// The reservation's price; `None` when the model has none.
+    pub hold_cost_nano_usd: Option<i64>,
+}
+
+impl OpenCall {
+    /// The row of a call the gateway did not see end: its reservation as an estimate, status 0
+    /// (what the client received is unknown), outcome `recovered`.
+    pub fn recovered_row(self) -> UsageRow {
+        UsageRow {
+            request_id: self.request_id,
+            ts_ms: self.ts_ms,
+            user_id: self.user_id,
+            user_email: self.user_email,
+            user_name: self.user_name,
+            provider: self.provider,
+            model: self.model,
+            endpoint: self.endpoint,
+            streamed: self.streamed,
+            status: 0,
+            usage: self.hold,
+            cost_nano_usd: self.hold_cost_nano_usd,
+            usage_source: UsageSource::Estimated,
+            latency_ms: 0,
+            ttfb_ms: None,
+            outcome: Outcome::Recovered,
+            journal_id: Some(self.journal_id),
+        }
+    }
 }
 
 // === units of work ===
@@ -561,6 +620,7 @@ pub fn open(
     observer: Option<Arc<dyn RowObserver>>,
 ) -> Result<Arc<dyn Store>, StoreError> {
     let options = sqlite::Options {
+        journal: settings.journal,
         queue_capacity: settings.queue_capacity,
         batch_max: settings.batch_max,
         linger: std::time::Duration::from_millis(settings.commit_interval_ms),

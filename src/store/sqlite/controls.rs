@@ -254,6 +254,7 @@ mod tests {
             latency_ms: 5,
             ttfb_ms: None,
             outcome: Outcome::Complete,
+            journal_id: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The SQLite store, the embedded default: one file (`store.path`) in WAL mode.
 //!
 //! - `writer`: one thread owns the writing connection and commits call rows in batches with
-//!   their rollups; the request path only `try_send`s to it.
+//!   their rollups; the request path only `try_send`s to it, and waits only for a call's
+//!   journal entry (`journal`: the `call_journal` table, recovered at start) before forwarding.
 //! - `work`: operators' changes with their audit row, one `BEGIN IMMEDIATE` transaction each,
 //!   on a writing connection of the admin side's own (its transactions are short).
 //! - `reads`: the admin API's queries on a small pool of read-only connections.
@@ -31,6 +32,7 @@ use crate::store::{
 pub mod accounts;
 pub mod audit;
 pub mod controls;
+mod journal;
 pub mod reads;
 pub mod schema;
 pub mod work;
@@ -167,6 +169,14 @@ impl Store for SqliteStore {
 
     fn record_reserved(&self, slot: crate::store::RowSlot, row: crate::store::UsageRow) -> bool {
         self.queue.record_reserved(slot, row)
+    }
+
+    fn journal_id(&self) -> Option<u64> {
+        self.queue.journal_id()
+    }
+
+    async fn open_call(&self, call: crate::store::OpenCall) -> Result<(), StoreError> {
+        self.queue.open_call(call).await
     }
 
     fn writer_stats(&self) -> WriterStats {

@@ -36,13 +36,16 @@ use jiff::tz::TimeZone;
 use rusqlite::{Connection, ErrorCode, Statement, TransactionBehavior, params};
 
 use crate::calendar::DayCache;
-use crate::store::{RowObserver, StoreError, UsageRow, WriterStats};
+use crate::config::JournalMode;
+use crate::store::{OpenCall, RowObserver, StoreError, UsageRow, WriterStats};
 use crate::usage::{CallFigures, Totals, stored_int};
 
 /// How the store runs. [`Queue::open`] takes the two figures gateway.toml sets; the rest has
 /// defaults that tests may shorten.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// How a call's journal entry is kept before it is forwarded (`store.journal`).
+    pub journal: JournalMode,
     /// Rows that may wait for the writer before [`Queue::record`] starts dropping them.
     pub queue_capacity: usize,
     /// Most rows committed in one transaction.
@@ -68,6 +71,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            journal: JournalMode::Durable,
             queue_capacity: 65_536,
             batch_max: 4_096,
             busy_timeout: Duration::from_secs(5),
@@ -85,6 +89,9 @@ pub struct Queue {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     capacity: usize,
+    /// The writer thread, woken early (from its linger) by a journal entry someone waits for.
+    writer: std::thread::Thread,
+    journal: JournalMode,
 }
 
 /// The part of the queue reservations never take: room for the rows of refusals while the
@@ -103,6 +110,8 @@ pub struct WriterThread {
 enum Msg {
     /// Boxed so the channel's preallocated slots stay small (16 bytes, not a whole row).
     Row(Box<UsageRow>),
+    /// A call about to be forwarded: commit its journal entry, then say so.
+    Open(Box<(OpenCall, tokio::sync::oneshot::Sender<()>)>),
     /// Sent by [`WriterThread::close`]: commit what is queued and exit.
     Stop,
 }
@@ -113,6 +122,8 @@ struct Shared {
     pending: AtomicUsize,
     /// Rooms reserved by calls in flight and not yet used ([`crate::store::RowSlot`]).
     reserved: Arc<AtomicUsize>,
+    /// The next journal id.
+    next_journal_id: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
     committed: AtomicU64,
@@ -150,13 +161,21 @@ impl Queue {
         tz: TimeZone,
         options: Options,
     ) -> Result<(Queue, WriterThread), StoreError> {
-        let conn = super::schema::open_writer(path, options.busy_timeout)?;
+        let mut conn = super::schema::open_writer(path, options.busy_timeout)?;
+        if options.journal == JournalMode::Process {
+            // Commits reach the operating system, not the disk: a killed process loses nothing.
+            conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        }
+        let mut days = DayCache::new(tz);
+        recover_journal(&mut conn, &mut days)?;
+        let next_journal_id = super::journal::next_id(&conn)?;
         let capacity = options.queue_capacity.max(1);
-        // One more slot than rows, for the stop message.
-        let (tx, rx) = mpsc::sync_channel(capacity + 1);
+        // Room for every row, a journal entry for each of them, and the stop message.
+        let (tx, rx) = mpsc::sync_channel(capacity.saturating_mul(2).saturating_add(1));
         let shared = Arc::new(Shared {
             pending: AtomicUsize::new(0),
             reserved: Arc::new(AtomicUsize::new(0)),
+            next_journal_id: AtomicU64::new(next_journal_id),
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             committed: AtomicU64::new(0),
@@ -169,7 +188,7 @@ impl Queue {
             conn,
             rx,
             shared: Arc::clone(&shared),
-            days: DayCache::new(tz),
+            days,
             batch_max: options.batch_max.max(1),
             max_backoff: options.max_backoff,
             retries_when_stopping: options.retries_when_stopping,
@@ -186,6 +205,8 @@ impl Queue {
             tx: tx.clone(),
             shared: Arc::clone(&shared),
             capacity,
+            writer: thread.thread().clone(),
+            journal: options.journal,
         };
         Ok((
             store,
@@ -228,6 +249,29 @@ impl Queue {
             return None; // dropping `slot` gives the room back
         }
         Some(slot)
+    }
+
+    /// A new journal id, or `None` when the journal is off.
+    pub fn journal_id(&self) -> Option<u64> {
+        (self.journal != JournalMode::Off)
+            .then(|| self.shared.next_journal_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Write `call`'s journal entry and wait until it is committed. Fails when the store is
+    /// closing, its queue is full, or the writer gave the entry up (the disk keeps refusing).
+    pub async fn open_call(&self, call: OpenCall) -> Result<(), StoreError> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(StoreError::Busy("the store is closing".into()));
+        }
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.tx
+            .try_send(Msg::Open(Box::new((call, done))))
+            .map_err(|_| StoreError::Busy("the store's queue is full".into()))?;
+        // Someone waits: cut the writer's linger short.
+        self.writer.unpark();
+        committed
+            .await
+            .map_err(|_| StoreError::Busy("the journal entry was not committed".into()))
     }
 
     /// Queue a row into reserved room; never blocks. Fails (and counts a drop) only when the
@@ -379,42 +423,54 @@ const TOKEN_USAGE_COLUMNS: usize = 18;
 impl Writer {
     fn run(mut self) {
         let mut batch: Vec<UsageRow> = Vec::with_capacity(self.batch_max);
+        let mut opens: Vec<OpenCall> = Vec::new();
+        let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
         let mut stopping = false;
         loop {
             if !stopping {
-                // Block for the first row. All senders gone means nobody can record any more.
+                // Block for the first message. All senders gone means nobody can record any more.
                 match self.rx.recv() {
-                    Ok(Msg::Row(row)) => batch.push(*row),
-                    Ok(Msg::Stop) | Err(_) => stopping = true,
+                    Ok(msg) => self.take(msg, &mut batch, &mut opens, &mut waiting, &mut stopping),
+                    Err(_) => stopping = true,
                 }
             }
             // Let the batch fill without being woken for each row (a blocked receiver costs
-            // every sender a futex wake), then take what came.
+            // every sender a futex wake), then take what came. A journal entry someone waits
+            // for ends the pause early (its sender unparks this thread) or skips it.
             let backlog = self.shared.pending.load(Ordering::Relaxed);
-            if !stopping && !self.linger.is_zero() && backlog < self.batch_max {
-                std::thread::sleep(self.linger);
+            if !stopping && opens.is_empty() && !self.linger.is_zero() && backlog < self.batch_max {
+                std::thread::park_timeout(self.linger);
             }
             while batch.len() < self.batch_max {
                 match self.rx.try_recv() {
-                    Ok(Msg::Row(row)) => batch.push(*row),
-                    Ok(Msg::Stop) => stopping = true,
+                    Ok(msg) => self.take(msg, &mut batch, &mut opens, &mut waiting, &mut stopping),
                     Err(_) => break,
                 }
             }
-            if batch.is_empty() {
+            if batch.is_empty() && opens.is_empty() {
                 if stopping {
                     break;
                 }
                 continue;
             }
-            self.commit_with_retry(&batch, stopping);
-            if let Some(observer) = &self.observer {
-                observer.rows_written(&batch);
+            let opened = self.commit_with_retry(&opens, &batch, stopping);
+            if opened {
+                for done in waiting.drain(..) {
+                    let _ = done.send(());
+                }
             }
-            self.shared
-                .pending
-                .fetch_sub(batch.len(), Ordering::Relaxed);
-            batch.clear();
+            // Entries not committed: dropping their senders tells the calls (503).
+            waiting.clear();
+            opens.clear();
+            if !batch.is_empty() {
+                if let Some(observer) = &self.observer {
+                    observer.rows_written(&batch);
+                }
+                self.shared
+                    .pending
+                    .fetch_sub(batch.len(), Ordering::Relaxed);
+                batch.clear();
+            }
         }
         // The queue was just seen empty: disconnect at once, so that a row recorded by a handle
         // that got past the `closing` check an instant ago is refused (and counted) rather than
@@ -433,14 +489,40 @@ impl Writer {
         );
     }
 
-    /// Commit `batch`, retrying transient failures with backoff: forever while running, a few
-    /// times when stopping. A permanent failure is retried row by row so one bad row cannot
-    /// take its batch down with it.
-    fn commit_with_retry(&mut self, batch: &[UsageRow], stopping: bool) {
+    /// File one message into the batch being collected.
+    fn take(
+        &self,
+        msg: Msg,
+        batch: &mut Vec<UsageRow>,
+        opens: &mut Vec<OpenCall>,
+        waiting: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+        stopping: &mut bool,
+    ) {
+        match msg {
+            Msg::Row(row) => batch.push(*row),
+            Msg::Open(open) => {
+                let (call, done) = *open;
+                opens.push(call);
+                waiting.push(done);
+            }
+            Msg::Stop => *stopping = true,
+        }
+    }
+
+    /// Commit the journal entries `opens` and the rows `batch`, retrying transient failures
+    /// with backoff: forever while running, a few times when stopping. A permanent failure is
+    /// retried row by row so one bad row cannot take its batch down with it. Returns whether
+    /// the journal entries were committed.
+    fn commit_with_retry(
+        &mut self,
+        opens: &[OpenCall],
+        batch: &[UsageRow],
+        stopping: bool,
+    ) -> bool {
         let mut backoff = Duration::from_millis(10);
         let mut attempt: u32 = 0;
         loop {
-            let error = match write_batch(&mut self.conn, &mut self.days, batch) {
+            let error = match write_batch(&mut self.conn, &mut self.days, opens, batch) {
                 Ok(()) => {
                     self.shared
                         .committed
@@ -452,26 +534,27 @@ impl Writer {
                             "store: batch committed after retrying"
                         );
                     }
-                    return;
+                    return true;
                 }
                 Err(e) => e,
             };
             attempt += 1;
             if !is_transient(&error) {
-                if batch.len() > 1 {
+                if batch.len() + opens.len() > 1 {
                     tracing::error!(error = %error, rows = batch.len(), "store: batch refused; writing its rows one by one");
+                    let opened = opens.is_empty() || self.commit_with_retry(opens, &[], stopping);
                     for row in batch {
-                        self.commit_with_retry(std::slice::from_ref(row), stopping);
+                        self.commit_with_retry(&[], std::slice::from_ref(row), stopping);
                     }
-                } else {
-                    self.give_up(batch, &error);
+                    return opened;
                 }
-                return;
+                self.give_up(batch, &error);
+                return false;
             }
             let stopping = stopping || self.shared.closing.load(Ordering::Acquire);
             if stopping && attempt > self.retries_when_stopping {
                 self.give_up(batch, &error);
-                return;
+                return false;
             }
             tracing::warn!(
                 error = %error,
@@ -512,17 +595,42 @@ fn is_transient(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// One transaction: the rows, the users they name, the rollups they add to.
+/// One transaction: the journal entries of calls about to be forwarded, the rows, the users
+/// they name, the rollups they add to, and the removal of the rows' journal entries.
 fn write_batch(
     conn: &mut Connection,
     days: &mut DayCache,
+    opens: &[OpenCall],
     batch: &[UsageRow],
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    insert_rows(&tx, batch)?;
-    upsert_users(&tx, batch)?;
-    upsert_rollups(&tx, days, batch)?;
+    super::journal::insert_open(&tx, opens)?;
+    if !batch.is_empty() {
+        insert_rows(&tx, batch)?;
+        upsert_users(&tx, batch)?;
+        upsert_rollups(&tx, days, batch)?;
+        super::journal::close(&tx, batch)?;
+    }
     tx.commit()
+}
+
+/// Record every call left open in the journal (the gateway stopped before it ended) as
+/// `recovered`, with its reservation as the estimate, in one transaction.
+fn recover_journal(conn: &mut Connection, days: &mut DayCache) -> Result<(), StoreError> {
+    let left = super::journal::open_calls(conn)?;
+    if left.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<UsageRow> = left.into_iter().map(OpenCall::recovered_row).collect();
+    write_batch(conn, days, &[], &rows)?;
+    let tokens: u64 = rows.iter().map(|r| r.usage.total()).sum();
+    tracing::warn!(
+        calls = rows.len(),
+        estimated_tokens = tokens,
+        "store: calls in flight when the gateway last stopped are recorded as 'recovered', \
+         their reservations as the estimate"
+    );
+    Ok(())
 }
 
 fn insert_rows(conn: &Connection, batch: &[UsageRow]) -> rusqlite::Result<()> {
@@ -846,6 +954,7 @@ mod tests {
                 Some(10 + n % 20)
             },
             outcome: Outcome::Complete,
+            journal_id: None,
         }
     }
 
@@ -899,6 +1008,7 @@ mod tests {
             latency_ms: 1_234,
             ttfb_ms: Some(321),
             outcome: Outcome::Complete,
+            journal_id: None,
         };
         let sparse = UsageRow {
             request_id: "req-sparse".into(),
@@ -917,6 +1027,7 @@ mod tests {
             latency_ms: 0,
             ttfb_ms: None,
             outcome: Outcome::RefusedQuota,
+            journal_id: None,
         };
         let (store, writer) = Queue::open(&db.path, TimeZone::UTC, 16, 16).unwrap();
         assert!(store.record(full.clone()));

@@ -73,6 +73,7 @@ fn call(n: u64, user: &str, day: &str, secs: i64, model: Option<&str>, input: u6
         latency_ms: 100 + n,
         ttfb_ms: Some(10),
         outcome: Outcome::Complete,
+        journal_id: None,
     }
 }
 
