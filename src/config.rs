@@ -140,6 +140,10 @@ pub struct AdminConfig {
     pub session_ttl_secs: u64,
     /// Sign-in attempts allowed per client address and per account name, per minute.
     pub login_attempts_per_minute: u32,
+    /// Host names the admin listener answers to besides IP literals, `localhost` and
+    /// `*.localhost` (exact names, or `*.` + a suffix). Any other `Host` gets 421: a web page
+    /// cannot reach the admin API through a name it made resolve to this machine.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -148,6 +152,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
             session_ttl_secs: 12 * 3600,
             login_attempts_per_minute: 10,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -1035,3 +1035,42 @@ async fn reload_through_the_api_applies_a_valid_file_and_refuses_an_invalid_one_
     );
     a.stop().await;
 }
+
+#[tokio::test]
+async fn a_rebound_dns_name_cannot_reach_the_admin_api() {
+    let a = Admin::start().await;
+    let port = a.server.as_ref().unwrap().addr.port();
+    let url = a.url("/api/admin/stats");
+    // A browser on a page of evil.example whose name now resolves to 127.0.0.1 sends this Host.
+    let resp = a
+        .client
+        .get(&url)
+        .header("host", "evil.example:3001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 421);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "host_not_allowed");
+    for path in ["/healthz", "/", "/api/admin/login"] {
+        let resp = a
+            .client
+            .get(a.url(path))
+            .header("host", "evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 421, "{path}");
+    }
+    // Addressed by IP or localhost, it answers as before.
+    let resp = a
+        .client
+        .get(a.url("/healthz"))
+        .header("host", format!("localhost:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = a.client.get(a.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -19,6 +19,7 @@
 pub mod actions;
 mod api;
 pub mod csv;
+pub mod host;
 pub mod openapi;
 pub mod session;
 mod ui;
@@ -115,7 +116,7 @@ pub struct ErrorBody {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`, `invalid_request`,
-    /// `rate_limited`, `conflict`, `internal_error`, `unavailable`.
+    /// `rate_limited`, `conflict`, `internal_error`, `unavailable`, `host_not_allowed`.
     pub code: String,
     pub message: String,
 }

@@ -65,6 +65,10 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(session::same_origin))
         .layer(middleware::map_response(no_store))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            super::host::allowed_host,
+        ))
         .with_state(state)
 }
 
