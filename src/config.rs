@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub max_header_bytes: u32,
     /// Most request headers accepted (HTTP/1).
     pub max_headers: u32,
+    /// Most streams (calls) one HTTP/2 connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
     /// Time allowed to open a connection (and TLS) to the upstream; past it → 502.
     pub connect_timeout_ms: u64,
     /// Time allowed from sending the request to the upstream's response head; past it → 504.
@@ -114,6 +116,7 @@ impl Default for ServerConfig {
             max_request_bytes: 32 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            http2_max_concurrent_streams: 100,
             connect_timeout_ms: 5_000,
             response_header_timeout_ms: 300_000,
             idle_timeout_ms: 120_000,
@@ -557,6 +560,12 @@ fn validate_server(raw: &RawConfig) -> Result<(), ConfigError> {
     }
     if server.max_headers == 0 {
         return Err(invalid("server.max_headers", "must be at least 1"));
+    }
+    if server.http2_max_concurrent_streams == 0 {
+        return Err(invalid(
+            "server.http2_max_concurrent_streams",
+            "must be at least 1",
+        ));
     }
     for (key, value) in [
         ("server.connect_timeout_ms", server.connect_timeout_ms),

@@ -59,6 +59,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.worker_threads",
     "server.max_header_bytes",
     "server.max_headers",
+    "server.http2_max_concurrent_streams",
     "server.watch_config",
     "admin.",
     "store.",
@@ -447,6 +448,7 @@ fn pin_restart_only(mut candidate: Config, running: &Config) -> Config {
     raw.server.worker_threads = run.server.worker_threads;
     raw.server.max_header_bytes = run.server.max_header_bytes;
     raw.server.max_headers = run.server.max_headers;
+    raw.server.http2_max_concurrent_streams = run.server.http2_max_concurrent_streams;
     raw.server.watch_config = run.server.watch_config;
     raw.admin = run.admin.clone();
     raw.store = run.store.clone();

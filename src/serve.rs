@@ -316,6 +316,12 @@ fn reload_signal() -> Result<Hangups, std::io::Error> {
     }
 }
 
+/// Streams a client may open and cancel before Tollgate has accepted them (the rapid-reset
+/// defence: past it the connection gets GOAWAY).
+const HTTP2_MAX_PENDING_RESETS: usize = 20;
+/// Streams Tollgate may reset for a client's protocol errors before closing its connection.
+const HTTP2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+
 async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -330,10 +336,18 @@ async fn accept_loop(
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size((config.raw.server.max_header_bytes as usize).max(8192))
         .max_headers(config.raw.server.max_headers as usize);
+    // HTTP/2: a bounded number of streams per connection, a bounded header list, and the
+    // rapid-reset defence (a client that opens and cancels streams faster than they are
+    // answered gets GOAWAY ENHANCE_YOUR_CALM); pings find peers that vanished.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(config.raw.server.max_header_bytes);
+        .max_header_list_size(config.raw.server.max_header_bytes)
+        .max_concurrent_streams(config.raw.server.http2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESETS)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut conns = JoinSet::new();
