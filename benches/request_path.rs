@@ -284,7 +284,7 @@ fn check_cases() {
 
     let post = Method::POST;
     let (info, rewrite) =
-        provider::inspect(ProviderKind::Openai, &post, OPENAI_CHAT_PATH, None, &CHAT);
+        provider::inspect(ProviderKind::Openai, &post, OPENAI_CHAT_PATH, None, &CHAT).unwrap();
     assert_eq!(info.model.as_deref(), Some("gpt-4o-mini"));
     assert!(!info.stream && rewrite.is_none() && info.max_output_tokens == Some(512));
     assert!(CHAT.len() > 1_000, "{} bytes", CHAT.len());
@@ -295,7 +295,8 @@ fn check_cases() {
         OPENAI_CHAT_PATH,
         None,
         &CHAT_STREAM,
-    );
+    )
+    .unwrap();
     assert!(info.stream && info.usage_injected, "{info:?}");
     let rewritten = rewrite.unwrap();
     assert!(memchr::memmem::find(&rewritten, b"include_usage").is_some());
@@ -306,7 +307,8 @@ fn check_cases() {
         GEMINI_GENERATE_PATH,
         None,
         &GEMINI,
-    );
+    )
+    .unwrap();
     assert_eq!(info.model.as_deref(), Some("gemini-2.5-flash"));
     assert_eq!(info.max_output_tokens, Some(1024));
 
@@ -316,7 +318,8 @@ fn check_cases() {
         OPENAI_CHAT_PATH,
         None,
         &SCREENSHOT,
-    );
+    )
+    .unwrap();
     assert!(
         SCREENSHOT.len() >= 3 * 1024 * 1024,
         "{} bytes",

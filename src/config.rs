@@ -379,6 +379,26 @@ pub struct ProviderConfig {
     pub upstream: String,
     /// Environment variable holding the provider key.
     pub api_key_env: String,
+    /// What to do with a call to an endpoint Tollgate has no usage table for (`"forward"`, the
+    /// default, or `"refuse"`).
+    #[serde(default)]
+    pub unknown_endpoints: UnknownEndpoints,
+}
+
+/// `providers[].unknown_endpoints`: what happens to a call whose endpoint is not in Tollgate's
+/// table (OpenAI `POST /v1/chat/completions`, `/v1/responses`, `/v1/embeddings`,
+/// `/v1/completions`; Gemini `POST …:generateContent`, `:streamGenerateContent`,
+/// `:countTokens`, `:embedContent`, `:batchEmbedContents`) — any other path or method.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownEndpoints {
+    /// Forward it; a successful answer that carries a usage report is metered by it, anything
+    /// else is recorded with no usage.
+    #[default]
+    Forward,
+    /// Refuse it with 404 in the provider's error shape, before forwarding (one row, outcome
+    /// `refused_unknown_endpoint`).
+    Refuse,
 }
 
 /// A provider ready to route to.
@@ -394,6 +414,8 @@ pub struct Provider {
     /// Upstream base path without a trailing slash (usually empty).
     pub upstream_base_path: String,
     pub api_key: Secret,
+    /// `unknown_endpoints`: forward or refuse endpoints not in the table.
+    pub unknown_endpoints: UnknownEndpoints,
 }
 
 /// The validated configuration the gateway runs on.
@@ -629,6 +651,12 @@ fn provider(
             "must be a plain path (no spaces, `?`, `#` or `%`)",
         ));
     }
+    if crate::provider::normalize_path(&prefix).ok().as_deref() != Some(prefix.as_str()) {
+        return Err(invalid(
+            key("prefix"),
+            "must be a path the gateway accepts as it is: no empty, `.` or `..` segment, no `;` or `\\`, and no word of an API path (`v1`, `models`, …) in another case",
+        ));
+    }
     if prefix == "/healthz" {
         return Err(invalid(
             key("prefix"),
@@ -692,6 +720,7 @@ fn provider(
         upstream_authority: authority,
         upstream_base_path: uri.path().trim_end_matches('/').to_string(),
         api_key: Secret::new(api_key),
+        unknown_endpoints: p.unknown_endpoints,
     })
 }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::auth::AuthError;
-use crate::provider::ProviderKind;
+use crate::provider::{BodyError, PathError, ProviderKind};
 use crate::quota::Denied;
 use crate::usage::Outcome;
 
@@ -22,6 +22,21 @@ pub enum GatewayError {
     /// The credential is missing or did not verify.
     #[error("{0}")]
     Unauthenticated(AuthError),
+    /// The request path could be read two ways (`//`, `.` or `..`, `%2F`, `;`, a case variant of
+    /// an endpoint…): refused rather than classified one way and served another.
+    #[error(
+        "the request path is refused by the gateway: {0}; send the path exactly as the provider's API reference spells it"
+    )]
+    InvalidPath(PathError),
+    /// The body of an endpoint Tollgate meters could be read otherwise than Tollgate reads it.
+    #[error("{0}")]
+    InvalidBody(BodyError),
+    /// The endpoint is not in Tollgate's table and the provider's `unknown_endpoints` is
+    /// `"refuse"`.
+    #[error(
+        "this endpoint is not available through the gateway (the operator allows only the endpoints it meters)"
+    )]
+    UnknownEndpoint,
     /// The request body is larger than `server.max_request_bytes`.
     #[error("request body is larger than the gateway's limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
@@ -63,6 +78,8 @@ impl GatewayError {
         match self {
             GatewayError::UnknownPrefix => StatusCode::NOT_FOUND,
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::InvalidPath(_) | GatewayError::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            GatewayError::UnknownEndpoint => StatusCode::NOT_FOUND,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyRead => StatusCode::BAD_REQUEST,
             GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -83,6 +100,17 @@ impl GatewayError {
         match self {
             GatewayError::UnknownPrefix => ("invalid_request_error", "unknown_url"),
             GatewayError::Unauthenticated(_) => ("invalid_request_error", "invalid_api_key"),
+            GatewayError::InvalidPath(_) => ("invalid_request_error", "invalid_path"),
+            GatewayError::InvalidBody(BodyError::NotJson) => {
+                ("invalid_request_error", "invalid_json")
+            }
+            GatewayError::InvalidBody(BodyError::DuplicateKey(_)) => {
+                ("invalid_request_error", "duplicate_key")
+            }
+            GatewayError::InvalidBody(BodyError::StreamNotBoolean) => {
+                ("invalid_request_error", "invalid_type")
+            }
+            GatewayError::UnknownEndpoint => ("invalid_request_error", "unknown_endpoint"),
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             GatewayError::BodyRead => ("invalid_request_error", "invalid_body"),
             GatewayError::BodyTimeout { .. } => ("invalid_request_error", "request_timeout"),
@@ -134,6 +162,10 @@ impl GatewayError {
         Some(match self {
             // Refused before the caller is known: no row.
             GatewayError::UnknownPrefix | GatewayError::Unauthenticated(_) => return None,
+            GatewayError::InvalidPath(_) | GatewayError::InvalidBody(_) => {
+                Outcome::RefusedInvalidRequest
+            }
+            GatewayError::UnknownEndpoint => Outcome::RefusedUnknownEndpoint,
             GatewayError::BodyTooLarge { .. } => Outcome::RefusedBodyTooLarge,
             GatewayError::BodyRead => Outcome::RefusedBodyUnreadable,
             GatewayError::BodyTimeout { .. } => Outcome::RefusedBodyTimeout,

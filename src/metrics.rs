@@ -68,6 +68,10 @@ pub enum Refusal {
     NotFound,
     /// 401: missing or invalid credential.
     Unauthenticated,
+    /// 400: a path or body that could be read two ways.
+    InvalidRequest,
+    /// 404: an endpoint not in the table, refused by `unknown_endpoints = "refuse"`.
+    UnknownEndpoint,
     /// 413: request body over `server.max_request_bytes`.
     TooLarge,
     /// 400: the request body could not be read.
@@ -104,9 +108,11 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, in the order of their counters.
-    pub const ALL: [Refusal; 18] = [
+    pub const ALL: [Refusal; 20] = [
         Refusal::NotFound,
         Refusal::Unauthenticated,
+        Refusal::InvalidRequest,
+        Refusal::UnknownEndpoint,
         Refusal::TooLarge,
         Refusal::BodyUnreadable,
         Refusal::BodyTimeout,
@@ -130,6 +136,8 @@ impl Refusal {
         match self {
             Refusal::NotFound => "not_found",
             Refusal::Unauthenticated => "unauthenticated",
+            Refusal::InvalidRequest => "invalid_request",
+            Refusal::UnknownEndpoint => "unknown_endpoint",
             Refusal::TooLarge => "too_large",
             Refusal::BodyUnreadable => "body_unreadable",
             Refusal::BodyTimeout => "body_timeout",
@@ -154,6 +162,8 @@ impl Refusal {
         match e {
             GatewayError::UnknownPrefix => Refusal::NotFound,
             GatewayError::Unauthenticated(_) => Refusal::Unauthenticated,
+            GatewayError::InvalidPath(_) | GatewayError::InvalidBody(_) => Refusal::InvalidRequest,
+            GatewayError::UnknownEndpoint => Refusal::UnknownEndpoint,
             GatewayError::BodyTooLarge { .. } => Refusal::TooLarge,
             GatewayError::BodyRead => Refusal::BodyUnreadable,
             GatewayError::BodyTimeout { .. } => Refusal::BodyTimeout,

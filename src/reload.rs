@@ -613,6 +613,7 @@ mod tests {
                 prefix: "/openai".into(),
                 upstream: "https://api.openai.com".into(),
                 api_key_env: "OPENAI_API_KEY".into(),
+                unknown_endpoints: Default::default(),
             }],
             pricing: toml::from_str::<BTreeMap<String, crate::pricing::Price>>(
                 "[\"gpt-4o\"]\ninput = 2.5\noutput = 10.0\n",
@@ -722,6 +723,7 @@ mod tests {
                 "providers.\"openai-beta\".kind",
                 "providers.\"openai-beta\".name",
                 "providers.\"openai-beta\".prefix",
+                "providers.\"openai-beta\".unknown_endpoints",
                 "providers.\"openai-beta\".upstream",
             ]
         );

@@ -74,6 +74,11 @@ pub enum Outcome {
     RefusedOverloaded,
     /// Refused before forwarding: the store's queue had no room for the call's row.
     RefusedStoreFull,
+    /// Refused before forwarding: the path or body could be read two ways (400).
+    RefusedInvalidRequest,
+    /// Refused before forwarding: an endpoint not in the table, with `unknown_endpoints =
+    /// "refuse"` (404).
+    RefusedUnknownEndpoint,
     /// Refused before forwarding: the operator blocked the user.
     RefusedBlocked,
     /// Refused before forwarding: a daily or monthly limit or budget is used up.
@@ -97,7 +102,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, for documentation and tests.
-    pub const ALL: [Outcome; 20] = [
+    pub const ALL: [Outcome; 22] = [
         Outcome::Complete,
         Outcome::ClientGone,
         Outcome::UpstreamError,
@@ -109,6 +114,8 @@ impl Outcome {
         Outcome::RefusedBodyTimeout,
         Outcome::RefusedOverloaded,
         Outcome::RefusedStoreFull,
+        Outcome::RefusedInvalidRequest,
+        Outcome::RefusedUnknownEndpoint,
         Outcome::RefusedBlocked,
         Outcome::RefusedQuota,
         Outcome::RefusedRate,
@@ -134,6 +141,8 @@ impl Outcome {
             Outcome::RefusedBodyTimeout => "refused_body_timeout",
             Outcome::RefusedOverloaded => "refused_overloaded",
             Outcome::RefusedStoreFull => "refused_store_full",
+            Outcome::RefusedInvalidRequest => "refused_invalid_request",
+            Outcome::RefusedUnknownEndpoint => "refused_unknown_endpoint",
             Outcome::RefusedBlocked => "refused_blocked",
             Outcome::RefusedQuota => "refused_quota",
             Outcome::RefusedRate => "refused_rate",

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Jail;
 use figment::providers::Format as _;
-use tollgate::config::{Config, ConfigError, RawConfig, Secret};
+use tollgate::config::{Config, ConfigError, RawConfig, Secret, UnknownEndpoints};
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml")
@@ -197,6 +197,45 @@ fn a_bad_type_is_refused_by_name() {
             message.starts_with("`auth.algorithms[0]`: unknown value `none`"),
             "{message}"
         );
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_endpoints_takes_forward_or_refuse_and_anything_else_is_refused_by_name() {
+    Jail::expect_with(|jail| {
+        set_secrets(jail);
+        let message = refused(jail, &format!("{MINIMAL}unknown_endpoints = \"block\"\n"));
+        assert!(
+            message.starts_with("`providers[0].unknown_endpoints`: unknown value `block`")
+                && message.contains("forward")
+                && message.contains("refuse"),
+            "{message}"
+        );
+        for (value, want) in [
+            (None, UnknownEndpoints::Forward),
+            (Some("forward"), UnknownEndpoints::Forward),
+            (Some("refuse"), UnknownEndpoints::Refuse),
+        ] {
+            let file = match value {
+                Some(v) => format!("{MINIMAL}unknown_endpoints = \"{v}\"\n"),
+                None => MINIMAL.to_string(),
+            };
+            jail.create_file("gateway.toml", &file)?;
+            let config = Config::load(Path::new("gateway.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(config.providers[0].unknown_endpoints, want, "{value:?}");
+            assert!(
+                config.masked().contains(&format!(
+                    "unknown_endpoints = \"{}\"",
+                    if want == UnknownEndpoints::Refuse {
+                        "refuse"
+                    } else {
+                        "forward"
+                    }
+                )),
+                "check-config shows it"
+            );
+        }
         Ok(())
     });
 }
@@ -410,6 +449,11 @@ fn invalid_providers_name_their_index_and_field() {
         (second("prefix", "\"/\""), "`providers[1].prefix`"),
         (second("prefix", "\"/a b\""), "`providers[1].prefix`"),
         (second("prefix", "\"/healthz\""), "`providers[1].prefix`"),
+        (second("prefix", "\"/other//x\""), "`providers[1].prefix`"),
+        (second("prefix", "\"/other/../x\""), "`providers[1].prefix`"),
+        (second("prefix", "\"/other;x\""), "`providers[1].prefix`"),
+        (second("prefix", "\"/other\\\\x\""), "`providers[1].prefix`"),
+        (second("prefix", "\"/V1\""), "`providers[1].prefix`"),
         (second("name", "\"openai\""), "`providers[1].name`"),
         (second("name", "\"\""), "`providers[1].name`"),
         (second("api_key_env", "\"\""), "`providers[1].api_key_env`"),

@@ -181,6 +181,7 @@ async fn an_added_provider_routes_and_a_removed_one_stops() {
         prefix: "/openai-beta".into(),
         upstream: format!("{}/beta", h.mock.url()),
         api_key_env: "OPENAI_API_KEY".into(),
+        unknown_endpoints: Default::default(),
     });
     raw.providers.retain(|p| p.name != "gemini");
     h.write_config(&raw);

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use super::{Endpoint, RequestInfo, Usage, json};
+use super::{Endpoint, Refused, RequestInfo, Usage, json};
 use crate::stream::SseEvent;
 
 /// A usage object longer than this is ignored (real ones are a few hundred bytes).
@@ -89,6 +89,9 @@ pub(crate) enum Verdict {
 /// of bytes (no socket, store or clock) and stateless: all a call learns goes into its
 /// [`Extract`].
 pub(crate) trait Dialect: std::fmt::Debug + Sync {
+    /// The endpoint of a request (see [`super::endpoint`]).
+    fn endpoint(&self, method: &http::Method, rest: &str) -> Endpoint;
+
     /// Read a request (see [`super::inspect`]).
     fn inspect(
         &self,
@@ -96,7 +99,7 @@ pub(crate) trait Dialect: std::fmt::Debug + Sync {
         rest: &str,
         query: Option<&str>,
         body: &Bytes,
-    ) -> (RequestInfo, Option<Bytes>);
+    ) -> Result<(RequestInfo, Option<Bytes>), Refused>;
 
     /// Whether a successful answer to this request is a JSON array whose elements arrive one by
     /// one (rather than SSE or a single JSON body).

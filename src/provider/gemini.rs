@@ -19,15 +19,16 @@ use serde::Deserialize;
 
 use super::dialect::{Dialect, Extract, Verdict};
 use super::json;
-use super::{Endpoint, RequestInfo, Usage};
+use super::{BodyError, Endpoint, Refused, RequestInfo, Usage};
 use crate::stream::SseEvent;
 
 /// The endpoint and model of a request path such as `/v1beta/models/gemini-2.5-flash:generateContent`
-/// (`rest`, after the provider prefix). The model is the path's `models/{model}` without
-/// `models/`; a tuned model keeps its `tunedModels/` prefix. Works on `/v1`, `/v1beta`, and on
-/// any path whose last segment is `{model}:{method}` (a `%3A` for the colon too).
+/// (`rest`, after the provider prefix, as [`super::normalize_path`] left it: matched exactly,
+/// and exactly what is forwarded). The model is the path's `models/{model}` without `models/`;
+/// a tuned model keeps its `tunedModels/` prefix. Works on `/v1`, `/v1beta`, and on any path
+/// whose last segment is `{model}:{method}` (an encoded `%3A` was decoded by the normaliser).
 pub fn endpoint(method: &http::Method, rest: &str) -> (Endpoint, Option<String>) {
-    let path = rest.split('?').next().unwrap_or(rest).trim_end_matches('/');
+    let path = rest;
     let Some((resource, verb)) = split_method(path) else {
         return (Endpoint::Other, None);
     };
@@ -57,13 +58,8 @@ pub fn endpoint(method: &http::Method, rest: &str) -> (Endpoint, Option<String>)
 /// Split `…/models/x:verb` into `…/models/x` and `verb`; the colon must be in the last segment.
 fn split_method(path: &str) -> Option<(&str, &str)> {
     let last = path.rfind('/').map_or(0, |i| i + 1);
-    let segment = &path[last..];
-    if let Some(i) = segment.rfind(':') {
-        return Some((&path[..last + i], &segment[i + 1..]));
-    }
-    let lower = segment.to_ascii_lowercase();
-    let i = lower.rfind("%3a")?;
-    Some((&path[..last + i], &segment[i + 3..]))
+    let i = path[last..].rfind(':')?;
+    Some((&path[..last + i], &path[last + i + 1..]))
 }
 
 /// Whether the query asks for SSE: `alt=sse` (also spelt `$alt=sse`, or percent-encoded).
@@ -90,12 +86,18 @@ struct GenerationConfig {
 }
 
 /// Read a request (see [`super::inspect`]). Never rewrites the body.
+///
+/// Keys are read as the API's parser reads them (escapes decoded; `generationConfig` and
+/// `generation_config`, `maxOutputTokens` and `max_output_tokens` are one field each). A body
+/// of an endpoint of the table is refused ([`BodyError`]) when it is not one JSON object, or
+/// sets the generation config, its output cap or its candidate count more than once (in either
+/// spelling). Bodies of other endpoints are only described.
 pub fn inspect(
     method: &http::Method,
     rest: &str,
     query: Option<&str>,
     body: &Bytes,
-) -> (RequestInfo, Option<Bytes>) {
+) -> Result<(RequestInfo, Option<Bytes>), Refused> {
     let (endpoint, model) = endpoint(method, rest);
     let stream = endpoint == Endpoint::StreamGenerateContent;
     let mut info = RequestInfo {
@@ -108,19 +110,40 @@ pub fn inspect(
         usage_injected: false,
         sse: stream && wants_sse(query),
     };
+    let in_table = endpoint != Endpoint::Other;
+    let refuse = |info: RequestInfo, reason: BodyError| {
+        if in_table {
+            Err(Refused::new(info, reason))
+        } else {
+            Ok((info, None))
+        }
+    };
     if !json::is_object(body) {
-        return (info, None);
+        return refuse(info, BodyError::NotJson);
     }
     let scan = json::scan_body(body, REQUEST_KEYS, &[]);
     info.prompt_tokens_estimate = scan.prompt_tokens();
     info.media_parts = scan.media_parts;
-    if scan.valid
-        && matches!(
-            endpoint,
-            Endpoint::GenerateContent | Endpoint::StreamGenerateContent
-        )
-        && let Some(raw) = scan.value(body, 0).or_else(|| scan.value(body, 1))
-        && let Ok(config) = serde_json::from_slice::<GenerationConfig>(raw)
+    if !scan.valid {
+        return refuse(info, BodyError::NotJson);
+    }
+    if scan.duplicate.is_some() || (scan.spans[0].is_some() && scan.spans[1].is_some()) {
+        return refuse(info, BodyError::DuplicateKey("generationConfig"));
+    }
+    let Some(raw) = scan.value(body, 0).or_else(|| scan.value(body, 1)) else {
+        return Ok((info, None));
+    };
+    if raw.first() == Some(&b'{') {
+        match json::repeated_field(raw, generation_config_field) {
+            Ok(None) => {}
+            Ok(Some(name)) => return refuse(info, BodyError::DuplicateKey(name)),
+            Err(()) => return refuse(info, BodyError::NotJson),
+        }
+    }
+    if matches!(
+        endpoint,
+        Endpoint::GenerateContent | Endpoint::StreamGenerateContent
+    ) && let Ok(config) = serde_json::from_slice::<GenerationConfig>(raw)
     {
         // Each candidate is capped separately.
         let candidates = config.candidate_count.unwrap_or(1).max(1);
@@ -128,7 +151,16 @@ pub fn inspect(
             .max_output_tokens
             .map(|c| c.saturating_mul(candidates));
     }
-    (info, None)
+    Ok((info, None))
+}
+
+/// The fields of `generationConfig` that Tollgate reads, by their one name.
+fn generation_config_field(key: &[u8]) -> Option<&'static str> {
+    match key {
+        b"maxOutputTokens" | b"max_output_tokens" => Some("generationConfig.maxOutputTokens"),
+        b"candidateCount" | b"candidate_count" => Some("generationConfig.candidateCount"),
+        _ => None,
+    }
 }
 
 /// Gemini's [`Dialect`]: requests as [`inspect`] reads them; answers as JSON bodies, SSE
@@ -137,13 +169,17 @@ pub fn inspect(
 pub(crate) struct Gemini;
 
 impl Dialect for Gemini {
+    fn endpoint(&self, method: &http::Method, rest: &str) -> Endpoint {
+        endpoint(method, rest).0
+    }
+
     fn inspect(
         &self,
         method: &http::Method,
         rest: &str,
         query: Option<&str>,
         body: &Bytes,
-    ) -> (RequestInfo, Option<Bytes>) {
+    ) -> Result<(RequestInfo, Option<Bytes>), Refused> {
         inspect(method, rest, query, body)
     }
 
@@ -279,7 +315,7 @@ mod tests {
     use http::Method;
 
     use super::{endpoint, inspect, wants_sse};
-    use crate::provider::{Endpoint, MEDIA_PART_TOKENS, RequestInfo};
+    use crate::provider::{BodyError, Endpoint, MEDIA_PART_TOKENS, RequestInfo};
 
     fn post(rest: &str, query: Option<&str>, body: &str) -> (RequestInfo, Option<Bytes>) {
         inspect(
@@ -288,6 +324,25 @@ mod tests {
             query,
             &Bytes::copy_from_slice(body.as_bytes()),
         )
+        .expect("a readable request")
+    }
+
+    const GENERATE: &str = "/v1beta/models/gemini-2.5-flash:generateContent";
+
+    fn refused(rest: &str, body: &str) -> BodyError {
+        let refused = inspect(
+            &Method::POST,
+            rest,
+            None,
+            &Bytes::copy_from_slice(body.as_bytes()),
+        )
+        .expect_err("refused");
+        assert_eq!(
+            refused.info.model.as_deref(),
+            Some("gemini-2.5-flash"),
+            "the path still names the model"
+        );
+        refused.reason
     }
 
     #[test]
@@ -325,8 +380,8 @@ mod tests {
             ),
             (
                 "/v1beta/models/gemini-2.5-flash%3AgenerateContent",
-                Endpoint::GenerateContent,
-                Some("gemini-2.5-flash"),
+                Endpoint::Other,
+                None,
             ),
             (
                 "/v1beta/models/gemini-2.5-flash:batchGenerateContent",
@@ -431,28 +486,71 @@ mod tests {
     }
 
     #[test]
-    fn garbage_bodies_never_panic() {
+    fn garbage_bodies_of_metered_endpoints_are_refused() {
+        for body in ["", "{", "{\"contents\": [", "null", "{\"contents\":[]} x"] {
+            assert_eq!(refused(GENERATE, body), BodyError::NotJson, "{body:?}");
+        }
+        let (info, _) = post("/v1beta/cachedContents", None, "{");
+        assert_eq!(
+            info.endpoint,
+            Endpoint::Other,
+            "not in the table: described"
+        );
+    }
+
+    #[test]
+    fn odd_generation_configs_are_forwarded_without_a_cap() {
         for body in [
-            "",
-            "{",
-            "{\"contents\": [",
-            "null",
             "{\"generationConfig\": 5}",
             "{\"generationConfig\":{\"maxOutputTokens\":-1}}",
         ] {
-            let (info, rewritten) = post(
-                "/v1beta/models/gemini-2.5-flash:generateContent",
-                None,
-                body,
-            );
+            let (info, rewritten) = post(GENERATE, None, body);
             assert_eq!(info.endpoint, Endpoint::GenerateContent);
-            assert_eq!(
-                info.model.as_deref(),
-                Some("gemini-2.5-flash"),
-                "the path still names it"
-            );
+            assert_eq!(info.model.as_deref(), Some("gemini-2.5-flash"));
             assert_eq!(info.max_output_tokens, None);
             assert!(rewritten.is_none());
+        }
+    }
+
+    #[test]
+    fn escaped_keys_read_as_the_keys_they_spell() {
+        let (info, _) = post(
+            GENERATE,
+            None,
+            r#"{"contents":[],"gener\u0061tionConfig":{"m\u0061xOutputTokens":64}}"#,
+        );
+        assert_eq!(info.max_output_tokens, Some(64));
+    }
+
+    #[test]
+    fn a_generation_config_set_twice_is_refused() {
+        for (body, key) in [
+            (
+                r#"{"contents":[],"generationConfig":{"maxOutputTokens":1},"generationConfig":{"maxOutputTokens":9000}}"#,
+                "generationConfig",
+            ),
+            (
+                r#"{"contents":[],"generationConfig":{},"generation_config":{"max_output_tokens":9000}}"#,
+                "generationConfig",
+            ),
+            (
+                r#"{"contents":[],"generationConfig":{"maxOutputTokens":1,"max_output_tokens":9000}}"#,
+                "generationConfig.maxOutputTokens",
+            ),
+            (
+                r#"{"contents":[],"generationConfig":{"maxOutputTokens":1,"m\u0061xOutputTokens":9000}}"#,
+                "generationConfig.maxOutputTokens",
+            ),
+            (
+                r#"{"contents":[],"generationConfig":{"candidateCount":1,"candidate_count":8}}"#,
+                "generationConfig.candidateCount",
+            ),
+        ] {
+            assert_eq!(
+                refused(GENERATE, body),
+                BodyError::DuplicateKey(key),
+                "{body}"
+            );
         }
     }
 }

@@ -4,6 +4,8 @@
 //! `memchr`. The helpers expect well-formed JSON and fail soft (`None`, `false`) on anything
 //! else — they never panic on hostile input.
 
+use std::borrow::Cow;
+
 use memchr::memmem::{Finder, FinderRev};
 use memchr::{memchr, memchr2, memchr3};
 
@@ -149,6 +151,60 @@ pub(crate) fn decode_string(hay: &[u8], v: usize) -> Option<String> {
         return std::str::from_utf8(raw).ok().map(str::to_owned);
     }
     serde_json::from_slice::<String>(&hay[v..v + raw.len() + 2]).ok()
+}
+
+/// A key as a JSON parser reads it: `quoted` is the key with its quotes. Without a backslash
+/// the raw bytes are the key (no copy); with one it is decoded (`"\u0073tream"` is `stream`),
+/// and `None` means the escape is malformed, which no parser accepts.
+pub(crate) fn decode_key(quoted: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let raw = quoted.get(1..quoted.len().checked_sub(1)?)?;
+    if memchr(b'\\', raw).is_none() {
+        return Some(Cow::Borrowed(raw));
+    }
+    serde_json::from_slice::<String>(quoted)
+        .ok()
+        .map(|k| Cow::Owned(k.into_bytes()))
+}
+
+/// The first member of the object at `hay[0]` whose key, decoded and named by `field` (which
+/// maps each spelling of a field that matters to its one name, and returns `None` for the
+/// others), is set more than once. `Err(())` when the object is malformed.
+pub(crate) fn repeated_field(
+    hay: &[u8],
+    field: impl Fn(&[u8]) -> Option<&'static str>,
+) -> Result<Option<&'static str>, ()> {
+    if hay.first() != Some(&b'{') {
+        return Err(());
+    }
+    let mut seen: Vec<&'static str> = Vec::new();
+    let mut i = skip_ws(hay, 1);
+    if hay.get(i) == Some(&b'}') {
+        return Ok(None);
+    }
+    loop {
+        if hay.get(i) != Some(&b'"') {
+            return Err(());
+        }
+        let key_end = string_end(hay, i).ok_or(())?;
+        let key = decode_key(&hay[i..key_end]).ok_or(())?;
+        if let Some(name) = field(&key) {
+            if seen.contains(&name) {
+                return Ok(Some(name));
+            }
+            seen.push(name);
+        }
+        i = skip_ws(hay, key_end);
+        if hay.get(i) != Some(&b':') {
+            return Err(());
+        }
+        i = value_end(hay, skip_ws(hay, i + 1)).ok_or(())?;
+        i = skip_ws(hay, i);
+        match hay.get(i) {
+            Some(b',') => i = skip_ws(hay, i + 1),
+            Some(b'}') => return Ok(None),
+            _ => return Err(()),
+        }
+    }
 }
 
 /// Characters in raw string content: UTF-8 scalar values, an escape sequence counting as
@@ -319,8 +375,12 @@ pub(crate) struct BodyScan<const N: usize> {
     pub valid: bool,
     /// Offset of the top-level `{`, when the body is an object.
     pub open: Option<usize>,
-    /// Value spans of the requested top-level keys (the last occurrence of each).
+    /// Value spans of the requested top-level keys (the last occurrence of each). Keys are
+    /// compared as a parser reads them: `"\u0073tream"` is `stream`.
     pub spans: [Option<(usize, usize)>; N],
+    /// The first requested key set more than once at the top level: the providers' parsers take
+    /// the last, others the first, so such a body is refused rather than read either way.
+    pub duplicate: Option<usize>,
     /// Characters of prompt text (string values that are not media or labels).
     pub text_chars: u64,
     /// Inline or referenced media parts.
@@ -391,14 +451,16 @@ enum Expect {
 
 struct Frame<'a> {
     object: bool,
-    /// In an object, the key being read; in an array, the key the array is the value of.
-    key: &'a [u8],
+    /// In an object, the key being read (decoded); in an array, the key the array is the value
+    /// of.
+    key: Cow<'a, [u8]>,
 }
 
 /// One pass over a request body, without building a tree: records the value spans of the
-/// top-level `keys`, counts prompt text and media parts, and counts numbers under the
-/// top-level `token_keys` as tokens. Strings (base64 included) are skipped with `memchr`,
-/// so a multi-megabyte screenshot costs a fraction of a millisecond.
+/// top-level `keys` (and whether one is repeated), counts prompt text and media parts, and
+/// counts numbers under the top-level `token_keys` as tokens. Keys are decoded when they hold
+/// an escape, so they read as the provider's parser reads them. Strings (base64 included) are
+/// skipped with `memchr`, so a multi-megabyte screenshot costs a fraction of a millisecond.
 pub(crate) fn scan_body<const N: usize>(
     body: &[u8],
     keys: [&[u8]; N],
@@ -408,13 +470,14 @@ pub(crate) fn scan_body<const N: usize>(
         valid: false,
         open: None,
         spans: [None; N],
+        duplicate: None,
         text_chars: 0,
         media_parts: 0,
         token_numbers: 0,
     };
     let mut stack: Vec<Frame<'_>> = Vec::with_capacity(16);
     let mut expect = Expect::Value;
-    let mut top_key: &[u8] = b"";
+    let mut top_key: Cow<'_, [u8]> = Cow::Borrowed(b"");
     let mut wanted: Option<usize> = None;
     let mut value_start = 0;
     let mut i = if body.starts_with(&[0xEF, 0xBB, 0xBF]) {
@@ -440,10 +503,17 @@ pub(crate) fn scan_body<const N: usize>(
                 let Some(end) = string_end(body, i) else {
                     return out;
                 };
-                let key = &body[i + 1..end - 1];
+                let Some(key) = decode_key(&body[i..end]) else {
+                    return out;
+                };
                 if stack.len() == 1 {
-                    top_key = key;
-                    wanted = keys.iter().position(|k| *k == key);
+                    wanted = keys.iter().position(|k| **k == *key);
+                    if let Some(k) = wanted
+                        && out.spans[k].is_some()
+                    {
+                        out.duplicate.get_or_insert(k);
+                    }
+                    top_key = key.clone();
                 }
                 if let Some(frame) = stack.last_mut() {
                     frame.key = key;
@@ -474,7 +544,7 @@ pub(crate) fn scan_body<const N: usize>(
                 if stack.len() == 1 {
                     value_start = i;
                 }
-                let key = stack.last().map_or(&b""[..], |f| f.key);
+                let key: &[u8] = stack.last().map_or(&b""[..], |f| &f.key);
                 match b {
                     b'{' | b'[' => {
                         if stack.len() >= MAX_DEPTH {
@@ -484,10 +554,13 @@ pub(crate) fn scan_body<const N: usize>(
                             out.open = Some(i);
                         }
                         let object = b == b'{';
-                        stack.push(Frame {
-                            object,
-                            key: if object { b"" } else { key },
-                        });
+                        // An array's elements are under its key (a clone of a borrowed key
+                        // is a copy of the slice's address).
+                        let key = match stack.last() {
+                            Some(parent) if !object => parent.key.clone(),
+                            _ => Cow::Borrowed(&b""[..]),
+                        };
+                        stack.push(Frame { object, key });
                         expect = if object {
                             Expect::KeyOrClose
                         } else {
@@ -509,7 +582,7 @@ pub(crate) fn scan_body<const N: usize>(
                         done = Some(i);
                     }
                     b'-' | b'0'..=b'9' => {
-                        if stack.len() >= 2 && token_keys.contains(&top_key) {
+                        if stack.len() >= 2 && token_keys.contains(&&*top_key) {
                             out.token_numbers += 1;
                         }
                         i = scalar_end(body, i);
@@ -646,6 +719,63 @@ mod tests {
         assert_eq!(scan.value(body, 1), Some(&b"true"[..]));
         assert_eq!(scan.value(body, 2), Some(&b"2"[..]));
         assert_eq!(scan.value(body, 3), None);
+    }
+
+    #[test]
+    fn scan_reads_escaped_keys_and_reports_repeats() {
+        let body =
+            br#"{"\u006dodel":"x","n":1,"stre\u0061m":true,"nested":{"model":"y","model":"z"}}"#;
+        let scan = scan_body(body, [b"model", b"stream", b"n"], &[]);
+        assert!(scan.valid);
+        assert_eq!(scan.value(body, 0), Some(&br#""x""#[..]));
+        assert_eq!(scan.value(body, 1), Some(&b"true"[..]));
+        assert_eq!(
+            scan.duplicate, None,
+            "nested repeats are not top-level ones"
+        );
+        let body = br#"{"n":1,"model":"x","\u006e":2}"#;
+        let scan = scan_body(body, [b"model", b"n"], &[]);
+        assert_eq!(scan.duplicate, Some(1));
+        assert_eq!(scan.value(body, 1), Some(&b"2"[..]), "the last one is kept");
+        assert!(!scan_body(br#"{"\u12":1}"#, [b"model"], &[]).valid);
+        let tokens = br#"{"\u0069nput":[1,2,3]}"#;
+        assert_eq!(scan_body(tokens, [], &[b"input"]).token_numbers, 3);
+    }
+
+    #[test]
+    fn repeated_field_reads_decoded_keys_and_spellings() {
+        let field = |k: &[u8]| match k {
+            b"a" | b"a_alias" => Some("a"),
+            b"b" => Some("b"),
+            _ => None,
+        };
+        assert_eq!(repeated_field(br#"{}"#, field), Ok(None));
+        assert_eq!(
+            repeated_field(br#"{"a":1,"b":{"a":2},"c":3,"c":4}"#, field),
+            Ok(None)
+        );
+        assert_eq!(
+            repeated_field(br#"{"a":1,"a_alias":2}"#, field),
+            Ok(Some("a"))
+        );
+        assert_eq!(
+            repeated_field(br#"{ "b" : [1] , "\u0062" : null }"#, field),
+            Ok(Some("b"))
+        );
+        for bad in [
+            &b"[]"[..],
+            b"{",
+            b"{\"a\" 1}",
+            b"{\"a\":1,}",
+            b"{\"\\u1\":1}",
+        ] {
+            assert_eq!(
+                repeated_field(bad, field),
+                Err(()),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

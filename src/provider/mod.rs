@@ -6,16 +6,19 @@
 //! bytes and [`Usage`] back; `openai` and `gemini` hold the per-provider knowledge, each as a
 //! `dialect::Dialect` that [`inspect`] and the response tap (`tap`) drive without naming it —
 //! only [`ProviderKind`] here picks one. `json` is the byte-level scanner they share, `stream`
-//! (crate root) the provider-independent framing.
+//! (crate root) the provider-independent framing. `path` is the one spelling of a request path
+//! that is routed, classified and forwarded ([`normalize_path`]).
 
 mod dialect;
 pub mod gemini;
 pub(crate) mod json;
 pub mod openai;
+mod path;
 mod tap;
 
 use dialect::Dialect;
 
+pub use path::{PathError, normalize_path};
 pub use tap::{ResponseTap, TapReport};
 
 /// Prompt tokens counted for one inline media part (an image as a base64 data URL or Gemini
@@ -77,7 +80,9 @@ pub enum Endpoint {
     EmbedContent,
     /// Gemini `models/{model}:batchEmbedContents`.
     BatchEmbedContents,
-    /// Anything else under the prefix: forwarded, recorded with `usage_source = 'none'`.
+    /// Anything else under the prefix (any method other than `POST` included): forwarded unless
+    /// the provider's `unknown_endpoints` is `"refuse"`; a successful answer that carries a
+    /// usage report is metered, anything else is recorded with `usage_source = 'none'`.
     Other,
 }
 
@@ -119,7 +124,9 @@ impl Endpoint {
             .unwrap_or(Endpoint::Other)
     }
 
-    /// Whether a call to this endpoint consumes billable tokens.
+    /// Whether a call to this endpoint is known to consume billable tokens (it reserves a hold,
+    /// and is estimated when it ends without a report). An unknown endpoint's answer is still
+    /// read for a usage report.
     pub fn consumes(self) -> bool {
         !matches!(self, Endpoint::CountTokens | Endpoint::Other)
     }
@@ -157,17 +164,55 @@ impl RequestInfo {
     }
 }
 
-/// Read a request: `rest` is the path after the provider prefix (starts with `/`), `query`
-/// the raw query without `?`. Returns the request's description and, when the body must be
-/// rewritten (OpenAI streaming without `include_usage`), the new body. Never fails: a body
-/// Tollgate cannot read is forwarded as it is and described as well as the path allows.
+/// Why a request body is refused (400, in the provider's error shape): Tollgate could read it
+/// otherwise than the provider does, and so meter a call that is not the one served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// An endpoint of the table got a body that is not one well-formed JSON object (compressed,
+    /// another charset, `NaN`, trailing bytes…).
+    #[error("the request body must be one JSON object (UTF-8, not compressed)")]
+    NotJson,
+    /// A field Tollgate reads is set more than once (parsers disagree on which one wins).
+    #[error("the request body sets `{0}` more than once")]
+    DuplicateKey(&'static str),
+    /// OpenAI `stream` is neither `true`, `false` nor `null`.
+    #[error("`stream` must be true or false")]
+    StreamNotBoolean,
+}
+
+/// A request refused on its body, with what is known of it (for the call's row).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub info: RequestInfo,
+    pub reason: BodyError,
+}
+
+impl Refused {
+    pub(crate) fn new(info: RequestInfo, reason: BodyError) -> Refused {
+        Refused { info, reason }
+    }
+}
+
+/// The endpoint a request targets, from its method and `rest`, the path after the provider
+/// prefix as [`normalize_path`] left it (the path that is forwarded). No body needed.
+pub fn endpoint(kind: ProviderKind, method: &http::Method, rest: &str) -> Endpoint {
+    kind.dialect().endpoint(method, rest)
+}
+
+/// Read a request: `rest` is the path after the provider prefix as [`normalize_path`] left it
+/// (starts with `/`; the same path is forwarded), `query` the raw query without `?`. Returns
+/// the request's description and, when the body must be rewritten (OpenAI streaming without
+/// `include_usage`), the new body. A body Tollgate cannot read is forwarded as it is and
+/// described as well as the path allows — except on an endpoint of the table, whose body is
+/// read as the provider reads it or refused ([`Refused`]): not one JSON object, a field
+/// Tollgate reads set twice, a `stream` that is not a boolean.
 pub fn inspect(
     kind: ProviderKind,
     method: &http::Method,
     rest: &str,
     query: Option<&str>,
     body: &Bytes,
-) -> (RequestInfo, Option<Bytes>) {
+) -> Result<(RequestInfo, Option<Bytes>), Refused> {
     kind.dialect().inspect(method, rest, query, body)
 }
 

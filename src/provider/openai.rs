@@ -15,17 +15,17 @@ use memchr::memmem::{Finder, FinderRev};
 
 use super::dialect::{Dialect, Extract, Verdict};
 use super::json;
-use super::{Endpoint, RequestInfo, Usage};
+use super::{BodyError, Endpoint, Refused, RequestInfo, Usage};
 use crate::stream::SseEvent;
 
 /// The endpoint a request targets. `rest` is the path after the provider prefix, with or
-/// without the `/v1` that the SDKs put in their base URL.
+/// without the `/v1` that the SDKs put in their base URL, as [`super::normalize_path`] left it:
+/// it is matched exactly, and it is exactly what is forwarded.
 pub fn endpoint(method: &http::Method, rest: &str) -> Endpoint {
     if method != http::Method::POST {
         return Endpoint::Other;
     }
-    let path = rest.split('?').next().unwrap_or(rest).trim_end_matches('/');
-    let path = path.strip_prefix("/v1").unwrap_or(path);
+    let path = rest.strip_prefix("/v1").unwrap_or(rest);
     match path {
         "/chat/completions" => Endpoint::ChatCompletions,
         "/responses" => Endpoint::Responses,
@@ -41,13 +41,17 @@ pub fn endpoint(method: &http::Method, rest: &str) -> Endpoint {
 pub(crate) struct Openai;
 
 impl Dialect for Openai {
+    fn endpoint(&self, method: &http::Method, rest: &str) -> Endpoint {
+        endpoint(method, rest)
+    }
+
     fn inspect(
         &self,
         method: &http::Method,
         rest: &str,
         query: Option<&str>,
         body: &Bytes,
-    ) -> (RequestInfo, Option<Bytes>) {
+    ) -> Result<(RequestInfo, Option<Bytes>), Refused> {
         inspect(method, rest, query, body)
     }
 
@@ -85,17 +89,34 @@ const MAX_TOKENS: usize = 4;
 const MAX_OUTPUT_TOKENS: usize = 5;
 const N: usize = 6;
 const BEST_OF: usize = 7;
+/// [`REQUEST_KEYS`] as text, for the refusal of a repeated key.
+const REQUEST_NAMES: [&str; 8] = [
+    "model",
+    "stream",
+    "stream_options",
+    "max_completion_tokens",
+    "max_tokens",
+    "max_output_tokens",
+    "n",
+    "best_of",
+];
 
 /// Read a request (see [`super::inspect`]). For a chat or legacy completions stream that does
 /// not already ask for `stream_options.include_usage`, also returns the body with it added:
 /// inserted as the first key when the body has no `stream_options`, else by replacing only the
 /// `stream_options` value (its other fields kept). Every other byte is the client's.
+///
+/// Keys are read as OpenAI's parser reads them (`"\u0073tream"` is `stream`). A body that an
+/// endpoint of the table could read in a way Tollgate does not is refused ([`BodyError`]): one
+/// that is not a single JSON object, one that sets a key Tollgate reads (`model`, `stream`,
+/// `stream_options` or its `include_usage`, the output caps, `n`, `best_of`) more than once,
+/// or whose `stream` is not a boolean. Bodies of other endpoints are only described.
 pub fn inspect(
     method: &http::Method,
     rest: &str,
     query: Option<&str>,
     body: &Bytes,
-) -> (RequestInfo, Option<Bytes>) {
+) -> Result<(RequestInfo, Option<Bytes>), Refused> {
     let _ = query;
     let endpoint = endpoint(method, rest);
     let mut info = RequestInfo {
@@ -108,19 +129,50 @@ pub fn inspect(
         usage_injected: false,
         sse: false,
     };
-    // Multipart uploads (audio, files) and empty bodies: nothing to read.
+    // Every endpoint of the table takes one JSON object; the others (multipart uploads,
+    // empty bodies) are only described.
+    let in_table = endpoint != Endpoint::Other;
     if !json::is_object(body) {
-        return (info, None);
+        return refuse_if(in_table, info, BodyError::NotJson);
     }
     let scan = json::scan_body(body, REQUEST_KEYS, &[b"input", b"prompt"]);
     info.prompt_tokens_estimate = scan.prompt_tokens();
     info.media_parts = scan.media_parts;
     if !scan.valid {
-        return (info, None);
+        return refuse_if(in_table, info, BodyError::NotJson);
     }
     info.model = scan
         .value(body, MODEL)
         .and_then(|v| json::decode_string(v, 0));
+    if in_table {
+        if let Some(k) = scan.duplicate {
+            if k == MODEL {
+                info.model = None;
+            }
+            return Err(Refused::new(
+                info,
+                BodyError::DuplicateKey(REQUEST_NAMES[k]),
+            ));
+        }
+        if !matches!(
+            scan.value(body, STREAM),
+            None | Some(b"true" | b"false" | b"null")
+        ) {
+            return Err(Refused::new(info, BodyError::StreamNotBoolean));
+        }
+        if let Some(options) = scan.value(body, STREAM_OPTIONS)
+            && options.first() == Some(&b'{')
+        {
+            let include_usage = |k: &[u8]| (k == b"include_usage").then_some("include_usage");
+            match json::repeated_field(options, include_usage) {
+                Ok(None) => {}
+                Ok(Some(name)) => {
+                    return Err(Refused::new(info, BodyError::DuplicateKey(name)));
+                }
+                Err(()) => return Err(Refused::new(info, BodyError::NotJson)),
+            }
+        }
+    }
     info.stream = scan.value(body, STREAM) == Some(b"true");
     info.sse = info.stream;
     let number = |i: usize| scan.value(body, i).and_then(parse_u64);
@@ -142,7 +194,20 @@ pub fn inspect(
         rewritten = with_include_usage(body, scan.open, scan.spans[STREAM_OPTIONS]);
         info.usage_injected = rewritten.is_some();
     }
-    (info, rewritten)
+    Ok((info, rewritten))
+}
+
+/// Refuse with `reason` when `refuse`, else describe the request as far as `info` goes.
+fn refuse_if(
+    refuse: bool,
+    info: RequestInfo,
+    reason: BodyError,
+) -> Result<(RequestInfo, Option<Bytes>), Refused> {
+    if refuse {
+        Err(Refused::new(info, reason))
+    } else {
+        Ok((info, None))
+    }
 }
 
 fn parse_u64(raw: &[u8]) -> Option<u64> {
@@ -397,7 +462,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::inspect;
-    use crate::provider::{Endpoint, MEDIA_PART_TOKENS, RequestInfo};
+    use crate::provider::{BodyError, Endpoint, MEDIA_PART_TOKENS, RequestInfo};
 
     fn post(rest: &str, body: &str) -> (RequestInfo, Option<Bytes>) {
         inspect(
@@ -406,6 +471,13 @@ mod tests {
             None,
             &Bytes::copy_from_slice(body.as_bytes()),
         )
+        .expect("a readable request")
+    }
+
+    fn refused(rest: &str, body: &[u8]) -> BodyError {
+        inspect(&Method::POST, rest, None, &Bytes::copy_from_slice(body))
+            .expect_err("refused")
+            .reason
     }
 
     fn parse(body: &[u8]) -> Value {
@@ -417,7 +489,6 @@ mod tests {
         let cases = [
             ("/v1/chat/completions", Endpoint::ChatCompletions),
             ("/chat/completions", Endpoint::ChatCompletions),
-            ("/v1/chat/completions/", Endpoint::ChatCompletions),
             ("/v1/responses", Endpoint::Responses),
             ("/responses", Endpoint::Responses),
             ("/v1/embeddings", Endpoint::Embeddings),
@@ -429,7 +500,8 @@ mod tests {
         for (rest, want) in cases {
             assert_eq!(post(rest, "{}").0.endpoint, want, "{rest}");
         }
-        let get = inspect(&Method::GET, "/v1/chat/completions", None, &Bytes::new());
+        let get = inspect(&Method::GET, "/v1/chat/completions", None, &Bytes::new())
+            .expect("not in the table: described");
         assert_eq!(
             get.0.endpoint,
             Endpoint::Other,
@@ -677,7 +749,7 @@ mod tests {
     }
 
     #[test]
-    fn garbage_bodies_never_panic() {
+    fn garbage_bodies_of_metered_endpoints_are_refused_and_never_panic() {
         let deep_array = "[".repeat(100_000);
         let deep_object = r#"{"a":"#.repeat(100_000);
         let cases: Vec<&[u8]> = vec![
@@ -692,22 +764,29 @@ mod tests {
             b"[1,2,3]",
             b"{\"a\":tru}",
             b"{\"model\":\"\\",
+            b"{\"model\":\"gpt-4o\",\"temperature\":NaN,\"stream\":true}",
+            b"{\"\\u00zzstream\":true}",
             deep_array.as_bytes(),
             deep_object.as_bytes(),
         ];
         for body in cases {
+            for rest in ["/v1/chat/completions", "/v1/responses", "/v1/embeddings"] {
+                assert_eq!(
+                    refused(rest, body),
+                    BodyError::NotJson,
+                    "{rest} {:?}",
+                    String::from_utf8_lossy(&body[..body.len().min(40)])
+                );
+            }
+            // Not in the table: forwarded as it is, described as far as the path goes.
             let (info, rewritten) = inspect(
                 &Method::POST,
-                "/v1/chat/completions",
+                "/v1/audio/transcriptions",
                 None,
                 &Bytes::copy_from_slice(body),
-            );
-            assert_eq!(info.endpoint, Endpoint::ChatCompletions);
-            assert!(
-                info.model.is_none(),
-                "{:?}",
-                String::from_utf8_lossy(&body[..body.len().min(40)])
-            );
+            )
+            .expect("described");
+            assert_eq!(info.endpoint, Endpoint::Other);
             assert!(rewritten.is_none() && !info.usage_injected);
         }
         let (info, _) = post(
@@ -715,5 +794,131 @@ mod tests {
             "--boundary\r\nContent-Disposition: form-data",
         );
         assert_eq!(info.endpoint, Endpoint::Other);
+    }
+
+    #[test]
+    fn escaped_keys_read_as_the_keys_they_spell() {
+        let (info, body) = post(
+            "/v1/chat/completions",
+            r#"{"mod\u0065l":"gpt-4o","\u0073tream":true,"max_\u0074okens":50,"messages":[{"role":"user","content":"abcdefgh"}]}"#,
+        );
+        assert_eq!(info.model.as_deref(), Some("gpt-4o"));
+        assert!(info.stream && info.sse && info.usage_injected);
+        assert_eq!(info.max_output_tokens, Some(50));
+        assert_eq!(info.prompt_tokens_estimate, 2);
+        let value = parse(&body.expect("rewritten"));
+        assert_eq!(value["stream"], json!(true));
+        assert_eq!(value["stream_options"], json!({"include_usage": true}));
+        // Token arrays under an escaped `input` key are still counted.
+        let (info, _) = post(
+            "/v1/embeddings",
+            r#"{"model":"m","\u0069nput":[[1,2,3],[4,5]]}"#,
+        );
+        assert_eq!(info.prompt_tokens_estimate, 5);
+    }
+
+    #[test]
+    fn an_escaped_stream_options_key_is_rewritten_in_place() {
+        for options in [
+            r#"{"include_usage":false}"#,
+            r#"{"\u0069nclude_usage":false,"include_obfuscation":false}"#,
+            "null",
+            "{}",
+        ] {
+            let original = format!(
+                r#"{{"model":"gpt-4o","stream":true,"\u0073tream_options":{options},"messages":[]}}"#
+            );
+            let (info, body) = post("/v1/chat/completions", &original);
+            assert!(info.usage_injected, "{options}");
+            let body = body.expect("rewritten");
+            let text = std::str::from_utf8(&body).expect("utf-8");
+            assert!(
+                !text.contains(r#""stream_options""#) && text.contains(r#""\u0073tream_options""#),
+                "one stream_options key, the client's own spelling: {text}"
+            );
+            let value = parse(&body);
+            assert_eq!(
+                value["stream_options"]["include_usage"],
+                json!(true),
+                "{text}"
+            );
+            assert_eq!(value.as_object().map(|o| o.len()), Some(4), "{text}");
+        }
+    }
+
+    #[test]
+    fn repeated_keys_tollgate_reads_are_refused() {
+        for (body, key) in [
+            (
+                r#"{"model":"gpt-4o-mini","model":"gpt-4o","messages":[]}"#,
+                "model",
+            ),
+            (
+                r#"{"model":"gpt-4o","mod\u0065l":"o3","messages":[]}"#,
+                "model",
+            ),
+            (
+                r#"{"model":"gpt-4o","stream":false,"\u0073tream":true,"messages":[]}"#,
+                "stream",
+            ),
+            (
+                r#"{"model":"gpt-4o","stream":true,"stream_options":{},"stream_options":{"include_usage":false},"messages":[]}"#,
+                "stream_options",
+            ),
+            (
+                r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false,"include_usage":true},"messages":[]}"#,
+                "include_usage",
+            ),
+            (
+                r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true,"\u0069nclude_usage":false},"messages":[]}"#,
+                "include_usage",
+            ),
+            (
+                r#"{"model":"gpt-4o","max_tokens":1,"max_tokens":100000,"messages":[]}"#,
+                "max_tokens",
+            ),
+            (
+                r#"{"model":"gpt-4o","max_completion_tokens":1,"max_completion_tokens":9,"messages":[]}"#,
+                "max_completion_tokens",
+            ),
+            (r#"{"model":"gpt-4o","n":1,"n":8,"messages":[]}"#, "n"),
+        ] {
+            assert_eq!(
+                refused("/v1/chat/completions", body.as_bytes()),
+                BodyError::DuplicateKey(key),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            refused(
+                "/v1/responses",
+                br#"{"model":"gpt-4.1","input":"x","max_output_tokens":1,"max_output_tokens":99}"#
+            ),
+            BodyError::DuplicateKey("max_output_tokens")
+        );
+        // Repeated keys Tollgate does not read (nested ones included) are the provider's
+        // business; repeated prompt text only makes the estimate larger.
+        let (info, _) = post(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[{"role":"user","role":"user","content":"abcd"}],"user":"a","user":"b"}"#,
+        );
+        assert_eq!(info.model.as_deref(), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn a_stream_flag_that_is_not_a_boolean_is_refused() {
+        for value in ["\"true\"", "1", "0", "{}", "[]", "\"false\""] {
+            let body = format!(r#"{{"model":"gpt-4o","stream":{value},"messages":[]}}"#);
+            assert_eq!(
+                refused("/v1/chat/completions", body.as_bytes()),
+                BodyError::StreamNotBoolean,
+                "{value}"
+            );
+        }
+        let (info, body) = post(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","stream":null,"messages":[]}"#,
+        );
+        assert!(!info.stream && body.is_none());
     }
 }

@@ -5,7 +5,9 @@
 //! - `ResponseTap::new(kind, &info, status, &headers)` picks a mode from the request info and the
 //!   response head: JSON (non-streaming, incl. error bodies), SSE (`text/event-stream` or
 //!   info.sse), JSON array (Gemini `streamGenerateContent` without `alt=sse`), or `Opaque` (no
-//!   usage to read, e.g. binary, `Endpoint::Other`, `countTokens`). A `Content-Encoding: gzip`
+//!   usage to read: binary, `countTokens`, an error answer from an endpoint not in the table).
+//!   A successful answer from an endpoint not in the table (`Endpoint::Other`) is read like any
+//!   JSON or SSE answer, and its usage report, if it carries one, is the call's usage. A `Content-Encoding: gzip`
 //!   (or `deflate`) body is decoded on the side (flate2) for parsing while the original bytes are
 //!   forwarded, except when the body must be rewritten: then the decoded bytes are forwarded and
 //!   `adjust_headers` removes `content-encoding`.
@@ -390,8 +392,11 @@ impl ResponseTap {
             () => (None, false),
         };
         // The response head decides when it says something; without a content type, the
-        // request does.
-        let mode = if !readable || !info.endpoint.consumes() {
+        // request does. `countTokens` answers with a count, not consumption. An endpoint that
+        // is not in the table is read too when it succeeds: whatever answer carries a usage
+        // report (a new endpoint, a retrieved background response) is metered by it.
+        let unknown_failed = info.endpoint == Endpoint::Other && !success;
+        let mode = if !readable || info.endpoint == Endpoint::CountTokens || unknown_failed {
             Mode::Opaque
         } else if success && (is_sse || (info.sse && !declared_json)) {
             Mode::Sse(SseParser::new())
@@ -1272,10 +1277,79 @@ mod tests {
     }
 
     #[test]
-    fn other_endpoints_are_opaque() {
-        let input = fixture("openai/chat.json");
+    fn unknown_endpoint_answers_are_read_for_usage() {
+        // A usage report in any successful answer is metered, whatever the endpoint.
+        let e = expect(usage(1117, 1024, 36, 0), Some("gpt-4o-2024-08-06"), 0);
+        check(call(OPENAI, Endpoint::Other), "openai/chat.json", e);
+        let e = expect(usage(12, 0, 10, 0), Some("gpt-4o-mini-2024-07-18"), 34);
+        let unknown_sse = Call {
+            content_type: SSE,
+            ..call(OPENAI, Endpoint::Other)
+        };
+        check_sse(unknown_sse, "openai/chat_stream_usage.sse", e);
+        let (_, report) = run(
+            &unknown_sse,
+            None,
+            &fixture("openai/responses_stream.sse"),
+            Chunking::Size(64),
+        );
+        assert_eq!(
+            report.usage,
+            usage(37, 0, 15, 0),
+            "response.completed's usage"
+        );
+        let e = expect(usage(2145, 2048, 589, 531), Some("gemini-2.5-flash"), 0);
+        check(
+            call(GEMINI, Endpoint::Other),
+            "gemini/generate_content.json",
+            e,
+        );
+        let e = expect(usage(9, 0, 659, 612), Some("gemini-2.5-flash"), 258);
+        let gemini_sse = Call {
+            content_type: SSE,
+            ..call(GEMINI, Endpoint::Other)
+        };
+        check_sse(gemini_sse, "gemini/stream_sse.sse", e);
+        // A JSON array of cumulative chunks: the last report is the total.
+        let (_, report) = run(
+            &call(GEMINI, Endpoint::Other),
+            None,
+            &fixture("gemini/stream_array.json"),
+            Chunking::Size(100),
+        );
+        assert_eq!(
+            report.usage,
+            run(
+                &GEMINI_ARRAY,
+                None,
+                &fixture("gemini/stream_array.json"),
+                Chunking::Whole
+            )
+            .1
+            .usage
+        );
+    }
+
+    #[test]
+    fn unknown_endpoint_errors_and_binary_answers_are_opaque() {
+        for (status, content_type) in [(404, JSON), (500, JSON), (200, "application/octet-stream")]
+        {
+            let unknown = Call {
+                content_type,
+                ..call(OPENAI, Endpoint::Other).status(status)
+            };
+            let input = fixture("openai/chat.json");
+            let (forwarded, report) = run(&unknown, None, &input, Chunking::Size(100));
+            assert!(forwarded == input);
+            assert_eq!(report.usage, None, "{status} {content_type}");
+        }
+    }
+
+    #[test]
+    fn count_tokens_is_opaque() {
+        let input = fixture("gemini/count_tokens.json");
         let (forwarded, report) = run(
-            &call(OPENAI, Endpoint::Other),
+            &call(GEMINI, Endpoint::CountTokens),
             None,
             &input,
             Chunking::Size(100),

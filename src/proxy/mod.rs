@@ -2,13 +2,17 @@
 //! phases and calls the others:
 //!
 //! ```text
-//! 1 route         provider by path prefix                         404
+//! 1 route         the path checked (provider::normalize_path), then
+//!                 provider by path prefix                         404
 //! 2 authenticate  JWT from Authorization / x-goog-api-key / ?key  401
-//! 2b door         calls in flight: all (server.max_in_flight)       503 + Retry-After
+//! 2b path         a path that could be read two ways              400
+//!                 an endpoint not in the table, if refused        404
+//! 2c door         calls in flight: all (server.max_in_flight)       503 + Retry-After
 //!                 and this user's (server.max_in_flight_per_user)  429
 //! 3 read          request body, bounded by server.max_request_bytes 413
 //!                 and server.request_body_timeout_ms               408
-//! 4 inspect       endpoint, model, stream flag; include_usage rewrite
+//! 4 inspect       endpoint, model, stream flag; include_usage rewrite;
+//!                 a body of a metered endpoint read two ways      400
 //! 4b admit        room for the call's row in the store's queue      503 + Retry-After
 //!                 the call's hold against the user's limits        403 / 429
 //! 4c journal      the call's entry in the store's call journal, kept  503 + Retry-After
@@ -26,6 +30,10 @@
 //!
 //! After phase 7 nothing can change the status code: later failures abort the client's stream
 //! and are recorded as the row's `outcome`.
+//!
+//! The path classified is the path forwarded: phase 1 routes the path
+//! [`provider::normalize_path`] accepted (and normalised), and the `rest` after the prefix is
+//! what phase 4 classifies and phase 5 puts after the upstream's base path, byte for byte.
 //!
 //! A call loads the [`Runtime`] (configuration, routes, JWT verifier, upstream client) once
 //! when it starts and keeps it to its end, through its streamed body: a configuration reload
@@ -51,11 +59,11 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::auth::{self, Verifier};
-use crate::config::{Config, Provider};
+use crate::config::{Config, Provider, UnknownEndpoints};
 use crate::error::GatewayError;
 use crate::meter::MeteredBody;
 use crate::metrics::Metrics;
-use crate::provider::{self, ProviderKind, ResponseTap};
+use crate::provider::{self, Endpoint, ProviderKind, ResponseTap};
 use crate::quota::{self, Denied, Ledger, QuotaStatus};
 use crate::store::Store;
 pub use crate::upstream::UpstreamClient;
@@ -290,9 +298,14 @@ impl Proxy {
         // A cheap clone (shared bytes): `rest` and `query` borrow from it while `parts` moves on.
         let uri = parts.uri.clone();
 
-        // 1 route
+        // 1 route, on the path as it will be forwarded: `normalize_path` refuses a path that
+        // could be read two ways (`//`, `..`, `%2F`, `;`, `/Chat/Completions`…) and gives the
+        // one spelling of the others. A refused path is routed as it came only to pick the
+        // error shape and the row's provider; it is refused once the caller is known (2b).
         let rt = call.runtime();
-        let (route, rest) = rt.route(uri.path()).ok_or(GatewayError::UnknownPrefix)?;
+        let checked = provider::normalize_path(uri.path());
+        let path = checked.as_deref().unwrap_or(uri.path());
+        let (route, rest) = rt.route(path).ok_or(GatewayError::UnknownPrefix)?;
         let provider = &route.provider;
         call.routed(provider.kind, &provider.name);
 
@@ -309,7 +322,17 @@ impl Proxy {
         let user = Arc::clone(&caller.user_id);
         call.identified(provider.name.clone(), caller);
 
-        // 2b the door: the gateway's calls in flight (this one included), then the user's
+        // 2b the path: a refusal now has the caller's row (400). From here on `rest` is both
+        // what is classified and what is forwarded.
+        if let Err(e) = &checked {
+            return Err(GatewayError::InvalidPath(*e));
+        }
+        let endpoint = provider::endpoint(provider.kind, &parts.method, rest);
+        if endpoint == Endpoint::Other && provider.unknown_endpoints == UnknownEndpoints::Refuse {
+            return Err(GatewayError::UnknownEndpoint);
+        }
+
+        // 2c the door: the gateway's calls in flight (this one included), then the user's
         let server = &rt.config.raw.server;
         if self.metrics.in_flight() > i64::try_from(server.max_in_flight).unwrap_or(i64::MAX) {
             return Err(GatewayError::Overloaded);
@@ -331,8 +354,15 @@ impl Proxy {
             ms: server.request_body_timeout_ms,
         })??;
 
-        // 4 inspect
-        let (info, rewritten) = provider::inspect(provider.kind, &parts.method, rest, query, &body);
+        // 4 inspect: a body of a metered endpoint that could be read two ways is refused (400)
+        let (info, rewritten) =
+            match provider::inspect(provider.kind, &parts.method, rest, query, &body) {
+                Ok(read) => read,
+                Err(refused) => {
+                    call.inspected(refused.info);
+                    return Err(GatewayError::InvalidBody(refused.reason));
+                }
+            };
         let body = rewritten.unwrap_or(body);
         let hold = call::hold(&rt.config, &info);
         call.inspected(info);

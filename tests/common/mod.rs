@@ -461,6 +461,7 @@ pub fn test_config(upstream: &str, dir: &Path) -> RawConfig {
             prefix: "/openai".into(),
             upstream: upstream.to_string(),
             api_key_env: "OPENAI_API_KEY".into(),
+            unknown_endpoints: Default::default(),
         },
         ProviderConfig {
             name: "gemini".into(),
@@ -468,6 +469,7 @@ pub fn test_config(upstream: &str, dir: &Path) -> RawConfig {
             prefix: "/gemini".into(),
             upstream: upstream.to_string(),
             api_key_env: "GEMINI_API_KEY".into(),
+            unknown_endpoints: Default::default(),
         },
     ];
     let prices: toml::Table = toml::from_str(
