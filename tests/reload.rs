@@ -90,7 +90,12 @@ async fn a_lower_daily_limit_judges_the_next_call_on_a_connection_opened_before(
     assert!(!driver.is_finished(), "the connection is still open");
     assert_eq!(h.mock.hits(), 1);
 
-    let audit = h.audit_rows();
+    // The reload's audit row is committed just after the new configuration applies.
+    let audit = eventually("the reload's audit row", WITHIN, || {
+        let rows = h.audit_rows();
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
     assert_eq!(audit.len(), 1, "{audit:#?}");
     let row = &audit[0];
     assert_eq!(
