@@ -11,6 +11,8 @@
 //!
 //! `CRASH_ROUNDS` (default 20) and `CRASH_SEED` choose the rounds and the schedule; a failure
 //! prints the seed to replay it.
+//!
+//! Also here, for the same real process: running out of file descriptors is survived.
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a panic is the test's failure report"
@@ -52,12 +54,25 @@ fn free_port() -> u16 {
 
 /// Start the binary on `config` and wait until it answers `/healthz`.
 fn start_gateway(dir: &Path, port: u16) -> Child {
+    start_gateway_under(dir, port, &[])
+}
+
+/// [`start_gateway`] under a wrapper command (`prlimit --nofile=… --`).
+fn start_gateway_under(dir: &Path, port: u16, wrapper: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("gateway.log"))
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_tollgate"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_tollgate")),
+    };
+    let mut child = cmd
         .current_dir(dir)
         .env_clear()
         .env("OPENAI_API_KEY", OPENAI_KEY)
@@ -392,4 +407,85 @@ async fn a_call_cut_by_kill_9_counts_against_the_limit_after_restart() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn running_out_of_descriptors_is_survived() {
+    let mock = MockUpstream::start().await;
+    mock.set_default(Reply::json(200, fixture("openai/chat.json")));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut raw = test_config(&mock.url(), dir.path());
+    raw.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    raw.admin.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    raw.server.watch_config = false;
+    std::fs::write(dir.path().join("gateway.toml"), config_toml(&raw)).unwrap();
+    let jwt = tollgate::auth::mint(
+        &tollgate::config::Secret::new(JWT_SECRET),
+        &raw.auth,
+        "fd-user",
+        false,
+        Duration::from_secs(3600),
+        None,
+        None,
+    )
+    .unwrap();
+    let mut child = start_gateway_under(dir.path(), port, &["prlimit", "--nofile=96:96", "--"]);
+
+    // Hold far more connections than the gateway has descriptors.
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            held.push(s);
+        }
+    }
+    assert!(
+        held.len() > 96,
+        "more connections than descriptors ({})",
+        held.len()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running while out of descriptors"
+    );
+
+    // Once they are gone, it serves again: accepting, upstream connections and the database.
+    drop(held);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut status = 0;
+    for _ in 0..100 {
+        if let Ok(resp) = client
+            .post(format!(
+                "http://127.0.0.1:{port}/openai/v1/chat/completions"
+            ))
+            .bearer_auth(&jwt)
+            .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+            .send()
+            .await
+        {
+            status = resp.status().as_u16();
+            if status == 200 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "serving again after the descriptors came back");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
+    assert!(
+        log.contains("accept failed"),
+        "the exhaustion was seen and logged"
+    );
+    let rows = read_rows(&raw.store.path);
+    assert_eq!(rows.iter().filter(|r| r.outcome == "complete").count(), 1);
 }
