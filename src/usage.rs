@@ -55,11 +55,13 @@ pub enum Outcome {
     Complete,
     /// The client went away before the answer ended (or before its head).
     ClientGone,
-    /// The upstream connection failed mid-answer; the client's stream was aborted.
+    /// The upstream answered with an error status (4xx/5xx), relayed to the client as it came;
+    /// or the upstream connection failed mid-answer and the client's stream was aborted. The
+    /// row's status tells the two apart.
     UpstreamError,
     /// The upstream sent nothing for `server.idle_timeout`; the client's stream was aborted.
     IdleTimeout,
-    /// The answer ended cleanly but carried an error event or element.
+    /// A successful (2xx) answer ended cleanly but carried an error event, element or object.
     StreamError,
     /// A stream ended cleanly without its final event.
     StreamTruncated,

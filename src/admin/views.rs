@@ -214,6 +214,9 @@ pub struct CallView {
     pub usage_source: String,
     pub latency_ms: i64,
     pub ttfb_ms: Option<i64>,
+    /// How the call ended: `complete`, `upstream_error` (an error status relayed, or the
+    /// upstream failing mid-answer), `stream_error`, `client_gone`, `refused_quota`, … (the list
+    /// is in ARCHITECTURE.md).
     pub outcome: String,
 }
 

@@ -64,7 +64,8 @@ pub struct TapReport {
     pub model: Option<String>,
     /// Characters of generated text relayed so far (for estimates).
     pub output_chars: u64,
-    /// The answer carried an error (an SSE `error` event, `response.failed`, `[{"error":…}]`).
+    /// The answer carried an error (an SSE `error` event, `response.failed`, `[{"error":…}]`), or
+    /// its status is an error status (4xx/5xx).
     pub error_seen: bool,
     /// The stream reached its natural end (`[DONE]`, `response.completed`, the closing `]`,
     /// or a complete JSON body).

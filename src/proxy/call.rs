@@ -411,7 +411,11 @@ fn settle(
                 (None, _) => none,
             };
             let stream = info.is_some_and(|i| i.stream);
+            let error_status = status >= 400;
             let outcome = match how {
+                // An error answer relayed whole: the upstream said no, whatever the request
+                // (a streaming request answered with a JSON error included).
+                BodyEnd::Complete if error_status => Outcome::UpstreamError,
                 BodyEnd::Complete if report.error_seen => Outcome::StreamError,
                 BodyEnd::Complete if stream && !report.complete => Outcome::StreamTruncated,
                 BodyEnd::Complete => Outcome::Complete,
@@ -649,9 +653,42 @@ mod tests {
             },
         );
         assert_eq!(
-            (s.source, s.outcome),
-            (UsageSource::None, Outcome::Complete)
+            (s.source, s.outcome, s.usage.total()),
+            (UsageSource::None, Outcome::UpstreamError, 0)
         );
+        // So did one answered to a streaming request, and one whose body the tap flagged as an
+        // error (the tap flags every error status): the upstream said no, not the stream.
+        let flagged = TapReport {
+            error_seen: true,
+            complete: true,
+            ..TapReport::default()
+        };
+        for (request, status) in [(&chat, 400), (&stream, 400), (&stream, 503)] {
+            let s = settle(
+                Some(request),
+                true,
+                Some((status, 5)),
+                End::Body {
+                    how: BodyEnd::Complete,
+                    report: flagged.clone(),
+                },
+            );
+            assert_eq!(
+                (s.status, s.source, s.outcome),
+                (status, UsageSource::None, Outcome::UpstreamError)
+            );
+        }
+        // A 200 whose body carries an error is still a stream error.
+        let s = settle(
+            Some(&stream),
+            true,
+            Some((200, 5)),
+            End::Body {
+                how: BodyEnd::Complete,
+                report: flagged,
+            },
+        );
+        assert_eq!(s.outcome, Outcome::StreamError);
         // A stream cut by the client is estimated.
         let s = settle(
             Some(&stream),
