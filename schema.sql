@@ -5,11 +5,14 @@
 --
 -- Versions: 1 — token_usage, users, usage_daily, admin tables. 2 — the writer also keeps
 -- usage_user_daily, usage_user_monthly and usage_model_daily (filled from usage_daily when an
--- older file is migrated).
+-- older file is migrated). 3 — usage_source may be 'invalid'; rows and rollups an older
+-- Tollgate left with impossible figures are repaired once (src/store/sqlite/repair.rs).
 --
 -- Conventions: timestamps are unix milliseconds UTC; money is integer nano-USD (1e-9 USD);
 -- token counts follow one convention for every provider: input includes cached input, output
--- includes reasoning, total = input + output.
+-- includes reasoning, total = input + output. Every figure is an INTEGER: a call's token
+-- fields are at most 10^9 each and its cost at most 10^15 (src/usage.rs), and the rollups add
+-- with saturation at 2^63 - 1, so no sum ever turns into a REAL.
 
 -- One row per proxied call (the contract table).
 CREATE TABLE IF NOT EXISTS token_usage (
@@ -27,8 +30,11 @@ CREATE TABLE IF NOT EXISTS token_usage (
     output_tokens       INTEGER NOT NULL,
     reasoning_tokens    INTEGER NOT NULL,
     total_tokens        INTEGER NOT NULL,
-    cost_nano_usd       INTEGER,                     -- NULL = the model has no price
-    usage_source        TEXT    NOT NULL CHECK (usage_source IN ('reported', 'estimated', 'none')),
+    cost_nano_usd       INTEGER,                     -- NULL = the model has no price (or, for a
+                                                     -- row repaired at migration, the cost is unknown)
+    -- reported, estimated, none; invalid = the provider's report was impossible, the tokens are
+    -- the estimate. The CHECK's text is matched by the migration to version 3 (schema.rs).
+    usage_source        TEXT    NOT NULL CHECK (usage_source IN ('reported', 'estimated', 'none', 'invalid')),
     latency_ms          INTEGER NOT NULL,
     ttfb_ms             INTEGER,                     -- NULL when no upstream answer head arrived
     outcome             TEXT    NOT NULL             -- complete, client_gone, upstream_error, …
@@ -94,7 +100,7 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     reasoning_tokens    INTEGER NOT NULL DEFAULT 0,
     total_tokens        INTEGER NOT NULL DEFAULT 0,
     cost_nano_usd       INTEGER NOT NULL DEFAULT 0,  -- priced calls only
-    estimated_calls     INTEGER NOT NULL DEFAULT 0,  -- usage_source = 'estimated'
+    estimated_calls     INTEGER NOT NULL DEFAULT 0,  -- usage_source IN ('estimated', 'invalid')
     unpriced_calls      INTEGER NOT NULL DEFAULT 0,  -- cost_nano_usd IS NULL
     latency_ms_sum      INTEGER NOT NULL DEFAULT 0,  -- for mean latency: latency_ms_sum / calls
     PRIMARY KEY (day, user_id, provider, model, endpoint)
@@ -197,4 +203,4 @@ CREATE INDEX IF NOT EXISTS users_last_seen ON users (last_seen_at);
 CREATE INDEX IF NOT EXISTS users_blocked ON users (blocked) WHERE blocked != 0;
 CREATE INDEX IF NOT EXISTS users_created ON users (created_at);
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

@@ -230,8 +230,10 @@ fn admin(command: &AdminCommand) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    // No rows are recorded here: the time zone of the rollups does not matter.
-    let store = match tollgate::store::open(&raw.store, jiff::tz::TimeZone::UTC, None) {
+    // No rows are recorded here, but opening an older file repairs its rollups, whose days are
+    // in `limits.timezone` (`check-config` reports a bad zone; here it falls back to UTC).
+    let tz = jiff::tz::TimeZone::get(&raw.limits.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let store = match tollgate::store::open(&raw.store, tz, None) {
         Ok(store) => store,
         Err(e) => {
             eprintln!(

@@ -14,6 +14,10 @@
 //!   the queue dropped never reaches them and is counted by
 //!   `tollgate_store_rows_dropped_total` instead (which must stay 0). Calls Tollgate refused
 //!   before it knew the caller (401, 404) have no row: they are in `tollgate_refusals_total`.
+//! - `tollgate_invalid_usage_total{provider}` counts the rows whose provider report was refused
+//!   as impossible (`usage_source = 'invalid'`: a field above
+//!   [`MAX_TOKENS_PER_CALL`](crate::usage::MAX_TOKENS_PER_CALL)), fed the same way; it should
+//!   stay 0, and a rise means a provider (or what poses as one) reports garbage.
 //! - `tollgate_in_flight_calls` and `tollgate_refusals_total{reason}` are updated by the proxy
 //!   on the request path with plain atomics: each refusal reason has its counter created up
 //!   front ([`Refusal::ALL`]), so counting one takes no lock and allocates nothing.
@@ -46,6 +50,7 @@ use prometheus_client::registry::Registry;
 use crate::error::GatewayError;
 use crate::quota::{Denied, LimitKind, Window};
 use crate::store::{RowObserver, Store, UsageRow};
+use crate::usage::UsageSource;
 
 /// The `Content-Type` of [`Metrics::render`]'s output: Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -240,6 +245,7 @@ pub struct Metrics {
     input_tokens: Family<ModelLabels, Counter>,
     output_tokens: Family<ModelLabels, Counter>,
     cost_nano_usd: Family<ModelLabels, Counter>,
+    invalid_usage: Family<ProviderLabels, Counter>,
     latency: HistogramFamily,
     ttfb: HistogramFamily,
     in_flight: Gauge,
@@ -297,6 +303,13 @@ impl Metrics {
             "Cost of priced calls in nano-USD (1e-9 USD)",
             cost_nano_usd.clone(),
         );
+        let invalid_usage = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "invalid_usage",
+            "Calls whose provider reported an impossible token usage, recorded with the estimate \
+             instead (usage_source = invalid)",
+            invalid_usage.clone(),
+        );
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         registry.register(
             "upstream_latency_seconds",
@@ -349,6 +362,7 @@ impl Metrics {
             input_tokens,
             output_tokens,
             cost_nano_usd,
+            invalid_usage,
             latency,
             ttfb,
             in_flight,
@@ -460,6 +474,13 @@ impl Metrics {
             self.cost_nano_usd
                 .get_or_create(&by_model)
                 .inc_by(cost.unsigned_abs());
+        }
+        if row.usage_source == UsageSource::Invalid {
+            self.invalid_usage
+                .get_or_create(&ProviderLabels {
+                    provider: Arc::clone(&provider),
+                })
+                .inc();
         }
         if let Some(ttfb_ms) = row.ttfb_ms {
             let by_provider = ProviderLabels { provider };
@@ -662,6 +683,30 @@ mod tests {
             .unwrap();
         let sum: f64 = sum.rsplit(' ').next().unwrap().parse().unwrap();
         assert!((sum - 0.9).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn rows_with_an_impossible_report_are_counted_by_provider() {
+        let m = Metrics::new();
+        let invalid = |provider| UsageRow {
+            usage_source: UsageSource::Invalid,
+            ..row(provider, Some("gpt-4o"), 200)
+        };
+        m.rows_written(&[
+            invalid("openai"),
+            invalid("openai"),
+            invalid("gemini"),
+            row("openai", Some("gpt-4o"), 200),
+        ]);
+        let text = m.render();
+        for line in [
+            "# TYPE tollgate_invalid_usage_total counter",
+            "tollgate_invalid_usage_total{provider=\"openai\"} 2",
+            "tollgate_invalid_usage_total{provider=\"gemini\"} 1",
+            "tollgate_calls_total{provider=\"openai\",model=\"gpt-4o\",status=\"200\"} 3",
+        ] {
+            assert!(has_line(&text, line), "missing `{line}` in:\n{text}");
+        }
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //! (input − cached) × input price + cached × cached price + output × output price
 //! ```
 //!
-//! computed exactly in pico-USD and rounded half up to nano-USD once at the end. Models priced
+//! computed exactly in pico-USD (saturating) and rounded half up to nano-USD once at the end; a
+//! cost above [`MAX_COST_NANO_USD_PER_CALL`] (only an absurd price can get there: usage is
+//! checked against [`MAX_TOKENS_PER_CALL`](crate::usage::MAX_TOKENS_PER_CALL) before it is
+//! priced) is that ceiling, so no call adds more than it to a sum or a budget. Models priced
 //! by prompt size (Gemini 2.5 Pro above 200k prompt tokens, OpenAI's GPT-6 above 272k) carry a
 //! long-context tier: when a call's input tokens are *above* the threshold, all of its tokens are
 //! priced at the tier's prices, as the providers bill it.
@@ -23,7 +26,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::usage::Usage;
+use crate::usage::{MAX_COST_NANO_USD_PER_CALL, Usage};
 
 /// One `[pricing."model"]` entry, USD per million tokens.
 ///
@@ -90,9 +93,10 @@ impl Rates {
     fn pico_usd(&self, usage: &Usage) -> u128 {
         let cached = usage.cached_input_tokens.min(usage.input_tokens);
         let uncached = usage.input_tokens - cached;
-        u128::from(uncached) * u128::from(self.input)
-            + u128::from(cached) * u128::from(self.cached_input)
-            + u128::from(usage.output_tokens) * u128::from(self.output)
+        let times = |tokens: u64, price: u64| u128::from(tokens).saturating_mul(u128::from(price));
+        times(uncached, self.input)
+            .saturating_add(times(cached, self.cached_input))
+            .saturating_add(times(usage.output_tokens, self.output))
     }
 }
 
@@ -173,7 +177,7 @@ impl PriceTable {
     }
 
     /// Cost of `usage` on `model` in nano-USD (10⁻⁹ USD); `None` when no price key prefixes the
-    /// model. Saturates at `i64::MAX` rather than wrapping.
+    /// model. Never wraps: at most [`MAX_COST_NANO_USD_PER_CALL`].
     ///
     /// ```
     /// use std::collections::BTreeMap;
@@ -223,8 +227,10 @@ impl PriceTable {
         let (_, entry) = &self.entries[self.find(model)?];
         let pico = entry.rates_for(usage).pico_usd(usage);
         // Round half up, once: 1 nano-USD = 1,000 pico-USD.
-        let nano = (pico + 500) / 1_000;
-        Some(i64::try_from(nano).unwrap_or(i64::MAX))
+        let nano = pico.saturating_add(500) / 1_000;
+        Some(i64::try_from(nano).map_or(MAX_COST_NANO_USD_PER_CALL, |n| {
+            n.min(MAX_COST_NANO_USD_PER_CALL)
+        }))
     }
 
     /// Index of the longest key that is a byte prefix of `model` (without `models/`).
@@ -453,11 +459,28 @@ mod tests {
     }
 
     #[test]
-    fn huge_usage_saturates_instead_of_wrapping() {
+    fn huge_usage_saturates_at_the_ceiling_instead_of_wrapping() {
         let t = table(&[("m", price(MAX_USD_PER_MILLION, None, MAX_USD_PER_MILLION))]);
         assert_eq!(
             t.cost_nano_usd("m", &usage(u64::MAX, 0, u64::MAX)),
-            Some(i64::MAX)
+            Some(MAX_COST_NANO_USD_PER_CALL)
+        );
+        // The most a believed report can cost at the dearest price accepted is above the
+        // ceiling too: clamped, never more.
+        let max = crate::usage::MAX_TOKENS_PER_CALL;
+        assert_eq!(
+            t.cost_nano_usd("m", &usage(max, 0, max)),
+            Some(MAX_COST_NANO_USD_PER_CALL)
+        );
+        // At $1 per token: 999,999 tokens are priced exactly, 1,000,001 reach the ceiling.
+        let t = table(&[("m", price(1_000_000.0, None, 0.0))]);
+        assert_eq!(
+            t.cost_nano_usd("m", &usage(999_999, 0, 0)),
+            Some(999_999_000_000_000)
+        );
+        assert_eq!(
+            t.cost_nano_usd("m", &usage(1_000_001, 0, 0)),
+            Some(MAX_COST_NANO_USD_PER_CALL)
         );
     }
 

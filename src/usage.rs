@@ -5,8 +5,24 @@
 //! says where those numbers came from; [`Outcome`] says how the call ended; [`Totals`] sums many
 //! calls (the rollups the dashboard reads, the admin API's figures).
 //!
+//! **Figures from outside are bounded.** A provider's report is believed only when every field is
+//! at most [`MAX_TOKENS_PER_CALL`] ([`Usage::is_plausible`]); a call's cost is at most
+//! [`MAX_COST_NANO_USD_PER_CALL`]. So one call adds at most a few billion to any sum, and the sums
+//! (saturating here and in the store) stay integers.
+//!
 //! This module imports nothing else of the crate and no database crate: `provider` produces
 //! these values, `proxy` decides them, `store` persists them, `admin` shows them.
+
+/// The most tokens one call may report in any field of its [`Usage`] (input, cached input,
+/// output, reasoning): 10⁹, a thousand times the largest context window of any model. A report
+/// above it is not a count but a bug (or an attack) upstream: the call is recorded with
+/// [`UsageSource::Invalid`] and its estimated usage instead.
+pub const MAX_TOKENS_PER_CALL: u64 = 1_000_000_000;
+
+/// The most one call may cost, in nano-USD: 10¹⁵, one million USD. Far above any real call (the
+/// priciest models cost a few hundred USD for a call that fills their context); pricing clamps a
+/// cost above it, which only an absurd price in `[pricing]` can reach.
+pub const MAX_COST_NANO_USD_PER_CALL: i64 = 1_000_000_000_000_000;
 
 /// Token usage in the one convention every provider is mapped to: input includes cached input,
 /// output includes reasoning, and `input + output = total`.
@@ -23,6 +39,18 @@ impl Usage {
     pub fn total(&self) -> u64 {
         self.input_tokens.saturating_add(self.output_tokens)
     }
+
+    /// Whether every field is at most [`MAX_TOKENS_PER_CALL`]: a report that may be believed.
+    pub fn is_plausible(&self) -> bool {
+        [
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+        ]
+        .iter()
+        .all(|&n| n <= MAX_TOKENS_PER_CALL)
+    }
 }
 
 /// Where a row's token counts came from (`token_usage.usage_source`).
@@ -35,15 +63,40 @@ pub enum UsageSource {
     Estimated,
     /// Nothing was consumed (a refusal) or the endpoint reports no usage.
     None,
+    /// The provider reported a usage that cannot be true (a field above
+    /// [`MAX_TOKENS_PER_CALL`]): the row holds the estimate instead, as for `Estimated`.
+    Invalid,
 }
 
 impl UsageSource {
+    /// Every source, for documentation and tests.
+    pub const ALL: [UsageSource; 4] = [
+        UsageSource::Reported,
+        UsageSource::Estimated,
+        UsageSource::None,
+        UsageSource::Invalid,
+    ];
+
+    /// The value stored in `token_usage.usage_source`.
     pub fn as_str(self) -> &'static str {
         match self {
             UsageSource::Reported => "reported",
             UsageSource::Estimated => "estimated",
             UsageSource::None => "none",
+            UsageSource::Invalid => "invalid",
         }
+    }
+
+    /// The source stored as `s`, if it is one.
+    pub fn parse(s: &str) -> Option<UsageSource> {
+        UsageSource::ALL.into_iter().find(|u| u.as_str() == s)
+    }
+
+    /// Whether the row's tokens are Tollgate's estimate rather than the provider's report
+    /// (`estimated`, and `invalid`, whose report was replaced by the estimate): what
+    /// [`Totals::estimated_calls`] counts.
+    pub fn is_estimate(self) -> bool {
+        matches!(self, UsageSource::Estimated | UsageSource::Invalid)
     }
 }
 
@@ -55,11 +108,13 @@ pub enum Outcome {
     Complete,
     /// The client went away before the answer ended (or before its head).
     ClientGone,
-    /// The upstream connection failed mid-answer; the client's stream was aborted.
+    /// The upstream answered with an error status (4xx/5xx), relayed to the client as it came;
+    /// or the upstream connection failed mid-answer and the client's stream was aborted. The
+    /// row's status tells the two apart.
     UpstreamError,
     /// The upstream sent nothing for `server.idle_timeout`; the client's stream was aborted.
     IdleTimeout,
-    /// The answer ended cleanly but carried an error event or element.
+    /// A successful (2xx) answer ended cleanly but carried an error event, element or object.
     StreamError,
     /// A stream ended cleanly without its final event.
     StreamTruncated,
@@ -176,7 +231,8 @@ pub struct Totals {
     pub total_tokens: i64,
     /// Priced calls only (see `unpriced_calls`); 1e-9 USD.
     pub cost_nano_usd: i64,
-    /// Calls whose usage was estimated (`usage_source = 'estimated'`).
+    /// Calls whose tokens are estimated (`usage_source` `estimated` or `invalid`, see
+    /// [`UsageSource::is_estimate`]).
     pub estimated_calls: i64,
     /// Calls of a model without a price (their cost is not in `cost_nano_usd`).
     pub unpriced_calls: i64,
@@ -226,7 +282,7 @@ impl Totals {
         }
         self.estimated_calls = self
             .estimated_calls
-            .saturating_add(i64::from(call.source == UsageSource::Estimated));
+            .saturating_add(i64::from(call.source.is_estimate()));
         self.latency_ms_sum = self
             .latency_ms_sum
             .saturating_add(stored_int(call.latency_ms));
@@ -291,6 +347,62 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Outcome::ALL.len());
         assert_eq!(Outcome::parse("refused"), None);
+    }
+
+    #[test]
+    fn sources_round_trip_and_invalid_counts_as_estimated() {
+        for u in UsageSource::ALL {
+            assert_eq!(UsageSource::parse(u.as_str()), Some(u));
+        }
+        assert_eq!(UsageSource::parse("bogus"), None);
+        assert_eq!(
+            UsageSource::ALL.map(UsageSource::is_estimate),
+            [false, true, false, true]
+        );
+        let mut t = Totals::default();
+        for source in UsageSource::ALL {
+            t.add_call(CallFigures {
+                usage: &Usage::default(),
+                source,
+                status: 200,
+                cost_nano_usd: Some(0),
+                latency_ms: 1,
+            });
+        }
+        assert_eq!((t.calls, t.estimated_calls), (4, 2));
+    }
+
+    #[test]
+    fn a_usage_is_plausible_up_to_the_ceiling_in_every_field() {
+        let at = Usage {
+            input_tokens: MAX_TOKENS_PER_CALL,
+            cached_input_tokens: MAX_TOKENS_PER_CALL,
+            output_tokens: MAX_TOKENS_PER_CALL,
+            reasoning_tokens: MAX_TOKENS_PER_CALL,
+        };
+        assert!(at.is_plausible());
+        assert!(Usage::default().is_plausible());
+        let over = MAX_TOKENS_PER_CALL + 1;
+        for usage in [
+            Usage {
+                input_tokens: over,
+                ..at
+            },
+            Usage {
+                cached_input_tokens: over,
+                ..at
+            },
+            Usage {
+                output_tokens: over,
+                ..at
+            },
+            Usage {
+                reasoning_tokens: u64::MAX,
+                ..at
+            },
+        ] {
+            assert!(!usage.is_plausible(), "{usage:?}");
+        }
     }
 
     #[test]

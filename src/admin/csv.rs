@@ -1,5 +1,13 @@
 //! The CSV export's format: RFC 4180 lines (CRLF, fields quoted when they hold a comma, quote,
 //! CR or LF), the `token_usage` contract columns in order, NULL as an empty field.
+//!
+//! **No cell is a live formula.** Text fields carry what end users chose — a JWT `sub`, a model
+//! name, a request id — and a spreadsheet runs a cell that starts with `=`, `+`, `-` or `@` as a
+//! formula (`=HYPERLINK(…)`, `=cmd|' /C calc'!A0`), as it does after a tab or a carriage return.
+//! As OWASP recommends against CSV injection, such a text field is written with a single quote
+//! `'` before it, and quoted (embedded quotes doubled), so the spreadsheet shows it as text:
+//! `=1+2` becomes `"'=1+2"`. Only text fields: the integer columns Tollgate formats itself
+//! (ids, times, statuses, tokens, costs, latencies) stay plain numbers, negative ones included.
 
 use crate::store::CallRow;
 
@@ -32,10 +40,24 @@ pub fn write_header(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Append one field, quoted when it holds a comma, quote, CR or LF (quotes doubled).
+/// Whether a spreadsheet would read a text cell starting this way as a formula: `=`, `+`,
+/// `-`, `@`, tab or carriage return first (OWASP's list for CSV injection).
+fn starts_like_a_formula(field: &str) -> bool {
+    matches!(
+        field.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    )
+}
+
+/// Append one text field: quoted when it holds a comma, quote, CR or LF (quotes doubled), and
+/// inert — a field a spreadsheet would run as a formula gets a `'` before it, and quotes.
 fn csv_field(out: &mut Vec<u8>, field: &str) {
-    if field.contains([',', '"', '\r', '\n']) {
+    let formula = starts_like_a_formula(field);
+    if formula || field.contains([',', '"', '\r', '\n']) {
         out.push(b'"');
+        if formula {
+            out.push(b'\'');
+        }
         for b in field.bytes() {
             if b == b'"' {
                 out.push(b'"');
@@ -100,6 +122,75 @@ pub fn write_row(out: &mut Vec<u8>, row: &CallRow) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cell(field: &str) -> String {
+        let mut out = Vec::new();
+        csv_field(&mut out, field);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn text_cells_a_spreadsheet_would_run_are_written_as_text() {
+        for (field, written) in [
+            (
+                "=HYPERLINK(\"http://evil\",\"x\")",
+                "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\"",
+            ),
+            ("+cmd|' /C calc'!A0", "\"'+cmd|' /C calc'!A0\""),
+            ("-2+3", "\"'-2+3\""),
+            ("@SUM(A1:A9)", "\"'@SUM(A1:A9)\""),
+            ("\t=1+1", "\"'\t=1+1\""),
+            ("\r=1+1", "\"'\r=1+1\""),
+            ("=", "\"'=\""),
+            ("=a,b", "\"'=a,b\""),
+        ] {
+            assert_eq!(cell(field), written, "{field:?}");
+        }
+        // Anything else is written as before: plain, or quoted for RFC 4180 only.
+        for (field, written) in [
+            ("gpt-4o", "gpt-4o"),
+            ("a=b", "a=b"),
+            (" =1", " =1"),
+            ("'=1", "'=1"),
+            ("", ""),
+            ("u,1", "\"u,1\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            ("line\nbreak", "\"line\nbreak\""),
+        ] {
+            assert_eq!(cell(field), written, "{field:?}");
+        }
+    }
+
+    #[test]
+    fn integer_columns_stay_numbers() {
+        let row = CallRow {
+            id: 7,
+            request_id: "-req".into(),
+            ts: -5,
+            user_id: "@u".into(),
+            provider: "openai".into(),
+            model: Some("=m".into()),
+            endpoint: "responses".into(),
+            streamed: false,
+            status: 200,
+            input_tokens: 1,
+            cached_input_tokens: 0,
+            output_tokens: 2,
+            reasoning_tokens: 0,
+            total_tokens: 3,
+            cost_nano_usd: Some(-4),
+            usage_source: "invalid".into(),
+            latency_ms: 9,
+            ttfb_ms: Some(8),
+            outcome: "upstream_error".into(),
+        };
+        let mut out = Vec::new();
+        write_row(&mut out, &row);
+        assert_eq!(
+            String::from_utf8(out).unwrap_or_default(),
+            "7,\"'-req\",-5,\"'@u\",openai,\"'=m\",responses,0,200,1,0,2,0,3,-4,invalid,9,8,upstream_error\r\n"
+        );
+    }
 
     #[test]
     fn rows_are_quoted_as_rfc_4180_asks() {

@@ -86,3 +86,27 @@ pub fn document_json() -> String {
     })
     .clone()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use crate::usage::UsageSource;
+
+    #[test]
+    fn the_document_lists_every_usage_source() {
+        let doc: serde_json::Value = serde_json::from_str(&super::document_json()).unwrap();
+        let listed: Vec<&str> = doc["components"]["schemas"]["UsageSource"]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no UsageSource enum in {}", doc["components"]))
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let all: Vec<&str> = UsageSource::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(listed, all);
+        assert_eq!(
+            doc["components"]["schemas"]["CallRow"]["properties"]["usage_source"]["$ref"],
+            "#/components/schemas/UsageSource"
+        );
+    }
+}

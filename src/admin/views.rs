@@ -24,7 +24,8 @@ pub struct TotalsView {
     pub total_tokens: i64,
     /// Priced calls only (see `unpriced_calls`); 1e-9 USD.
     pub cost_nano_usd: i64,
-    /// Calls whose usage was estimated (`usage_source = 'estimated'`).
+    /// Calls whose tokens are Tollgate's estimate: `usage_source` `estimated`, or `invalid`
+    /// (the provider's report was impossible and replaced by the estimate).
     pub estimated_calls: i64,
     /// Calls of a model without a price (their cost is not in `cost_nano_usd`).
     pub unpriced_calls: i64,
@@ -210,11 +211,33 @@ pub struct CallView {
     pub reasoning_tokens: i64,
     pub total_tokens: i64,
     pub cost_nano_usd: Option<i64>,
-    /// `reported`, `estimated` or `none`.
+    /// Where the tokens come from: `reported` (the provider's report), `estimated` (the call
+    /// ended before a report), `invalid` (the report was impossible — a count above 10⁹ — and
+    /// the tokens are the estimate) or `none` (nothing consumed).
+    #[schema(value_type = UsageSourceView)]
     pub usage_source: String,
     pub latency_ms: i64,
     pub ttfb_ms: Option<i64>,
+    /// How the call ended: `complete`, `upstream_error` (an error status relayed, or the
+    /// upstream failing mid-answer), `stream_error`, `client_gone`, `refused_quota`, … (the list
+    /// is in ARCHITECTURE.md).
     pub outcome: String,
+}
+
+/// The values of `usage_source` (`usage::UsageSource`), for the OpenAPI document: a call row
+/// serves the stored string, which the database constrains to these.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = UsageSource)]
+#[expect(
+    dead_code,
+    reason = "a schema only: a call row serves the stored string"
+)]
+pub enum UsageSourceView {
+    Reported,
+    Estimated,
+    None,
+    Invalid,
 }
 
 impl From<store::CallRow> for CallView {
@@ -259,8 +282,10 @@ pub struct StatsFigures {
     pub by_model: Vec<ModelUsageView>,
     /// This month, most tokens first.
     pub by_provider: Vec<ProviderUsageView>,
-    /// Share of today's calls whose usage was estimated, 0..=1.
+    /// Share of today's calls whose tokens are estimated (`usage_source` `estimated` or
+    /// `invalid`), 0..=1.
     pub estimated_share_today: f64,
+    /// The same share over this month.
     pub estimated_share_month: f64,
 }
 

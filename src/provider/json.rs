@@ -337,11 +337,13 @@ fn walk_object(
     }
 }
 
-/// A plain decimal integer (no sign, fraction or exponent).
+/// A plain decimal integer (no sign, fraction or exponent). Digits past `u64::MAX` read as
+/// `u64::MAX`: an absurd count must be seen as absurd (and refused by `Usage::is_plausible`),
+/// not as a missing one.
 fn parse_u64(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |n, &b| {
         if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+            Some(n.saturating_mul(10).saturating_add(u64::from(b - b'0')))
         } else {
             None
         }
@@ -669,7 +671,7 @@ mod tests {
 
     #[test]
     fn object_numbers_reads_top_level_and_one_level_deep() {
-        let obj = br#"{"a": 1, "s": "x}", "d": {"b": 22, "deep": {"c": 3}, "f": 1.5}, "arr": [{"n": 4}], "z": null, "big": 18446744073709551615}trailing"#;
+        let obj = br#"{"a": 1, "s": "x}", "d": {"b": 22, "deep": {"c": 3}, "f": 1.5}, "arr": [{"n": 4}], "z": null, "big": 18446744073709551615, "huge": 123456789012345678901234567890, "neg": -5}trailing"#;
         let mut seen = Vec::new();
         let end = object_numbers(obj, |p, k, n| seen.push((p.to_vec(), k.to_vec(), n)));
         assert_eq!(end, Some(obj.len() - 8));
@@ -680,7 +682,8 @@ mod tests {
             vec![
                 (&b""[..], &b"a"[..], 1),
                 (b"d", b"b", 22),
-                (b"", b"big", u64::MAX)
+                (b"", b"big", u64::MAX),
+                (b"", b"huge", u64::MAX)
             ]
         );
         assert_eq!(object_numbers(b"{}", |_, _, _| {}), Some(2));

@@ -60,13 +60,15 @@ const MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
 /// What the tap learnt from an answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TapReport {
-    /// The provider's latest usage report, if any.
+    /// The provider's latest usage report, if any, as the provider sent it: not judged here
+    /// (`proxy::call` refuses one that is not [`Usage::is_plausible`]).
     pub usage: Option<Usage>,
     /// The model named by the answer (OpenAI `model`, Gemini `modelVersion`).
     pub model: Option<String>,
     /// Characters of generated text relayed so far (for estimates).
     pub output_chars: u64,
-    /// The answer carried an error (an SSE `error` event, `response.failed`, `[{"error":…}]`).
+    /// The answer carried an error (an SSE `error` event, `response.failed`, `[{"error":…}]`), or
+    /// its status is an error status (4xx/5xx).
     pub error_seen: bool,
     /// The stream reached its natural end (`[DONE]`, `response.completed`, the closing `]`,
     /// or a complete JSON body).
@@ -1478,5 +1480,53 @@ mod tests {
             1,
             "nothing is rewritten, so content-length stays"
         );
+    }
+
+    #[test]
+    fn absurd_usage_numbers_are_reported_as_sent_and_signs_or_fractions_are_not_counts() {
+        // The tap reports what the provider said; the proxy judges it (`Usage::is_plausible`).
+        // A count past u64::MAX reads as u64::MAX, never as a missing field.
+        for (prompt, want) in [
+            ("18446744073709551615", u64::MAX),
+            ("99999999999999999999999999", u64::MAX),
+            ("1000000001", 1_000_000_001),
+        ] {
+            let body = format!(
+                r#"{{"id":"c","model":"gpt-4o","choices":[],"usage":{{"prompt_tokens":{prompt},"completion_tokens":5,"total_tokens":5}}}}"#
+            );
+            let e = expect(usage(want, 0, 5, 0), Some("gpt-4o"), 0);
+            check_bytes(&CHAT, None, body.as_bytes(), body.as_bytes(), &e, prompt);
+            assert!(!usage(want, 0, 5, 0).is_some_and(|u| u.is_plausible()));
+        }
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\
+            data: {\"choices\":[],\"usage\":{\"prompt_tokens\":18446744073709551615,\"completion_tokens\":1}}\n\n\
+            data: [DONE]\n\n";
+        let e = expect(usage(u64::MAX, 0, 1, 0), None, 2);
+        check_bytes(
+            &CHAT_STREAM,
+            None,
+            stream.as_bytes(),
+            stream.as_bytes(),
+            &e,
+            "stream",
+        );
+        let gemini = r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":18446744073709551615,"candidatesTokenCount":1,"totalTokenCount":1}}"#;
+        let e = expect(usage(u64::MAX, 0, 1, 0), None, 0);
+        check_bytes(
+            &GENERATE,
+            None,
+            gemini.as_bytes(),
+            gemini.as_bytes(),
+            &e,
+            "gemini",
+        );
+        // A negative or fractional prompt count is no count: no report (the call is estimated).
+        for prompt in ["-1", "1.5", "\"12\"", "null"] {
+            let body = format!(
+                r#"{{"model":"gpt-4o","usage":{{"prompt_tokens":{prompt},"completion_tokens":5}}}}"#
+            );
+            let e = expect(None, Some("gpt-4o"), 0);
+            check_bytes(&CHAT, None, body.as_bytes(), body.as_bytes(), &e, prompt);
+        }
     }
 }

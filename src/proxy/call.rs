@@ -9,8 +9,10 @@
 //! [`Call::finish`] is the only way a call ends, exactly once, whichever way it ends — a
 //! refusal, the upstream failing before its head, the client leaving before the head (the call
 //! is dropped: `Drop` finishes it), or the body's end. It picks the usage and where it came
-//! from, prices it with the configuration the call started on, settles the reservation and
-//! hands the row to the store without waiting.
+//! from (a provider's report only when it is plausible — no field above
+//! `usage::MAX_TOKENS_PER_CALL` — else the estimate, flagged `invalid`), prices it with the
+//! configuration the call started on, settles the reservation and hands the row to the store
+//! without waiting.
 //!
 //! Three amounts are easy to confuse, and have distinct names: the request's *prompt estimate*
 //! (`RequestInfo::prompt_tokens_estimate`, text at ~4 characters per token), the *hold* a call
@@ -29,7 +31,7 @@ use crate::metrics::InFlight;
 use crate::provider::{self, Endpoint, ProviderKind, RequestInfo, TapReport};
 use crate::quota::{Hold, Reservation};
 use crate::store::{OpenCall, RowSlot, Store, UsageRow};
-use crate::usage::{Outcome, Usage, UsageSource};
+use crate::usage::{MAX_COST_NANO_USD_PER_CALL, MAX_TOKENS_PER_CALL, Outcome, Usage, UsageSource};
 
 use super::Runtime;
 
@@ -110,6 +112,8 @@ struct Settled {
     status: u16,
     usage: Usage,
     source: UsageSource,
+    /// The provider's report when it was refused as impossible (`source` is `Invalid`).
+    refused_report: Option<Usage>,
     outcome: Outcome,
     /// The model the upstream named in its answer, when it did.
     response_model: Option<String>,
@@ -373,6 +377,23 @@ impl Call {
         }
         let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let endpoint = info.as_ref().map_or("other", |i| i.endpoint.as_str());
+        if let Some(reported) = &settled.refused_report {
+            // Numbers only: never the answer's text.
+            tracing::warn!(
+                request_id = %self.request_id,
+                provider = &*who.provider,
+                model = model.as_deref().unwrap_or("-"),
+                reported_input_tokens = reported.input_tokens,
+                reported_cached_input_tokens = reported.cached_input_tokens,
+                reported_output_tokens = reported.output_tokens,
+                reported_reasoning_tokens = reported.reasoning_tokens,
+                max_tokens_per_call = MAX_TOKENS_PER_CALL,
+                estimated_input_tokens = settled.usage.input_tokens,
+                estimated_output_tokens = settled.usage.output_tokens,
+                "the upstream reported an impossible token usage: recorded as usage_source = \
+                 'invalid' with the estimated usage"
+            );
+        }
         tracing::Span::current().record("status", settled.status);
         tracing::info!(
             model = model.as_deref().unwrap_or("-"),
@@ -457,15 +478,28 @@ fn settle(
     match (end, answer) {
         (End::Body { how, report }, Some((status, ttfb_ms))) => {
             let success = (200..300).contains(&status);
+            let mut refused_report = None;
             let (usage, source) = match (&report.usage, info) {
-                (Some(usage), _) => (*usage, UsageSource::Reported),
+                (Some(usage), _) if usage.is_plausible() => (*usage, UsageSource::Reported),
+                // A report no call can have (a field above MAX_TOKENS_PER_CALL) is not stored as
+                // tokens: the row and the quota get the estimate, flagged `invalid`.
+                (Some(usage), info) => {
+                    refused_report = Some(*usage);
+                    let estimate =
+                        info.map_or_else(Usage::default, |i| provider::estimated_usage(i, &report));
+                    (estimate, UsageSource::Invalid)
+                }
                 // The provider bills nothing for an error answer it completed.
                 (None, _) if !success && how == BodyEnd::Complete => none,
                 (None, Some(info)) if consumes => estimated(info, &report),
                 (None, _) => none,
             };
             let stream = info.is_some_and(|i| i.stream);
+            let error_status = status >= 400;
             let outcome = match how {
+                // An error answer relayed whole: the upstream said no, whatever the request
+                // (a streaming request answered with a JSON error included).
+                BodyEnd::Complete if error_status => Outcome::UpstreamError,
                 BodyEnd::Complete if report.error_seen => Outcome::StreamError,
                 BodyEnd::Complete if stream && !report.complete => Outcome::StreamTruncated,
                 BodyEnd::Complete => Outcome::Complete,
@@ -477,6 +511,7 @@ fn settle(
                 status,
                 usage,
                 source,
+                refused_report,
                 outcome,
                 response_model: report.model,
                 ttfb_ms: Some(ttfb_ms),
@@ -495,6 +530,7 @@ fn settle(
                 status: e.status().as_u16(),
                 usage,
                 source,
+                refused_report: None,
                 outcome: e.outcome().unwrap_or(Outcome::InternalError),
                 response_model: None,
                 ttfb_ms: None,
@@ -511,6 +547,7 @@ fn settle(
                 status: 499,
                 usage,
                 source,
+                refused_report: None,
                 outcome: Outcome::ClientGone,
                 response_model: None,
                 ttfb_ms: None,
@@ -580,12 +617,19 @@ fn cost(config: &Config, model: Option<&str>, usage: &Usage, request_id: &str) -
         return Some(0);
     }
     let cost = model.and_then(|m| config.prices.cost_nano_usd(m, usage));
-    if cost.is_none() {
-        tracing::warn!(
+    match cost {
+        None => tracing::warn!(
             request_id,
             model = model.unwrap_or("-"),
             "no price for this model: cost recorded as NULL"
-        );
+        ),
+        Some(c) if c >= MAX_COST_NANO_USD_PER_CALL => tracing::warn!(
+            request_id,
+            model = model.unwrap_or("-"),
+            max_cost_nano_usd = MAX_COST_NANO_USD_PER_CALL,
+            "the call's cost reached the ceiling of one call: check this model's [pricing]"
+        ),
+        Some(_) => {}
     }
     cost
 }
@@ -710,9 +754,42 @@ mod tests {
             },
         );
         assert_eq!(
-            (s.source, s.outcome),
-            (UsageSource::None, Outcome::Complete)
+            (s.source, s.outcome, s.usage.total()),
+            (UsageSource::None, Outcome::UpstreamError, 0)
         );
+        // So did one answered to a streaming request, and one whose body the tap flagged as an
+        // error (the tap flags every error status): the upstream said no, not the stream.
+        let flagged = TapReport {
+            error_seen: true,
+            complete: true,
+            ..TapReport::default()
+        };
+        for (request, status) in [(&chat, 400), (&stream, 400), (&stream, 503)] {
+            let s = settle(
+                Some(request),
+                true,
+                Some((status, 5)),
+                End::Body {
+                    how: BodyEnd::Complete,
+                    report: flagged.clone(),
+                },
+            );
+            assert_eq!(
+                (s.status, s.source, s.outcome),
+                (status, UsageSource::None, Outcome::UpstreamError)
+            );
+        }
+        // A 200 whose body carries an error is still a stream error.
+        let s = settle(
+            Some(&stream),
+            true,
+            Some((200, 5)),
+            End::Body {
+                how: BodyEnd::Complete,
+                report: flagged,
+            },
+        );
+        assert_eq!(s.outcome, Outcome::StreamError);
         // A stream cut by the client is estimated.
         let s = settle(
             Some(&stream),
@@ -767,5 +844,57 @@ mod tests {
         let count = info(Endpoint::CountTokens, 100, None);
         let s = settle(Some(&count), true, None, End::ClientGoneEarly);
         assert_eq!(s.source, UsageSource::None);
+    }
+
+    #[test]
+    fn an_impossible_report_is_recorded_as_invalid_with_the_estimate() {
+        let chat = info(Endpoint::ChatCompletions, 100, Some(50));
+        let absurd = |input_tokens| TapReport {
+            usage: Some(Usage {
+                input_tokens,
+                output_tokens: 7,
+                ..Usage::default()
+            }),
+            output_chars: 40,
+            complete: true,
+            ..TapReport::default()
+        };
+        for input in [u64::MAX, MAX_TOKENS_PER_CALL + 1] {
+            let report = absurd(input);
+            let s = settle(
+                Some(&chat),
+                true,
+                Some((200, 5)),
+                End::Body {
+                    how: BodyEnd::Complete,
+                    report: report.clone(),
+                },
+            );
+            assert_eq!(
+                (s.status, s.source, s.outcome),
+                (200, UsageSource::Invalid, Outcome::Complete)
+            );
+            assert_eq!(
+                s.usage,
+                provider::estimated_usage(&chat, &report),
+                "the estimate, not the report"
+            );
+            assert_eq!((s.usage.input_tokens, s.usage.output_tokens), (100, 10));
+            assert_eq!(s.refused_report, report.usage);
+        }
+        // At the ceiling it is believed.
+        let s = settle(
+            Some(&chat),
+            true,
+            Some((200, 5)),
+            End::Body {
+                how: BodyEnd::Complete,
+                report: absurd(MAX_TOKENS_PER_CALL),
+            },
+        );
+        assert_eq!(
+            (s.source, s.usage.input_tokens, s.refused_report),
+            (UsageSource::Reported, MAX_TOKENS_PER_CALL, None)
+        );
     }
 }

@@ -551,7 +551,7 @@ pub struct CallRow {
     pub reasoning_tokens: i64,
     pub total_tokens: i64,
     pub cost_nano_usd: Option<i64>,
-    /// `reported`, `estimated` or `none`.
+    /// `reported`, `estimated`, `invalid` or `none` (`usage::UsageSource`).
     pub usage_source: String,
     pub latency_ms: i64,
     pub ttfb_ms: Option<i64>,

@@ -108,7 +108,8 @@ export interface CallRow {
   reasoning_tokens: number;
   total_tokens: number;
   cost_nano_usd: number | null;
-  usage_source: 'reported' | 'estimated' | 'none' | string;
+  /** `invalid`: the provider reported an impossible usage; the tokens are the estimate. */
+  usage_source: 'reported' | 'estimated' | 'invalid' | 'none' | string;
   latency_ms: number;
   ttfb_ms: number | null;
   outcome: string;

@@ -122,7 +122,7 @@ function StatCards({ stats, loading }: { stats: Stats | undefined; loading: bool
           )}
           <span className="stat-unit">of calls today</span>
         </div>
-        <div className="stat-sub" title="Calls that ended before the provider reported usage: their tokens are estimated (~4 characters per token).">
+        <div className="stat-sub" title="Calls that ended before the provider reported usage, or whose report was impossible: their tokens are estimated (~4 characters per token).">
           {loading || !s ? (
             <Skeleton width="10ch" />
           ) : (

@@ -67,7 +67,7 @@ describe('a user’s page', () => {
       'GET /api/admin/audit': () => ({ body: { entries: [], next_cursor: null } }),
       'GET /api/admin/user/alice/usage': (c) =>
         c.query.get('cursor') === '2'
-          ? { body: usage([call(3, { status: 502, usage_source: 'estimated', outcome: 'stream_error', cost_nano_usd: null })], null) }
+          ? { body: usage([call(3, { status: 502, usage_source: 'invalid', outcome: 'upstream_error', cost_nano_usd: null })], null) }
           : { body: usage([call(1), call(2, { usage_source: 'estimated' })], 2) },
     });
     const ue = userEvent.setup();
@@ -88,6 +88,8 @@ describe('a user’s page', () => {
     await ue.click(within(calls).getByRole('button', { name: 'Older calls' }));
     expect(await within(calls).findByText('502')).toBeInTheDocument();
     expect(within(calls).getAllByRole('row')).toHaveLength(4);
+    // An impossible provider report: its own badge, and the tokens said to be estimated.
+    expect(within(calls).getByText('invalid')).toHaveAttribute('title', expect.stringMatching(/impossible usage.*estimated instead/));
     expect(within(calls).queryByRole('button', { name: 'Older calls' })).not.toBeInTheDocument();
     const first = api.to('/api/admin/user/alice/usage')[0]!;
     expect(Object.fromEntries(first.query)).toEqual({ days: '30', limit: '25' });

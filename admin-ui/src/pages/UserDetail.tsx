@@ -106,6 +106,12 @@ function sourceBadge(source: string) {
         estimated
       </Badge>
     );
+  if (source === 'invalid')
+    return (
+      <Badge tone="danger" title="The provider reported an impossible usage (over a billion tokens): estimated instead">
+        invalid
+      </Badge>
+    );
   return <Badge>{source}</Badge>;
 }
 

@@ -132,7 +132,7 @@ mod tests {
 
     fn db() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        super::super::schema::apply_schema(&conn).unwrap();
+        super::super::schema::apply_schema(&conn, &jiff::tz::TimeZone::UTC).unwrap();
         conn
     }
 

@@ -80,7 +80,7 @@ mod tests {
     #[test]
     fn written_rows_read_back_newest_first_and_filter_by_target() {
         let conn = Connection::open_in_memory().unwrap();
-        super::super::schema::apply_schema(&conn).unwrap();
+        super::super::schema::apply_schema(&conn, &jiff::tz::TimeZone::UTC).unwrap();
         for (i, target) in ["u1", "u2", "u1"].iter().enumerate() {
             write_audit(
                 &conn,

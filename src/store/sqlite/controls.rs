@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use super::lenient_int;
 use rusqlite::{Connection, params};
 
 use crate::quota::{
@@ -182,9 +183,9 @@ fn totals_since(
         Ok((
             r.get::<_, String>(0)?,
             SeedTotals {
-                tokens: r.get(1)?,
-                cost_nano_usd: r.get(2)?,
-                calls: r.get(3)?,
+                tokens: r.get_ref(1).map(lenient_int)?,
+                cost_nano_usd: r.get_ref(2).map(lenient_int)?,
+                calls: r.get_ref(3).map(lenient_int)?,
             },
         ))
     })?;
@@ -217,7 +218,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tollgate.db");
         let conn = Connection::open(&path).unwrap();
-        apply_schema(&conn).unwrap();
+        apply_schema(&conn, &jiff::tz::TimeZone::UTC).unwrap();
         (Db { _dir: dir, path }, conn)
     }
 

@@ -6,8 +6,13 @@
 //! - `work`: operators' changes with their audit row, one `BEGIN IMMEDIATE` transaction each,
 //!   on a writing connection of the admin side's own (its transactions are short).
 //! - `reads`: the admin API's queries on a small pool of read-only connections.
-//! - `schema`: opening, `schema.sql`, migrations; `controls`, `accounts`, `audit`: the SQL of
-//!   users' controls and the quota seed, admin accounts and sessions, the audit trail.
+//! - `schema`: opening, `schema.sql`, migrations; `repair`: the one-time repair of impossible
+//!   figures an older Tollgate could store; `controls`, `accounts`, `audit`: the SQL of users'
+//!   controls and the quota seed, admin accounts and sessions, the audit trail.
+//!
+//! Every figure read from a rollup or a call row goes through [`lenient_int`]: a REAL (which
+//! only an older writer could leave) is clamped into the integers instead of failing the read,
+//! so no admin page and no start-up fails on the database's own history.
 //!
 //! Every blocking call runs on tokio's blocking pool ([`SqliteStore`] does it), so the async
 //! runtime never waits on the disk. This is the only module of the crate that names `rusqlite`.
@@ -20,6 +25,7 @@ use async_trait::async_trait;
 use jiff::tz::TimeZone;
 use parking_lot::Mutex;
 use rusqlite::Connection;
+use rusqlite::types::ValueRef;
 use tokio::sync::mpsc;
 
 use crate::quota::QuotaSeed;
@@ -34,12 +40,34 @@ pub mod audit;
 pub mod controls;
 mod journal;
 pub mod reads;
+pub mod repair;
 pub mod schema;
 pub mod work;
 pub mod writer;
 
 pub use schema::{SCHEMA_SQL, SCHEMA_VERSION, open_reader};
 pub use writer::{Options, Queue, WriterThread};
+
+/// An INTEGER column's value, whatever the file holds: an integer as it is, a REAL clamped into
+/// the integers (a NaN is 0), NULL, text and blobs 0. The writer only stores integers; a REAL is
+/// what SQLite makes of an integer sum that overflowed, which an older Tollgate could write.
+pub(crate) fn lenient_int(value: ValueRef<'_>) -> i64 {
+    match value {
+        ValueRef::Integer(i) => i,
+        // `as` saturates at the integers' bounds and maps NaN to 0.
+        #[expect(clippy::cast_possible_truncation, reason = "clamping is the point")]
+        ValueRef::Real(f) => f as i64,
+        ValueRef::Null | ValueRef::Text(_) | ValueRef::Blob(_) => 0,
+    }
+}
+
+/// A nullable INTEGER column, read as [`lenient_int`] reads one.
+pub(crate) fn lenient_opt_int(value: ValueRef<'_>) -> Option<i64> {
+    match value {
+        ValueRef::Null => None,
+        v => Some(lenient_int(v)),
+    }
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
@@ -62,6 +90,8 @@ pub struct SqliteStore {
 /// What the blocking calls share.
 struct Inner {
     path: PathBuf,
+    /// `limits.timezone`, for a migration the admin writer's connection would run.
+    tz: TimeZone,
     /// Idle read-only connections, opened on demand (at most `MAX_IDLE` kept).
     readers: Mutex<Vec<Connection>>,
     /// The admin side's writing connection, opened on first use; one unit of work at a time.
@@ -94,6 +124,7 @@ impl Inner {
             *slot = Some(schema::open_writer(
                 &self.path,
                 std::time::Duration::from_secs(5),
+                &self.tz,
             )?);
         }
         match slot.as_mut() {
@@ -111,12 +142,13 @@ impl SqliteStore {
         tz: TimeZone,
         options: Options,
     ) -> Result<Arc<SqliteStore>, StoreError> {
-        let (queue, writer) = Queue::open_with(path, tz, options)?;
+        let (queue, writer) = Queue::open_with(path, tz.clone(), options)?;
         Ok(Arc::new(SqliteStore {
             queue,
             writer: Mutex::new(Some(writer)),
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
+                tz,
                 readers: Mutex::new(Vec::new()),
                 admin: Mutex::new(None),
             }),

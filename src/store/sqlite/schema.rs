@@ -4,10 +4,17 @@
 //! `PRAGMA user_version` is the schema version. A file of an older version is migrated in the
 //! same transaction that applies `schema.sql`, so a crash mid-migration leaves the old version
 //! whole; a file of a newer version was written by a newer Tollgate and is refused.
+//!
+//! Migrations: 1 → 2 fills the coarse rollups from `usage_daily`. 2 → 3 lets `usage_source` be
+//! `'invalid'` and repairs, once, the impossible figures an older Tollgate could store (an
+//! upstream's absurd usage report, rollups that overflowed into REALs): see [`super::repair`].
+//! Files of version 3 are written only by writers that validate usage and saturate their sums,
+//! so the repair never has to run again (and the reads tolerate a REAL regardless).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use jiff::tz::TimeZone;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::writer::ROLLUP_COLUMNS;
@@ -17,11 +24,20 @@ use crate::store::StoreError;
 pub const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
 
 /// `PRAGMA user_version` written by [`SCHEMA_SQL`].
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
-/// Open a writing connection: WAL, `synchronous = FULL`, the schema applied and migrated. Its
-/// writes wait up to `busy_timeout` for another writer's lock.
-pub fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+/// The `usage_source` constraint of versions 1 and 2, and of version 3 (as in [`SCHEMA_SQL`]).
+const OLD_SOURCE_CHECK: &str = "CHECK (usage_source IN ('reported', 'estimated', 'none'))";
+const SOURCE_CHECK: &str = "CHECK (usage_source IN ('reported', 'estimated', 'none', 'invalid'))";
+
+/// Open a writing connection: WAL, `synchronous = FULL`, the schema applied and migrated (`tz`
+/// is `limits.timezone`, the calendar of the rollups a migration may rebuild). Its writes wait
+/// up to `busy_timeout` for another writer's lock.
+pub fn open_writer(
+    path: &Path,
+    busy_timeout: Duration,
+    tz: &TimeZone,
+) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy_timeout)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -39,7 +55,7 @@ pub fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, St
          PRAGMA wal_autocheckpoint = 16384;
          PRAGMA journal_size_limit = 67108864;",
     )?;
-    apply_schema(&conn)?;
+    apply_schema(&conn, tz)?;
     Ok(conn)
 }
 
@@ -57,8 +73,9 @@ pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// Apply [`SCHEMA_SQL`] and the migrations the file needs, in one transaction; refuse a file
-/// written by a newer schema.
-pub fn apply_schema(conn: &Connection) -> Result<(), StoreError> {
+/// written by a newer schema. `tz` is `limits.timezone`: the day of a rollup row the repair of
+/// an older file rebuilds.
+pub fn apply_schema(conn: &Connection, tz: &TimeZone) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::Backend(format!(
@@ -70,10 +87,27 @@ pub fn apply_schema(conn: &Connection) -> Result<(), StoreError> {
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA_SQL)?;
     // Version 0 is a new file: nothing to migrate.
-    if version == 1 {
-        fill_coarse_rollups(&tx)?;
+    let mut repaired = super::repair::Repaired::default();
+    if (1..3).contains(&version) {
+        allow_invalid_source(&tx)?;
+        let mut repair = super::repair::Repair::new(tz.clone());
+        // The calls and the finest rollup first: the coarse ones are sums of `usage_daily`.
+        repair.calls_and_daily(&tx)?;
+        if version == 1 {
+            fill_coarse_rollups(&tx)?;
+        }
+        repaired = repair.coarse(&tx)?;
     }
     tx.commit()?;
+    if repaired.any() {
+        tracing::warn!(
+            calls = repaired.calls,
+            rollup_rows = repaired.rollup_rows,
+            "store: repaired rows an older Tollgate left with impossible usage figures (token \
+             counts above the per-call ceiling, sums past the integers): their calls are now \
+             usage_source = 'invalid' and the rollups they are in were summed again"
+        );
+    }
     if version != 0 && version < SCHEMA_VERSION {
         tracing::info!(
             from = version,
@@ -82,6 +116,44 @@ pub fn apply_schema(conn: &Connection) -> Result<(), StoreError> {
             "store: database migrated"
         );
     }
+    Ok(())
+}
+
+/// 2 → 3: let `usage_source` be `'invalid'`. SQLite cannot alter a constraint in place, and
+/// copying `token_usage` (millions of rows) to a new table would make the upgrade take minutes,
+/// so this edits the table's definition in `sqlite_schema` as SQLite documents for loosening a
+/// CHECK ("Making Other Kinds Of Table Schema Changes" in its ALTER TABLE page): in this
+/// transaction, replace the constraint's text, bump `schema_version`, reload the schema. Every
+/// stored row meets the new, wider constraint, so the file stays consistent. A definition
+/// without the old text was not written by Tollgate: refused, rather than guessed at.
+fn allow_invalid_source(conn: &Connection) -> Result<(), StoreError> {
+    let sql: String = conn.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'token_usage'",
+        [],
+        |r| r.get(0),
+    )?;
+    if sql.contains(SOURCE_CHECK) {
+        return Ok(());
+    }
+    if sql.matches(OLD_SOURCE_CHECK).count() != 1 {
+        return Err(StoreError::Backend(
+            "token_usage's usage_source constraint is not the one Tollgate wrote; \
+             the database cannot be migrated to schema version 3"
+                .into(),
+        ));
+    }
+    let schema_version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA writable_schema = ON")?;
+    let edited = conn.execute(
+        "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2) \
+         WHERE type = 'table' AND name = 'token_usage'",
+        [OLD_SOURCE_CHECK, SOURCE_CHECK],
+    );
+    // Whatever happened, schema writing is switched off again and the schema reloaded.
+    let bumped = conn.execute_batch(&format!("PRAGMA schema_version = {}", schema_version + 1));
+    conn.execute_batch("PRAGMA writable_schema = RESET")?;
+    edited?;
+    bumped?;
     Ok(())
 }
 

@@ -142,7 +142,7 @@ mod tests {
     fn db() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let conn = Connection::open(dir.path().join("tollgate.db")).unwrap();
-        apply_schema(&conn).unwrap();
+        apply_schema(&conn, &jiff::tz::TimeZone::UTC).unwrap();
         (dir, conn)
     }
 

@@ -26,9 +26,9 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, LazyLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -161,7 +161,7 @@ impl Queue {
         tz: TimeZone,
         options: Options,
     ) -> Result<(Queue, WriterThread), StoreError> {
-        let mut conn = super::schema::open_writer(path, options.busy_timeout)?;
+        let mut conn = super::schema::open_writer(path, options.busy_timeout, &tz)?;
         if options.journal == JournalMode::Process {
             // Commits reach the operating system, not the disk: a killed process loses nothing.
             conn.execute_batch("PRAGMA synchronous = NORMAL")?;
@@ -748,17 +748,24 @@ pub(super) const ROLLUP_COLUMNS: &str = "calls, errors, input_tokens, cached_inp
      output_tokens, reasoning_tokens, total_tokens, cost_nano_usd, estimated_calls, unpriced_calls, \
      latency_ms_sum";
 
-/// `ON CONFLICT … DO UPDATE` that adds the new sums to the stored ones.
-const ROLLUP_ADD: &str = "calls = calls + excluded.calls, errors = errors + excluded.errors, \
-     input_tokens = input_tokens + excluded.input_tokens, \
-     cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, \
-     output_tokens = output_tokens + excluded.output_tokens, \
-     reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, \
-     total_tokens = total_tokens + excluded.total_tokens, \
-     cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd, \
-     estimated_calls = estimated_calls + excluded.estimated_calls, \
-     unpriced_calls = unpriced_calls + excluded.unpriced_calls, \
-     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum";
+/// `ON CONFLICT … DO UPDATE` that adds the new sums to the stored ones, saturating at
+/// `i64::MAX`: SQLite turns an integer addition that overflows into a REAL, which no read of an
+/// INTEGER column accepts, so the sum is compared with `i64::MAX - new` before it is made (the
+/// new sums are never negative: [`Totals`] of calls).
+static ROLLUP_ADD: LazyLock<String> = LazyLock::new(|| {
+    ROLLUP_COLUMNS
+        .split(',')
+        .map(|c| {
+            let c = c.trim();
+            format!(
+                "{c} = CASE WHEN excluded.{c} > 0 AND {c} > {max} - excluded.{c} THEN {max} \
+                 ELSE {c} + excluded.{c} END",
+                max = i64::MAX
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+});
 
 fn figures(row: &UsageRow) -> CallFigures<'_> {
     CallFigures {
@@ -779,6 +786,7 @@ fn upsert_rollups(
     days: &mut DayCache,
     batch: &[UsageRow],
 ) -> rusqlite::Result<()> {
+    let rollup_add = &*ROLLUP_ADD;
     type Detail<'a> = (Arc<str>, &'a str, &'a str, &'a str, &'a str);
     let mut detail: HashMap<Detail<'_>, Totals> = HashMap::new();
     let mut user_day: HashMap<(Arc<str>, &str), Totals> = HashMap::new();
@@ -816,7 +824,7 @@ fn upsert_rollups(
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO usage_daily (day, user_id, provider, model, endpoint, {ROLLUP_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-         ON CONFLICT (day, user_id, provider, model, endpoint) DO UPDATE SET {ROLLUP_ADD}"
+         ON CONFLICT (day, user_id, provider, model, endpoint) DO UPDATE SET {rollup_add}"
     ))?;
     for ((day, user, provider, model, endpoint), t) in &detail {
         bind_totals(&mut stmt, 6, t)?;
@@ -830,7 +838,7 @@ fn upsert_rollups(
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO usage_user_daily (day, user_id, {ROLLUP_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-         ON CONFLICT (day, user_id) DO UPDATE SET {ROLLUP_ADD}"
+         ON CONFLICT (day, user_id) DO UPDATE SET {rollup_add}"
     ))?;
     for ((day, user), t) in &user_day {
         bind_totals(&mut stmt, 3, t)?;
@@ -841,7 +849,7 @@ fn upsert_rollups(
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO usage_user_monthly (month, user_id, {ROLLUP_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-         ON CONFLICT (month, user_id) DO UPDATE SET {ROLLUP_ADD}"
+         ON CONFLICT (month, user_id) DO UPDATE SET {rollup_add}"
     ))?;
     for ((month, user), t) in &user_month {
         bind_totals(&mut stmt, 3, t)?;
@@ -852,7 +860,7 @@ fn upsert_rollups(
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO usage_model_daily (day, provider, model, {ROLLUP_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-         ON CONFLICT (day, provider, model) DO UPDATE SET {ROLLUP_ADD}"
+         ON CONFLICT (day, provider, model) DO UPDATE SET {rollup_add}"
     ))?;
     for ((day, provider, model), t) in &model_day {
         bind_totals(&mut stmt, 4, t)?;
@@ -865,7 +873,7 @@ fn upsert_rollups(
 }
 
 /// Bind a [`Totals`] as [`ROLLUP_COLUMNS`] from parameter `at` on.
-fn bind_totals(stmt: &mut Statement<'_>, at: usize, t: &Totals) -> rusqlite::Result<()> {
+pub(super) fn bind_totals(stmt: &mut Statement<'_>, at: usize, t: &Totals) -> rusqlite::Result<()> {
     for (i, v) in [
         t.calls,
         t.errors,
@@ -944,7 +952,8 @@ mod tests {
             },
             usage_source: match n % 10 {
                 0 => UsageSource::None,
-                1 | 2 => UsageSource::Estimated,
+                1 => UsageSource::Estimated,
+                2 => UsageSource::Invalid,
                 _ => UsageSource::Reported,
             },
             latency_ms: 50 + n % 100,
@@ -1203,7 +1212,11 @@ mod tests {
                 int(u.reasoning_tokens),
                 int(u.input_tokens + u.output_tokens),
                 r.cost_nano_usd.unwrap_or(0),
-                i64::from(r.usage_source == UsageSource::Estimated),
+                // An invalid report's tokens are the estimate: both count as estimated.
+                i64::from(matches!(
+                    r.usage_source,
+                    UsageSource::Estimated | UsageSource::Invalid
+                )),
                 i64::from(r.cost_nano_usd.is_none()),
                 int(r.latency_ms),
             ];
@@ -1480,6 +1493,99 @@ mod tests {
     }
 
     #[test]
+    fn rollup_sums_saturate_at_i64_max_and_stay_integers() {
+        let db = db();
+        let (store, writer) = Queue::open_with(&db.path, TimeZone::UTC, options(16, 16)).unwrap();
+        let mut first = row(3, "max", 1_000);
+        first.cost_nano_usd = Some(7);
+        assert!(store.record(first.clone()));
+        writer.close();
+        let conn = Connection::open(&db.path).unwrap();
+        // Every rollup of the user's key three short of i64::MAX, as after a very long life.
+        let near = i64::MAX - 3;
+        for table in [
+            "usage_daily",
+            "usage_user_daily",
+            "usage_user_monthly",
+            "usage_model_daily",
+        ] {
+            let set = ROLLUP_COLUMNS
+                .split(',')
+                .map(|c| format!("{} = {near}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            assert_eq!(
+                conn.execute(&format!("UPDATE {table} SET {set}"), [])
+                    .unwrap(),
+                1
+            );
+        }
+        drop(conn);
+        let (store, writer) = Queue::open_with(&db.path, TimeZone::UTC, options(16, 16)).unwrap();
+        let mut second = row(4, "max", 2_000);
+        second.model.clone_from(&first.model);
+        second.provider = Arc::clone(&first.provider);
+        second.endpoint = first.endpoint;
+        second.cost_nano_usd = Some(9);
+        second.usage_source = UsageSource::Reported;
+        second.status = 200;
+        second.usage = Usage {
+            input_tokens: 10,
+            cached_input_tokens: 0,
+            output_tokens: 2,
+            reasoning_tokens: 0,
+        };
+        assert!(store.record(second));
+        // A u64::MAX report (which the proxy never hands over) still cannot leave the integers.
+        let mut absurd = row(5, "max", 3_000);
+        absurd.model.clone_from(&first.model);
+        absurd.provider = Arc::clone(&first.provider);
+        absurd.endpoint = first.endpoint;
+        absurd.usage = Usage {
+            input_tokens: u64::MAX,
+            cached_input_tokens: 5,
+            output_tokens: 5,
+            reasoning_tokens: 5,
+        };
+        absurd.status = 200;
+        absurd.usage_source = UsageSource::Reported;
+        absurd.cost_nano_usd = Some(i64::MAX);
+        assert!(store.record(absurd));
+        writer.close();
+        assert_eq!(store.rows_committed(), 2);
+        let conn = open_reader(&db.path).unwrap();
+        for table in [
+            "usage_daily",
+            "usage_user_daily",
+            "usage_user_monthly",
+            "usage_model_daily",
+        ] {
+            for column in ROLLUP_COLUMNS.split(',').map(str::trim) {
+                let (kind, value): (String, i64) = conn
+                    .query_row(
+                        &format!("SELECT typeof({column}), {column} FROM {table}"),
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .unwrap();
+                assert_eq!(kind, "integer", "{table}.{column}");
+                // Two calls add 2 to `calls`; every sum that would pass i64::MAX stops there.
+                let want = match column {
+                    "calls" => near + 2,
+                    "errors" | "estimated_calls" | "unpriced_calls" => near,
+                    _ => i64::MAX,
+                };
+                assert_eq!(value, want, "{table}.{column}");
+            }
+        }
+        drop(conn);
+        // The seed reads the saturated sums.
+        let conn = open_reader(&db.path).unwrap();
+        let seed = load_quota_seed(&conn, "1970-01-01", "1970-01-01").unwrap();
+        assert_eq!(seed.users["max"].day.tokens, i64::MAX);
+    }
+
+    #[test]
     fn schema_applies_twice_and_refuses_a_newer_version() {
         let db = db();
         for _ in 0..2 {
@@ -1488,8 +1594,8 @@ mod tests {
             writer.close();
         }
         let conn = Connection::open(&db.path).unwrap();
-        apply_schema(&conn).unwrap();
-        apply_schema(&conn).unwrap();
+        apply_schema(&conn, &jiff::tz::TimeZone::UTC).unwrap();
+        apply_schema(&conn, &jiff::tz::TimeZone::UTC).unwrap();
         assert_eq!(count(&conn, "PRAGMA user_version"), SCHEMA_VERSION);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM token_usage"), 2);
         assert_eq!(count(&conn, "SELECT calls FROM usage_daily"), 2);

@@ -14,6 +14,7 @@
 use jiff::civil::Date;
 use rusqlite::{Connection, Row};
 
+use super::{lenient_int, lenient_opt_int};
 use crate::store::{CallRow, ModelUsage};
 use crate::usage::Totals;
 
@@ -33,19 +34,25 @@ const SUMS: &str = "COALESCE(SUM(calls), 0), COALESCE(SUM(input_tokens), 0), \
 const COLUMNS: &str = "calls, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, \
      total_tokens, cost_nano_usd, estimated_calls, unpriced_calls, errors, latency_ms_sum";
 
+/// An integer column (or sum) of `row`, read by [`lenient_int`]: a REAL an older writer left
+/// (or a `SUM` over one) is clamped, never a failed read.
+fn int_at(row: &Row<'_>, at: usize) -> rusqlite::Result<i64> {
+    row.get_ref(at).map(lenient_int)
+}
+
 fn totals_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Totals> {
     Ok(Totals {
-        calls: row.get(at)?,
-        input_tokens: row.get(at + 1)?,
-        cached_input_tokens: row.get(at + 2)?,
-        output_tokens: row.get(at + 3)?,
-        reasoning_tokens: row.get(at + 4)?,
-        total_tokens: row.get(at + 5)?,
-        cost_nano_usd: row.get(at + 6)?,
-        estimated_calls: row.get(at + 7)?,
-        unpriced_calls: row.get(at + 8)?,
-        errors: row.get(at + 9)?,
-        latency_ms_sum: row.get(at + 10)?,
+        calls: int_at(row, at)?,
+        input_tokens: int_at(row, at + 1)?,
+        cached_input_tokens: int_at(row, at + 2)?,
+        output_tokens: int_at(row, at + 3)?,
+        reasoning_tokens: int_at(row, at + 4)?,
+        total_tokens: int_at(row, at + 5)?,
+        cost_nano_usd: int_at(row, at + 6)?,
+        estimated_calls: int_at(row, at + 7)?,
+        unpriced_calls: int_at(row, at + 8)?,
+        errors: int_at(row, at + 9)?,
+        latency_ms_sum: int_at(row, at + 10)?,
     })
 }
 
@@ -89,17 +96,17 @@ fn call_from_row(r: &Row<'_>) -> rusqlite::Result<CallRow> {
         provider: r.get(4)?,
         model: r.get(5)?,
         endpoint: r.get(6)?,
-        streamed: r.get::<_, i64>(7)? != 0,
-        status: r.get(8)?,
-        input_tokens: r.get(9)?,
-        cached_input_tokens: r.get(10)?,
-        output_tokens: r.get(11)?,
-        reasoning_tokens: r.get(12)?,
-        total_tokens: r.get(13)?,
-        cost_nano_usd: r.get(14)?,
+        streamed: int_at(r, 7)? != 0,
+        status: int_at(r, 8)?,
+        input_tokens: int_at(r, 9)?,
+        cached_input_tokens: int_at(r, 10)?,
+        output_tokens: int_at(r, 11)?,
+        reasoning_tokens: int_at(r, 12)?,
+        total_tokens: int_at(r, 13)?,
+        cost_nano_usd: r.get_ref(14).map(lenient_opt_int)?,
         usage_source: r.get(15)?,
-        latency_ms: r.get(16)?,
-        ttfb_ms: r.get(17)?,
+        latency_ms: int_at(r, 16)?,
+        ttfb_ms: r.get_ref(17).map(lenient_opt_int)?,
         outcome: r.get(18)?,
     })
 }

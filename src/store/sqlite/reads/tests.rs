@@ -67,7 +67,8 @@ fn call(n: u64, user: &str, day: &str, secs: i64, model: Option<&str>, input: u6
         },
         usage_source: match n % 8 {
             0 => UsageSource::None,
-            3 | 6 => UsageSource::Estimated,
+            3 => UsageSource::Estimated,
+            6 => UsageSource::Invalid,
             _ => UsageSource::Reported,
         },
         latency_ms: 100 + n,
@@ -89,7 +90,10 @@ fn totals_of(r: &UsageRow) -> UsageTotals {
         reasoning_tokens: int(u.reasoning_tokens),
         total_tokens: int(u.input_tokens + u.output_tokens),
         cost_nano_usd: r.cost_nano_usd.unwrap_or(0),
-        estimated_calls: i64::from(r.usage_source == UsageSource::Estimated),
+        estimated_calls: i64::from(matches!(
+            r.usage_source,
+            UsageSource::Estimated | UsageSource::Invalid
+        )),
         unpriced_calls: i64::from(r.cost_nano_usd.is_none()),
         errors: i64::from(r.status >= 400),
         latency_ms_sum: int(r.latency_ms),
@@ -870,4 +874,64 @@ fn no_query_scans_calls_or_rollups() {
 #[test]
 fn like_wildcards_are_escaped() {
     assert_eq!(like_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
+}
+
+#[test]
+fn reads_tolerate_reals_an_older_writer_left_in_any_figure() {
+    // A file whose rows and rollups hold what an overflowing upsert of an older Tollgate made
+    // (REALs past i64::MAX), as if its repair had not run: every read still answers, clamped.
+    let rows = [
+        call(1, "rex", TODAY, 10, Some("gpt-4o"), 100),
+        call(2, "sam", TODAY, 20, Some("gpt-4o"), 50),
+    ];
+    let db = db(&rows);
+    let conn = Connection::open(&db.path).unwrap();
+    for table in [
+        "usage_daily",
+        "usage_user_daily",
+        "usage_user_monthly",
+        "usage_model_daily",
+    ] {
+        conn.execute(
+            &format!(
+                "UPDATE {table} SET total_tokens = 9.223372036854776e18, \
+                 cost_nano_usd = 1e300, input_tokens = -1e30"
+            ),
+            [],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "UPDATE token_usage SET total_tokens = 9.223372036854776e18, cost_nano_usd = 2.5 \
+         WHERE user_id = 'rex'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let conn = open_reader(&db.path).unwrap();
+    let s = stats_now(&conn, TODAY);
+    assert_eq!(s.today.calls, 2);
+    // Each REAL is clamped to i64::MAX (or i64::MIN); sums saturate.
+    assert_eq!(s.today.total_tokens, i64::MAX);
+    assert_eq!(s.today.cost_nano_usd, i64::MAX);
+    let page = users_page(
+        &conn,
+        &UsersQuery {
+            sort: UserSort::TokensToday,
+            desc: true,
+            ..base()
+        },
+    )
+    .unwrap();
+    assert_eq!(page.total, 2);
+    let rex = user_summary(&conn, "rex", TODAY, MONTH).unwrap().unwrap();
+    assert_eq!(rex.today.total_tokens, i64::MAX);
+    assert_eq!(user_models(&conn, "rex", MONTH).unwrap()[0].totals.calls, 1);
+    let calls = user_calls(&conn, "rex", None, 10).unwrap();
+    assert_eq!(
+        (calls[0].total_tokens, calls[0].cost_nano_usd),
+        (i64::MAX, Some(2))
+    );
+    let seed = crate::store::sqlite::controls::load_quota_seed(&conn, TODAY, MONTH).unwrap();
+    assert_eq!(seed.users["sam"].day.tokens, i64::MAX);
 }

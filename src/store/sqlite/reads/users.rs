@@ -181,14 +181,14 @@ pub fn users_page(conn: &Connection, q: &UsersQuery) -> rusqlite::Result<UsersPa
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query([key])?;
     while let Some(row) = rows.next()? {
-        let figure: i64 = row.get(column)?;
+        let figure = super::int_at(row, column)?;
         figures.insert(row.get(0)?, figure);
     }
     if month_sort {
         let mut stmt = conn.prepare_cached(LATER_RANKS_SQL)?;
         let mut rows = stmt.query(params![q.today, next_month(&q.month_start)?])?;
         while let Some(row) = rows.next()? {
-            let later: i64 = row.get(column)?;
+            let later = super::int_at(row, column)?;
             if let Some(figure) = figures.get_mut(row.get_ref(0)?.as_str()?) {
                 *figure = figure.saturating_sub(later);
             }
