@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Prints the Tollgate config of a benchmark run (benches/load/run.sh and peers.sh).
-# Environment: UPSTREAM (mock base URL), LISTEN, ADMIN (addresses), DB (SQLite path).
+# Environment: UPSTREAM (mock base URL), LISTEN, ADMIN (addresses), DB (SQLite path); JOURNAL
+# (store.journal: durable, process or off; unset = the shipped default, durable) to measure the
+# call journal's cost.
 set -euo pipefail
 cat <<EOF
 # Written by benches/load/gateway-config.sh for one benchmark run.
@@ -24,6 +26,7 @@ requests_per_minute = 1000000000
 
 [store]
 path = "$DB"
+${JOURNAL:+journal = \"$JOURNAL\"}
 
 [log]
 level = "warn"

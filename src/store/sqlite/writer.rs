@@ -423,23 +423,30 @@ const TOKEN_USAGE_COLUMNS: usize = 18;
 impl Writer {
     fn run(mut self) {
         let mut batch: Vec<UsageRow> = Vec::with_capacity(self.batch_max);
+        // When the batch's first row arrived: rows are committed `linger` after it.
+        let mut batch_since = Instant::now();
         let mut opens: Vec<OpenCall> = Vec::new();
         let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
         let mut stopping = false;
         loop {
-            if !stopping {
-                // Block for the first message. All senders gone means nobody can record any more.
+            let had_rows = !batch.is_empty();
+            if !stopping && batch.is_empty() {
+                // Nothing to do: block for the next message. All senders gone means nobody can
+                // record any more.
                 match self.rx.recv() {
                     Ok(msg) => self.take(msg, &mut batch, &mut opens, &mut waiting, &mut stopping),
                     Err(_) => stopping = true,
                 }
-            }
-            // Let the batch fill without being woken for each row (a blocked receiver costs
-            // every sender a futex wake), then take what came. A journal entry someone waits
-            // for ends the pause early (its sender unparks this thread) or skips it.
-            let backlog = self.shared.pending.load(Ordering::Relaxed);
-            if !stopping && opens.is_empty() && !self.linger.is_zero() && backlog < self.batch_max {
-                std::thread::park_timeout(self.linger);
+            } else if !stopping {
+                // Rows wait for their batch to fill without the writer being woken for each one
+                // (a blocked receiver costs every sender a futex wake). A journal entry someone
+                // waits for cuts the pause short: its sender unparks this thread.
+                let due = batch_since + self.linger;
+                let backlog = self.shared.pending.load(Ordering::Relaxed);
+                let now = Instant::now();
+                if due > now && backlog < self.batch_max {
+                    std::thread::park_timeout(due - now);
+                }
             }
             while batch.len() < self.batch_max {
                 match self.rx.try_recv() {
@@ -447,22 +454,33 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if !had_rows && !batch.is_empty() {
+                batch_since = Instant::now();
+            }
             if batch.is_empty() && opens.is_empty() {
                 if stopping {
                     break;
                 }
                 continue;
             }
-            let opened = self.commit_with_retry(&opens, &batch, stopping);
-            if opened {
-                for done in waiting.drain(..) {
-                    let _ = done.send(());
+            // Journal entries are committed at once, on their own: calls wait for them, and the
+            // rows' batching must not depend on how often calls start.
+            if !opens.is_empty() {
+                if self.commit_with_retry(&opens, &[], stopping) {
+                    for done in waiting.drain(..) {
+                        let _ = done.send(());
+                    }
                 }
+                // Entries not committed: dropping their senders tells the calls (503).
+                waiting.clear();
+                opens.clear();
             }
-            // Entries not committed: dropping their senders tells the calls (503).
-            waiting.clear();
-            opens.clear();
-            if !batch.is_empty() {
+            let rows_due = stopping
+                || batch.len() >= self.batch_max
+                || batch_since.elapsed() >= self.linger
+                || self.shared.pending.load(Ordering::Relaxed) >= self.batch_max;
+            if rows_due && !batch.is_empty() {
+                self.commit_with_retry(&[], &batch, stopping);
                 if let Some(observer) = &self.observer {
                     observer.rows_written(&batch);
                 }
