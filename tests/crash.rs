@@ -22,11 +22,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::process::*;
 use common::*;
 
 /// A small deterministic generator (xorshift64*), so a failing schedule can be replayed.
@@ -41,66 +42,6 @@ impl Rng {
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Start the binary on `config` and wait until it answers `/healthz`.
-fn start_gateway(dir: &Path, port: u16) -> Child {
-    start_gateway_under(dir, port, &[])
-}
-
-/// [`start_gateway`] under a wrapper command (`prlimit --nofile=… --`).
-fn start_gateway_under(dir: &Path, port: u16, wrapper: &[&str]) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("gateway.log"))
-        .unwrap();
-    let mut cmd = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(env!("CARGO_BIN_EXE_tollgate"));
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_tollgate")),
-    };
-    let mut child = cmd
-        .current_dir(dir)
-        .env_clear()
-        .env("OPENAI_API_KEY", OPENAI_KEY)
-        .env("GEMINI_API_KEY", GEMINI_KEY)
-        .env("JWT_SECRET", JWT_SECRET)
-        .args(["serve", "--config", "gateway.toml"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-            let mut answer = String::new();
-            let _ = s.read_to_string(&mut answer);
-            if answer.starts_with("HTTP/1.1 200") {
-                return child;
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default();
-            panic!("the gateway exited at start ({status}):\n{log}");
-        }
-        assert!(Instant::now() < deadline, "the gateway did not start");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -384,15 +325,7 @@ async fn a_call_cut_by_kill_9_counts_against_the_limit_after_restart() {
 
     // The recovered tokens count: the user's day now holds more than its 5,000 tokens, so the
     // next call is refused before it reaches the upstream.
-    let me: serde_json::Value = client
-        .get(format!("{base}/me/usage"))
-        .bearer_auth(&jwt)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = me_usage(&client, &base, &jwt).await;
     assert_eq!(me["day"]["used_tokens"], row.total_tokens);
     let resp = client
         .post(format!("{base}/openai/v1/chat/completions"))

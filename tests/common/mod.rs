@@ -22,6 +22,8 @@ use tollgate::config::{Config, ProviderConfig, RawConfig};
 use tollgate::provider::ProviderKind;
 use tollgate::serve::{Options, Running};
 
+pub mod process;
+
 pub const OPENAI_KEY: &str = "sk-test-openai-REALKEY-0123456789";
 pub const GEMINI_KEY: &str = "AIza-test-gemini-REALKEY-0123456789";
 pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
@@ -836,4 +838,17 @@ pub async fn read_all(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::E
 
 pub fn bytes(v: &[u8]) -> Bytes {
     Bytes::copy_from_slice(v)
+}
+
+/// `GET {base}/me/usage` with `jwt` as the bearer key, as JSON.
+pub async fn me_usage(client: &reqwest::Client, base: &str, jwt: &str) -> serde_json::Value {
+    client
+        .get(format!("{base}/me/usage"))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
