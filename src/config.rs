@@ -99,6 +99,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// How long an idle pooled upstream connection is kept.
     pub pool_idle_timeout_secs: u64,
+    /// A PEM file of certificate authorities trusted for HTTPS upstreams besides the public
+    /// roots (a private gateway in front of the providers). Host names are checked all the same.
+    pub upstream_ca_file: Option<PathBuf>,
     /// Most idle pooled connections kept per upstream host.
     pub pool_max_idle_per_host: usize,
     /// Threads that serve calls: 0 = one per CPU the process may run on; 1 = a single-threaded
@@ -125,6 +128,7 @@ impl Default for ServerConfig {
             max_in_flight_per_user: 64,
             shutdown_grace_secs: 30,
             pool_idle_timeout_secs: 90,
+            upstream_ca_file: None,
             pool_max_idle_per_host: 256,
             worker_threads: 0,
             watch_config: true,
@@ -429,6 +433,8 @@ pub struct Config {
     /// verified tokens; the proxy and the admin side both use this one. A reload builds a new
     /// `Config`, and so a new verifier whose cache starts empty.
     pub verifier: Arc<Verifier>,
+    /// The certificates of `server.upstream_ca_file`, trusted besides the public roots.
+    pub upstream_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     pub timezone: jiff::tz::TimeZone,
     pub prices: PriceTable,
     /// The file this configuration was read from ([`Config::load`]); `None` when it was built
@@ -561,6 +567,25 @@ fn key_path(path: &[&str]) -> String {
         }
     }
     out
+}
+
+/// The certificates of a PEM file (`server.upstream_ca_file`): at least one, all readable.
+fn read_ca_file(
+    path: &Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    let key = "server.upstream_ca_file";
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(key, format!("{} is not PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(invalid(
+            key,
+            format!("{} holds no CERTIFICATE", path.display()),
+        ));
+    }
+    Ok(certs)
 }
 
 fn validate_server(raw: &RawConfig) -> Result<(), ConfigError> {
@@ -799,6 +824,11 @@ impl Config {
         // is refused at start, naming its key, rather than on the first call.
         let verifier = Verifier::new(auth, jwt_secret.as_ref(), jwt_public_key_pem.as_deref())?;
 
+        let upstream_roots = match &raw.server.upstream_ca_file {
+            Some(path) => read_ca_file(path)?,
+            None => Vec::new(),
+        };
+
         validate_limits(&raw.limits)?;
         let timezone = jiff::tz::TimeZone::get(&raw.limits.timezone)
             .map_err(|e| invalid("limits.timezone", format!("unknown IANA time zone: {e}")))?;
@@ -832,6 +862,7 @@ impl Config {
             jwt_secret,
             jwt_public_key_pem,
             verifier: Arc::new(verifier),
+            upstream_roots,
             timezone,
             prices,
             source: None,

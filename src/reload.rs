@@ -72,6 +72,7 @@ const CLIENT_KEYS: &[&str] = &[
     "server.connect_timeout_ms",
     "server.pool_idle_timeout_secs",
     "server.pool_max_idle_per_host",
+    "server.upstream_ca_file",
 ];
 
 /// What a secret's value looks like in a log or an audit row.

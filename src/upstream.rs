@@ -1,5 +1,5 @@
-//! The pooled client calls go out through: HTTPS via rustls (aws-lc-rs, webpki roots, HTTP/1.1
-//! and HTTP/2 by ALPN) or plain HTTP for local upstreams, with the connect timeout and pool
+//! The pooled client calls go out through: HTTPS via rustls (aws-lc-rs, the public webpki roots
+//! plus `server.upstream_ca_file`, host names always verified, HTTP/1.1 and HTTP/2 by ALPN) or plain HTTP for local upstreams, with the connect timeout and pool
 //! settings of `[server]`. Built at start and again by a reload that changes those settings.
 
 use std::time::Duration;
@@ -28,9 +28,19 @@ pub fn client(config: &Config) -> Result<UpstreamClient, ClientError> {
     http.set_nodelay(true);
     http.set_connect_timeout(Some(config.connect_timeout()));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in &config.upstream_roots {
+        roots.add(cert.clone())?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()

@@ -202,6 +202,31 @@ fn a_bad_type_is_refused_by_name() {
 }
 
 #[test]
+fn an_upstream_ca_file_that_holds_no_certificate_is_refused_by_name() {
+    Jail::expect_with(|jail| {
+        set_secrets(jail);
+        let message = refused(
+            jail,
+            &format!("[server]\nupstream_ca_file = \"missing.pem\"\n{MINIMAL}"),
+        );
+        assert!(
+            message.starts_with("`server.upstream_ca_file`: cannot read missing.pem"),
+            "{message}"
+        );
+        jail.create_file("empty.pem", "not a certificate\n")?;
+        let message = refused(
+            jail,
+            &format!("[server]\nupstream_ca_file = \"empty.pem\"\n{MINIMAL}"),
+        );
+        assert!(
+            message.starts_with("`server.upstream_ca_file`: empty.pem holds no CERTIFICATE"),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn unknown_endpoints_takes_forward_or_refuse_and_anything_else_is_refused_by_name() {
     Jail::expect_with(|jail| {
         set_secrets(jail);
