@@ -11,6 +11,10 @@ listen = "$LISTEN"
 max_request_bytes = 1048576
 # Tollgate is pinned to one core in these runs: a single-threaded runtime fits that placement.
 worker_threads = 1
+# Every load generator uses one JWT, standing for many users: the per-user cap on calls in
+# flight (default 64) would refuse most of a 256-connection step. server.max_in_flight keeps
+# its shipped default.
+max_in_flight_per_user = 1000000
 
 [admin]
 listen = "$ADMIN"
