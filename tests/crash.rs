@@ -163,24 +163,9 @@ async fn kill_9_at_random_moments_never_loses_a_served_call() {
     let mock = MockUpstream::start().await;
     mock.set_default(Reply::json(200, fixture("openai/chat.json")));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut raw = test_config(&mock.url(), dir.path());
-    raw.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    raw.admin.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    raw.server.watch_config = false;
-    std::fs::write(dir.path().join("gateway.toml"), config_toml(&raw)).unwrap();
+    let (raw, port) = write_config(&mock.url(), dir.path(), |_| {});
     let db = raw.store.path.clone();
-    let secret = tollgate::config::Secret::new(JWT_SECRET);
-    let jwt = tollgate::auth::mint(
-        &secret,
-        &raw.auth,
-        "crash-user",
-        false,
-        Duration::from_secs(3600),
-        None,
-        None,
-    )
-    .unwrap();
+    let jwt = jwt(&raw, "crash-user");
 
     let ids = Arc::new(AtomicU64::new(0));
     let base = format!("http://127.0.0.1:{port}");
@@ -263,24 +248,8 @@ async fn a_call_cut_by_kill_9_counts_against_the_limit_after_restart() {
             .gap(Duration::from_secs(1)),
     );
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut raw = test_config(&mock.url(), dir.path());
-    raw.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    raw.admin.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    raw.server.watch_config = false;
-    raw.limits.daily_tokens = 5_000;
-    std::fs::write(dir.path().join("gateway.toml"), config_toml(&raw)).unwrap();
-    let secret = tollgate::config::Secret::new(JWT_SECRET);
-    let jwt = tollgate::auth::mint(
-        &secret,
-        &raw.auth,
-        "cut-user",
-        false,
-        Duration::from_secs(3600),
-        None,
-        None,
-    )
-    .unwrap();
+    let (raw, port) = write_config(&mock.url(), dir.path(), |c| c.limits.daily_tokens = 5_000);
+    let jwt = jwt(&raw, "cut-user");
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let body = r#"{"model":"gpt-4o-mini","stream":true,"max_tokens":5000,"messages":[{"role":"user","content":"hi"}]}"#;
@@ -347,22 +316,8 @@ async fn running_out_of_descriptors_is_survived() {
     let mock = MockUpstream::start().await;
     mock.set_default(Reply::json(200, fixture("openai/chat.json")));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut raw = test_config(&mock.url(), dir.path());
-    raw.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    raw.admin.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    raw.server.watch_config = false;
-    std::fs::write(dir.path().join("gateway.toml"), config_toml(&raw)).unwrap();
-    let jwt = tollgate::auth::mint(
-        &tollgate::config::Secret::new(JWT_SECRET),
-        &raw.auth,
-        "fd-user",
-        false,
-        Duration::from_secs(3600),
-        None,
-        None,
-    )
-    .unwrap();
+    let (raw, port) = write_config(&mock.url(), dir.path(), |_| {});
+    let jwt = jwt(&raw, "fd-user");
     let mut child = start_gateway_under(dir.path(), port, &["prlimit", "--nofile=96:96", "--"]);
 
     // Hold far more connections than the gateway has descriptors.

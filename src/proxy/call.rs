@@ -16,7 +16,7 @@
 //!
 //! Three amounts are easy to confuse, and have distinct names: the request's *prompt estimate*
 //! (`RequestInfo::prompt_tokens_estimate`, text at ~4 characters per token), the *hold* a call
-//! reserves at admission ([`hold`]: prompt estimate + output cap, priced), and an *estimated
+//! reserves at admission ([`held`]: prompt estimate + output cap, priced), and an *estimated
 //! usage* recorded when a call ends without the provider's report (`provider::estimated_usage`, the
 //! prompt estimate plus the relayed output).
 
@@ -250,8 +250,9 @@ impl Call {
     }
 
     /// The call journal's entry for an admitted call, under `journal_id` (which its row will
-    /// carry from now on): who, what, and the reservation as usage.
-    pub(super) fn journal_entry(&mut self, journal_id: u64) -> Option<OpenCall> {
+    /// carry from now on): who, what, and the reservation (`held`, as the call was admitted
+    /// with) as usage.
+    pub(super) fn journal_entry(&mut self, journal_id: u64, held: &Held) -> Option<OpenCall> {
         let Stage::Admitted {
             who,
             info,
@@ -261,7 +262,6 @@ impl Call {
             return None;
         };
         self.journal_id = Some(journal_id);
-        let (hold, hold_cost_nano_usd) = hold_usage(&self.rt.config, info);
         Some(OpenCall {
             journal_id,
             request_id: self.request_id.to_string(),
@@ -273,8 +273,8 @@ impl Call {
             model: info.model.clone(),
             endpoint: info.endpoint.as_str(),
             streamed: info.stream,
-            hold,
-            hold_cost_nano_usd,
+            hold: held.usage,
+            hold_cost_nano_usd: held.cost_nano_usd,
         })
     }
 
@@ -556,19 +556,30 @@ fn settle(
     }
 }
 
-/// What an admitted call may cost at most: its prompt estimate plus its output cap, priced at
-/// `config`'s prices (0 USD when the model has none).
-pub fn hold(config: &Config, info: &RequestInfo) -> Hold {
-    let (usage, cost) = hold_usage(config, info);
-    Hold {
-        tokens: usage.total(),
-        cost_nano_usd: cost.map_or(0, |c| u64::try_from(c).unwrap_or(0)),
+/// What an admitted call may cost at most, as usage (the prompt estimate in, the rest of the
+/// output cap out) and its price at `config`'s prices (`None` when the model has none): worked
+/// out once per call, reserved by the ledger ([`Held::hold`]) and kept by the call journal as a
+/// lost call's estimate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub usage: Usage,
+    pub cost_nano_usd: Option<i64>,
+}
+
+impl Held {
+    /// The ledger's reservation: tokens and cost (0 USD when unpriced).
+    pub fn hold(&self) -> Hold {
+        Hold {
+            tokens: self.usage.total(),
+            cost_nano_usd: self
+                .cost_nano_usd
+                .map_or(0, |c| u64::try_from(c).unwrap_or(0)),
+        }
     }
 }
 
-/// The hold as usage (the prompt estimate in, the rest of the hold out) and its price, `None`
-/// when the model has none: what the call journal keeps as a lost call's estimate.
-fn hold_usage(config: &Config, info: &RequestInfo) -> (Usage, Option<i64>) {
+/// What a call described by `info` may cost at most (see [`Held`]).
+pub fn held(config: &Config, info: &RequestInfo) -> Held {
     let limits = &config.raw.limits;
     let tokens = hold_tokens(
         info,
@@ -583,11 +594,14 @@ fn hold_usage(config: &Config, info: &RequestInfo) -> (Usage, Option<i64>) {
         output_tokens: tokens - input,
         ..Usage::default()
     };
-    let cost = info
+    let cost_nano_usd = info
         .model
         .as_deref()
         .and_then(|m| config.prices.cost_nano_usd(m, &usage));
-    (usage, cost)
+    Held {
+        usage,
+        cost_nano_usd,
+    }
 }
 
 /// The tokens a call may consume: the prompt estimate plus the request's own cap on output

@@ -364,7 +364,7 @@ impl Proxy {
                 }
             };
         let body = rewritten.unwrap_or(body);
-        let hold = call::hold(&rt.config, &info);
+        let held = call::held(&rt.config, &info);
         call.inspected(info);
 
         // 4b admit: room for the row (else 503), then blocked 403, quota or rate 429; the
@@ -372,13 +372,13 @@ impl Proxy {
         call.row_reserved(self.store.reserve_row().ok_or(GatewayError::StoreFull)?);
         call.admitted(
             self.ledger
-                .admit(&user, hold)
+                .admit(&user, held.hold())
                 .map_err(GatewayError::Denied)?,
         );
 
         // 4c journal: the call exists durably before the upstream can serve it
         if let Some(jid) = self.store.journal_id()
-            && let Some(entry) = call.journal_entry(jid)
+            && let Some(entry) = call.journal_entry(jid, &held)
         {
             match tokio::time::timeout(JOURNAL_WAIT, self.store.open_call(entry)).await {
                 Ok(Ok(())) => {}

@@ -10,11 +10,13 @@
 
 use std::sync::Arc;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, params};
 
+use super::{lenient_int, lenient_opt_int};
 use crate::provider::Endpoint;
 use crate::store::{OpenCall, UsageRow};
-use crate::usage::Usage;
+use crate::usage::{MAX_COST_NANO_USD_PER_CALL, MAX_TOKENS_PER_CALL, Usage};
 
 /// Insert the entries of calls about to be forwarded.
 pub(super) fn insert_open(conn: &Connection, calls: &[OpenCall]) -> rusqlite::Result<()> {
@@ -59,7 +61,9 @@ pub(super) fn close(conn: &Connection, rows: &[UsageRow]) -> rusqlite::Result<()
     Ok(())
 }
 
-/// Every entry left in the journal, oldest first.
+/// Every entry left in the journal, oldest first. Read leniently — the gateway must start
+/// whatever its own history holds: a number that is not an integer is clamped (a text reads as
+/// 0), the reservation is held within the per-call ceilings, a text that is not text is empty.
 pub(super) fn open_calls(conn: &Connection) -> rusqlite::Result<Vec<OpenCall>> {
     let mut stmt = conn.prepare(
         "SELECT id, request_id, ts, user_id, user_email, user_name, provider, model, endpoint, \
@@ -67,30 +71,38 @@ pub(super) fn open_calls(conn: &Connection) -> rusqlite::Result<Vec<OpenCall>> {
          FROM call_journal ORDER BY id",
     )?;
     let rows = stmt.query_map([], |r| {
+        let int = |i: usize| r.get_ref(i).map(lenient_int);
+        let text = |i: usize| -> rusqlite::Result<Option<String>> {
+            Ok(match r.get_ref(i)? {
+                ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Integer(n) => Some(n.to_string()),
+                ValueRef::Real(f) => Some(f.to_string()),
+                ValueRef::Null | ValueRef::Blob(_) => None,
+            })
+        };
         let tokens = |i: usize| -> rusqlite::Result<u64> {
-            // A value that is not a non-negative integer (a damaged file) counts as nothing.
-            Ok(r.get::<_, Option<i64>>(i)
-                .unwrap_or(None)
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0))
+            Ok(u64::try_from(int(i)?).unwrap_or(0).min(MAX_TOKENS_PER_CALL))
         };
         Ok(OpenCall {
-            journal_id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-            request_id: r.get(1)?,
-            ts_ms: r.get(2)?,
-            user_id: Arc::from(r.get::<_, String>(3)?),
-            user_email: r.get(4)?,
-            user_name: r.get(5)?,
-            provider: Arc::from(r.get::<_, String>(6)?),
-            model: r.get(7)?,
-            endpoint: Endpoint::parse(&r.get::<_, String>(8)?).as_str(),
-            streamed: r.get(9)?,
+            journal_id: u64::try_from(int(0)?).unwrap_or(0),
+            request_id: text(1)?.unwrap_or_default(),
+            ts_ms: int(2)?,
+            user_id: Arc::from(text(3)?.unwrap_or_default()),
+            user_email: text(4)?,
+            user_name: text(5)?,
+            provider: Arc::from(text(6)?.unwrap_or_default()),
+            model: text(7)?,
+            endpoint: Endpoint::parse(&text(8)?.unwrap_or_default()).as_str(),
+            streamed: int(9)? != 0,
             hold: Usage {
                 input_tokens: tokens(10)?,
                 output_tokens: tokens(11)?,
                 ..Usage::default()
             },
-            hold_cost_nano_usd: r.get::<_, Option<i64>>(12).unwrap_or(None),
+            hold_cost_nano_usd: r
+                .get_ref(12)
+                .map(lenient_opt_int)?
+                .map(|c| c.clamp(0, MAX_COST_NANO_USD_PER_CALL)),
         })
     })?;
     rows.collect()
@@ -210,6 +222,57 @@ mod tests {
             )
             .unwrap();
         assert_eq!((calls, tokens), (1, 4_120), "the rollups count it");
+        assert!(open_calls(&conn).unwrap().is_empty());
+    }
+    #[test]
+    fn a_damaged_entry_is_recovered_within_the_ceilings_and_never_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let tz = jiff::tz::TimeZone::UTC;
+        let (_queue, writer) = Queue::open_with(&path, tz.clone(), Options::default()).unwrap();
+        writer.close();
+        // What no writer of ours leaves, as a damaged or hand-edited file could hold it.
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO call_journal (id, request_id, ts, user_id, provider, model, endpoint, \
+                 streamed, hold_input_tokens, hold_output_tokens, hold_cost_nano_usd) VALUES \
+                 (7, 'req-7', 1.78e12, 'mallory', 'openai', NULL, 'nonsense', 'yes', \
+                  'lots', 1e300, 9.9e300)",
+                [],
+            )
+            .unwrap();
+        let (_queue, writer) = Queue::open_with(&path, tz, Options::default()).unwrap();
+        writer.close();
+        let conn = Connection::open(&path).unwrap();
+        let row: (i64, String, i64, i64, i64, String) = conn
+            .query_row(
+                "SELECT ts, endpoint, input_tokens, output_tokens, cost_nano_usd, outcome \
+                 FROM token_usage WHERE user_id = 'mallory'",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (
+                1_780_000_000_000,
+                "other".into(),
+                0,
+                i64::try_from(MAX_TOKENS_PER_CALL).unwrap(),
+                MAX_COST_NANO_USD_PER_CALL,
+                "recovered".into()
+            )
+        );
         assert!(open_calls(&conn).unwrap().is_empty());
     }
 }
