@@ -3,9 +3,11 @@
 
 Python 3 stdlib only (asyncio, raw sockets). Opens N connections (at most --concurrency
 connecting at once), sends one streaming request on each and waits for its response head and
-first SSE `data:` event. Then prints
+first SSE `data:` event. An answer other than 200 (Tollgate's fast refusal under overload: 503
+with Retry-After once `server.max_in_flight` calls are open) is counted as refused as soon as its
+head arrives and its connection is closed. When every stream is open, refused or failed, prints
 
-    READY ok=N failed=F sent=S secs=T
+    READY ok=N refused=R failed=F sent=S secs=T
 
 on stdout, keeps draining every stream (the upstream should pace its events far apart, e.g.
 model token cd5000) until SIGTERM/SIGINT or --hold seconds, closes every socket, and prints
@@ -33,7 +35,18 @@ async def one(i, host, port, request, sem, state, ready_evt, stop_evt, timeout):
             state["sent"] += 1
             buf = b""
             deadline = time.monotonic() + timeout
-            while b"data:" not in buf or b"\r\n\r\n" not in buf:
+            while True:
+                head_end = buf.find(b"\r\n\r\n")
+                if head_end >= 0:
+                    status = buf.split(b" ", 2)[1]
+                    if status != b"200":
+                        state["refused"] += 1
+                        state["statuses"][status] = state["statuses"].get(status, 0) + 1
+                        if state["ok"] + state["failed"] + state["refused"] >= state["n"]:
+                            ready_evt.set()
+                        return
+                    if b"data:" in buf[head_end:]:
+                        break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("no first event in time")
@@ -43,11 +56,8 @@ async def one(i, host, port, request, sem, state, ready_evt, stop_evt, timeout):
                 buf += data
                 if len(buf) > 1 << 20:
                     raise ValueError("oversized head")
-            status = buf.split(b" ", 2)[1]
-            if status != b"200":
-                raise ValueError(f"status {status!r}")
         state["ok"] += 1
-        if state["ok"] + state["failed"] >= state["n"]:
+        if state["ok"] + state["failed"] + state["refused"] >= state["n"]:
             ready_evt.set()
         # Drain until told to stop.
         while not stop_evt.is_set():
@@ -65,7 +75,7 @@ async def one(i, host, port, request, sem, state, ready_evt, stop_evt, timeout):
         state["failed"] += 1
         if state["failed"] <= 5:
             print(f"stream {i}: {e!r}", file=sys.stderr)
-        if state["ok"] + state["failed"] >= state["n"]:
+        if state["ok"] + state["failed"] + state["refused"] >= state["n"]:
             ready_evt.set()
     finally:
         if writer is not None:
@@ -79,7 +89,7 @@ async def main_async(a):
     lines = [f"POST {a.path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json",
              f"Content-Length: {len(body)}", "Accept: text/event-stream"] + a.header
     request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-    state = dict(n=a.n, ok=0, failed=0, sent=0, ended_early=0)
+    state = dict(n=a.n, ok=0, refused=0, failed=0, sent=0, ended_early=0, statuses={})
     ready_evt, stop_evt = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -91,14 +101,16 @@ async def main_async(a):
     waiter = asyncio.ensure_future(ready_evt.wait())
     stopper = asyncio.ensure_future(stop_evt.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    print(f"READY ok={state['ok']} failed={state['failed']} sent={state['sent']} "
-          f"secs={time.monotonic() - t0:.2f}", flush=True)
+    statuses = ",".join(f"{k.decode()}:{v}" for k, v in sorted(state["statuses"].items())) or "-"
+    print(f"READY ok={state['ok']} refused={state['refused']} failed={state['failed']} "
+          f"sent={state['sent']} refused_statuses={statuses} secs={time.monotonic() - t0:.2f}",
+          flush=True)
     try:
         await asyncio.wait_for(stop_evt.wait(), a.hold)
     except asyncio.TimeoutError:
         stop_evt.set()
     await asyncio.gather(*tasks, return_exceptions=True)
-    print(f"CLOSED sent={state['sent']} ok={state['ok']} failed={state['failed']} "
+    print(f"CLOSED sent={state['sent']} ok={state['ok']} refused={state['refused']} failed={state['failed']} "
           f"ended_early={state['ended_early']}", flush=True)
 
 

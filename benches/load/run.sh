@@ -392,6 +392,7 @@ if [ "$PERF" = 1 ]; then
 fi
 
 # ------------------------------------------------------------------ c: RSS with open streams
+MAX_IN_FLIGHT=4096                    # server.max_in_flight as shipped (the config leaves it)
 OPEN_MODEL="gpt-4o-mini-n30-cd5000"   # 30 events 5 s apart: streams stay open, little traffic
 OPEN_BODY='{"model":"'"$OPEN_MODEL"'","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
 settle() {  # wait until tollgate holds at most $1 descriptors (its streams are gone), <= 60 s
@@ -464,11 +465,14 @@ if step rss; then
   echo "RSS phase=idle rss_kb=$RSS_IDLE hwm_kb=$(status_kb "$TG_PID" VmHWM) fds=$(nfds "$TG_PID")" >> "$RESULTS"
   log "== c) RSS: idle after the load steps ${RSS_IDLE} kB; open streams [$OPEN_STREAMS], each on a fresh process"
   for n in $OPEN_STREAMS; do
-    # HTTP/1.1 needs two descriptors per stream in Tollgate (client + upstream socket).
-    if [ $((2 * n + 256)) -le "$FD_LIMIT" ]; then
+    # HTTP/1.1 needs two descriptors per admitted stream in Tollgate (client + upstream socket)
+    # and one per refused one: past server.max_in_flight (shipped 4096) calls are refused at once
+    # with 503, which the probe counts and closes.
+    admitted=$(( n < MAX_IN_FLIGHT ? n : MAX_IN_FLIGHT ))
+    if [ $((n + admitted + 256)) -le "$FD_LIMIT" ]; then
       open_h1 "$n"
     else
-      h1n=$(( (FD_LIMIT - 256) / 2 / 100 * 100 ))
+      h1n=$(( (FD_LIMIT - 256 - admitted) / 100 * 100 ))
       echo "NOTE open files limit $FD_LIMIT (hard, not raisable here) is too low for $n HTTP/1.1 streams (2 sockets each in Tollgate): measured $h1n over HTTP/1.1 and $n over h2c (100 connections)" >> "$RESULTS"
       log "  fd limit $FD_LIMIT < 2x$n: HTTP/1.1 at $h1n, and $n multiplexed over h2c"
       open_h1 "$h1n"
