@@ -1,5 +1,6 @@
 //! Tollgate: a metering, budget-enforcing reverse proxy in front of the OpenAI and Gemini APIs.
 
+pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod calendar;

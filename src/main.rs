@@ -121,7 +121,8 @@ fn serve(args: &ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(e) => return invalid(&e),
     };
-    tollgate::telemetry::init(&config.raw.log);
+    // Held to the end of `serve`: dropping it writes the lines still queued.
+    let _log = tollgate::telemetry::init(&config.raw.log);
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }

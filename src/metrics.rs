@@ -18,6 +18,11 @@
 //!   as impossible (`usage_source = 'invalid'`: a field above
 //!   [`MAX_TOKENS_PER_CALL`](crate::usage::MAX_TOKENS_PER_CALL)), fed the same way; it should
 //!   stay 0, and a rise means a provider (or what poses as one) reports garbage.
+//! - `tollgate_unpriced_calls_total{provider,model}` counts the rows that used tokens of a model
+//!   without a price (cost NULL), fed the same way; the access log names such a model only once
+//!   every 10 minutes, so this is where an operator sees how many calls it concerns.
+//! - `tollgate_log_lines_dropped_total` is read from the log thread at each render: lines dropped
+//!   because stderr did not keep up.
 //! - `tollgate_in_flight_calls` and `tollgate_refusals_total{reason}` are updated by the proxy
 //!   on the request path with plain atomics: each refusal reason has its counter created up
 //!   front ([`Refusal::ALL`]), so counting one takes no lock and allocates nothing.
@@ -246,6 +251,7 @@ pub struct Metrics {
     output_tokens: Family<ModelLabels, Counter>,
     cost_nano_usd: Family<ModelLabels, Counter>,
     invalid_usage: Family<ProviderLabels, Counter>,
+    unpriced_calls: Family<ModelLabels, Counter>,
     latency: HistogramFamily,
     ttfb: HistogramFamily,
     in_flight: Gauge,
@@ -310,6 +316,13 @@ impl Metrics {
              instead (usage_source = invalid)",
             invalid_usage.clone(),
         );
+        let unpriced_calls = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "unpriced_calls",
+            "Calls that used tokens of a model without a price in [pricing] (cost recorded as \
+             NULL); the log names such a model once every 10 minutes",
+            unpriced_calls.clone(),
+        );
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         registry.register(
             "upstream_latency_seconds",
@@ -356,6 +369,7 @@ impl Metrics {
         registry.register_collector(Box::new(StoreGauges {
             store: Arc::clone(&store),
         }));
+        registry.register_collector(Box::new(LogCounters));
         Metrics {
             registry,
             calls,
@@ -363,6 +377,7 @@ impl Metrics {
             output_tokens,
             cost_nano_usd,
             invalid_usage,
+            unpriced_calls,
             latency,
             ttfb,
             in_flight,
@@ -475,6 +490,9 @@ impl Metrics {
                 .get_or_create(&by_model)
                 .inc_by(cost.unsigned_abs());
         }
+        if row.cost_nano_usd.is_none() && row.usage.total() > 0 {
+            self.unpriced_calls.get_or_create(&by_model).inc();
+        }
         if row.usage_source == UsageSource::Invalid {
             self.invalid_usage
                 .get_or_create(&ProviderLabels {
@@ -513,6 +531,23 @@ pub struct InFlight(Gauge);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// The log thread's dropped lines, read at each render.
+#[derive(Debug)]
+struct LogCounters;
+
+impl Collector for LogCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let dropped = ConstCounter::new(crate::telemetry::dropped_lines());
+        dropped.encode(encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because stderr did not keep up (the log queue was full).",
+            None,
+            dropped.metric_type(),
+        )?)?;
+        Ok(())
     }
 }
 
@@ -626,6 +661,8 @@ mod tests {
             "tollgate_store_rows_dropped_total 0",
             "tollgate_store_rows_failed_total 0",
             "tollgate_store_rows_committed_total 0",
+            "# TYPE tollgate_log_lines_dropped_total counter",
+            "tollgate_log_lines_dropped_total 0",
         ] {
             assert!(has_line(&text, line), "missing `{line}` in:\n{text}");
         }
@@ -683,6 +720,24 @@ mod tests {
             .unwrap();
         let sum: f64 = sum.rsplit(' ').next().unwrap().parse().unwrap();
         assert!((sum - 0.9).abs() < 1e-9, "{sum}");
+        assert!(!text.contains("tollgate_unpriced_calls_total{"), "{text}");
+    }
+
+    #[test]
+    fn calls_that_used_tokens_of_a_model_without_a_price_are_counted() {
+        let m = Metrics::new();
+        let unpriced = || UsageRow {
+            cost_nano_usd: None,
+            ..row("openai", Some("mystery"), 200)
+        };
+        let nothing_used = UsageRow {
+            usage: Usage::default(),
+            ..unpriced()
+        };
+        m.rows_written(&[unpriced(), unpriced(), nothing_used]);
+        let text = m.render();
+        let line = "tollgate_unpriced_calls_total{provider=\"openai\",model=\"mystery\"} 2";
+        assert!(has_line(&text, line), "missing `{line}` in:\n{text}");
     }
 
     #[test]

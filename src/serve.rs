@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::access_log::AccessLog;
 use crate::admin::AdminHandles;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -143,7 +144,12 @@ pub async fn start_on_with(
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
     let path = || config.raw.store.path.display().to_string();
-    let observer = Arc::clone(&metrics) as Arc<dyn RowObserver>;
+    // Counted, then logged (the access log), on the writer's thread.
+    let observers: Vec<Arc<dyn RowObserver>> = vec![
+        Arc::clone(&metrics) as Arc<dyn RowObserver>,
+        Arc::new(AccessLog::new()),
+    ];
+    let observer = Arc::new(observers) as Arc<dyn RowObserver>;
     let store = crate::store::open(&config.raw.store, config.timezone.clone(), Some(observer))
         .map_err(|source| StartError::Store {
             path: path(),

@@ -22,6 +22,7 @@ const ORDER: &[&str] = &[
     "error",
     "meter",
     "metrics",
+    "access_log",
     "upstream",
     "proxy",
     "reload",

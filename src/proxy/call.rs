@@ -31,7 +31,7 @@ use crate::metrics::InFlight;
 use crate::provider::{self, Endpoint, ProviderKind, RequestInfo, TapReport};
 use crate::quota::{Hold, Reservation};
 use crate::store::{OpenCall, RowSlot, Store, UsageRow};
-use crate::usage::{MAX_COST_NANO_USD_PER_CALL, MAX_TOKENS_PER_CALL, Outcome, Usage, UsageSource};
+use crate::usage::{MAX_TOKENS_PER_CALL, Outcome, Usage, UsageSource};
 
 use super::Runtime;
 
@@ -358,12 +358,7 @@ impl Call {
             .response_model
             .clone()
             .or_else(|| info.as_ref().and_then(|i| i.model.clone()));
-        let cost = cost(
-            &self.rt.config,
-            model.as_deref(),
-            &settled.usage,
-            &self.request_id,
-        );
+        let cost = cost(&self.rt.config, model.as_deref(), &settled.usage);
         // A reservation settles in the windows it was admitted in; the row's `ts` says the same.
         let ts_ms = reservation
             .as_ref()
@@ -394,18 +389,8 @@ impl Call {
                  'invalid' with the estimated usage"
             );
         }
+        // The call's line is the access log's, written from the row by the store's writer.
         tracing::Span::current().record("status", settled.status);
-        tracing::info!(
-            model = model.as_deref().unwrap_or("-"),
-            endpoint,
-            status = settled.status,
-            outcome = settled.outcome.as_str(),
-            input_tokens = settled.usage.input_tokens,
-            output_tokens = settled.usage.output_tokens,
-            usage_source = settled.source.as_str(),
-            latency_ms,
-            "call"
-        );
         let row = UsageRow {
             request_id: self.request_id.to_string(),
             ts_ms,
@@ -624,28 +609,13 @@ pub fn hold_tokens(info: &RequestInfo, default_max_output: u64, media_part_token
         .saturating_add(output)
 }
 
-/// The cost of `usage` on `model` in nano-USD at `config`'s prices; `None` (and a warning) when
-/// it has no price.
-fn cost(config: &Config, model: Option<&str>, usage: &Usage, request_id: &str) -> Option<i64> {
+/// The cost of `usage` on `model` in nano-USD at `config`'s prices; `None` when it has no price
+/// (the access log warns about such a model, throttled; `metrics` counts the calls).
+fn cost(config: &Config, model: Option<&str>, usage: &Usage) -> Option<i64> {
     if usage.total() == 0 {
         return Some(0);
     }
-    let cost = model.and_then(|m| config.prices.cost_nano_usd(m, usage));
-    match cost {
-        None => tracing::warn!(
-            request_id,
-            model = model.unwrap_or("-"),
-            "no price for this model: cost recorded as NULL"
-        ),
-        Some(c) if c >= MAX_COST_NANO_USD_PER_CALL => tracing::warn!(
-            request_id,
-            model = model.unwrap_or("-"),
-            max_cost_nano_usd = MAX_COST_NANO_USD_PER_CALL,
-            "the call's cost reached the ceiling of one call: check this model's [pricing]"
-        ),
-        Some(_) => {}
-    }
-    cost
+    model.and_then(|m| config.prices.cost_nano_usd(m, usage))
 }
 
 fn unix_ms() -> i64 {

@@ -236,7 +236,11 @@ impl Proxy {
             }
         }
         let request_id = self.ids.for_request(req.headers());
-        let span = tracing::info_span!(
+        // At `debug`, every line about the call carries its request id, provider, user and
+        // model. At the default level the span is disabled (costs a level check): lines on
+        // the request path name the request id themselves, and the call's own line is the
+        // access log's, written off the path from its row.
+        let span = tracing::debug_span!(
             "call",
             request_id = %request_id,
             provider = tracing::field::Empty,
@@ -383,11 +387,12 @@ impl Proxy {
             match tokio::time::timeout(JOURNAL_WAIT, self.store.open_call(entry)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "the call journal did not take the call");
+                    tracing::error!(request_id = %call.request_id(), error = %e, "the call journal did not take the call");
                     return Err(GatewayError::StoreFull);
                 }
                 Err(_) => {
                     tracing::error!(
+                        request_id = %call.request_id(),
                         waited_ms = JOURNAL_WAIT.as_millis() as u64,
                         "the call journal did not commit in time"
                     );

@@ -196,6 +196,15 @@ pub trait RowObserver: Send + Sync + fmt::Debug + 'static {
     fn rows_written(&self, rows: &[UsageRow]);
 }
 
+/// Several observers, called in order.
+impl RowObserver for Vec<Arc<dyn RowObserver>> {
+    fn rows_written(&self, rows: &[UsageRow]) {
+        for observer in self {
+            observer.rows_written(rows);
+        }
+    }
+}
+
 // === a call row ===
 
 /// One call, as recorded in `token_usage`.
