@@ -104,8 +104,9 @@ pub struct ServerConfig {
     pub upstream_ca_file: Option<PathBuf>,
     /// Most idle pooled connections kept per upstream host.
     pub pool_max_idle_per_host: usize,
-    /// Threads that serve calls: 0 = one per CPU the process may run on; 1 = a single-threaded
-    /// runtime (the fastest choice when Tollgate is given one core).
+    /// Threads that serve calls: 0 = one per CPU the process may run on, and the single-threaded
+    /// runtime when that is one; 1 = a single-threaded runtime (the fastest choice when
+    /// Tollgate is given one core).
     pub worker_threads: usize,
     /// Reload the configuration file when it changes (it is also reloaded on SIGHUP). A change
     /// to this key takes effect at the next start.

@@ -126,7 +126,12 @@ fn serve(args: &ConfigArg) -> ExitCode {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let mut builder = match config.raw.server.worker_threads {
+    // 0: one per CPU this process may run on (its affinity and cgroup quota included).
+    let threads = match config.raw.server.worker_threads {
+        0 => std::thread::available_parallelism().map_or(0, usize::from),
+        n => n,
+    };
+    let mut builder = match threads {
         // One core: a current-thread runtime skips the work-stealing machinery.
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {
@@ -137,6 +142,15 @@ fn serve(args: &ConfigArg) -> ExitCode {
             b
         }
     };
+    tracing::info!(
+        serving_threads = threads,
+        runtime = if threads == 1 {
+            "current_thread"
+        } else {
+            "multi_thread"
+        },
+        "async runtime"
+    );
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
