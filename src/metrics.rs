@@ -570,6 +570,7 @@ impl Collector for StoreGauges {
             stats.rows_failed,
             stats.rows_committed,
         );
+        let (journal_commits, journal_entries) = (stats.journal_commits, stats.journal_entries);
         let depth = ConstGauge::new(i64::try_from(depth).unwrap_or(i64::MAX));
         depth.encode(encoder.encode_descriptor(
             "store_queue_depth",
@@ -592,6 +593,16 @@ impl Collector for StoreGauges {
                 "store_rows_committed",
                 "Usage rows committed to the database.",
                 committed,
+            ),
+            (
+                "store_journal_commits",
+                "Commits of call-journal entries (store.journal = durable: one fsync each).",
+                journal_commits,
+            ),
+            (
+                "store_journal_entries",
+                "Call-journal entries committed (per commit: the calls one fsync covers).",
+                journal_entries,
             ),
         ] {
             let counter = ConstCounter::new(value);

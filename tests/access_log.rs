@@ -184,6 +184,15 @@ async fn a_model_without_a_price_is_named_once_not_on_every_call_and_every_call_
             .any(|l| l == "tollgate_log_lines_dropped_total 0"),
         "{metrics}"
     );
+    // Every call was journaled before it was forwarded (sequential calls: one commit each).
+    let figure = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(figure("tollgate_store_journal_entries_total"), 30);
+    assert_eq!(figure("tollgate_store_journal_commits_total"), 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -188,6 +188,10 @@ pub struct WriterStats {
     /// database refused a row outright).
     pub rows_failed: u64,
     pub rows_committed: u64,
+    /// Commits of call-journal entries (with `store.journal = "durable"`, one fsync each).
+    pub journal_commits: u64,
+    /// Call-journal entries committed: divided by `journal_commits`, the calls one fsync covers.
+    pub journal_entries: u64,
 }
 
 /// Sees each batch of usage rows once the writer is done with it, on the writer's thread, off

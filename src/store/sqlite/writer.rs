@@ -127,6 +127,8 @@ struct Shared {
     dropped: AtomicU64,
     failed: AtomicU64,
     committed: AtomicU64,
+    journal_commits: AtomicU64,
+    journal_entries: AtomicU64,
     /// Set once the writer has been told to stop; later rows are refused.
     closing: AtomicBool,
     /// Rate limit for the "queue full" error: ms since `started` of the last report.
@@ -179,6 +181,8 @@ impl Queue {
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             committed: AtomicU64::new(0),
+            journal_commits: AtomicU64::new(0),
+            journal_entries: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             last_drop_report_ms: AtomicU64::new(0),
             dropped_at_last_report: AtomicU64::new(0),
@@ -325,6 +329,8 @@ impl Queue {
             rows_dropped: self.rows_dropped(),
             rows_failed: self.rows_failed(),
             rows_committed: self.rows_committed(),
+            journal_commits: self.shared.journal_commits.load(Ordering::Relaxed),
+            journal_entries: self.shared.journal_entries.load(Ordering::Relaxed),
         }
     }
 
@@ -467,6 +473,10 @@ impl Writer {
             // rows' batching must not depend on how often calls start.
             if !opens.is_empty() {
                 if self.commit_with_retry(&opens, &[], stopping) {
+                    self.shared.journal_commits.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .journal_entries
+                        .fetch_add(opens.len() as u64, Ordering::Relaxed);
                     for done in waiting.drain(..) {
                         let _ = done.send(());
                     }
