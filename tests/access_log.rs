@@ -76,16 +76,7 @@ async fn run(
 
 /// `/metrics` once the writer has committed `rows` rows.
 async fn admin_metrics(raw: &RawConfig, rows: usize) -> String {
-    let admin = tollgate::auth::mint(
-        &tollgate::config::Secret::new(JWT_SECRET),
-        &raw.auth,
-        "ops",
-        true,
-        Duration::from_secs(3600),
-        None,
-        None,
-    )
-    .unwrap();
+    let admin = admin_jwt(raw);
     let url = format!("http://{}/metrics", raw.admin.listen);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let want = format!("tollgate_store_rows_committed_total {rows}");

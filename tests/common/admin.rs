@@ -7,14 +7,12 @@
     reason = "test helpers: a panic is the test's failure report"
 )]
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tollgate::admin::AdminServer;
 
-use crate::common::{Harness, JWT_SECRET};
+use crate::common::Harness;
 
 /// A running admin listener and a client signed in as an admin.
 pub struct AdminSide {
@@ -31,16 +29,7 @@ impl AdminSide {
         let server = tollgate::admin::start(h.running().admin_handles(), listener)
             .await
             .unwrap();
-        let token = tollgate::auth::mint(
-            &tollgate::config::Secret::new(JWT_SECRET),
-            &h.raw.auth,
-            "ops",
-            true,
-            Duration::from_secs(3600),
-            None,
-            None,
-        )
-        .unwrap();
+        let token = crate::common::process::admin_jwt(&h.raw);
         AdminSide {
             base: format!("http://{}", server.addr),
             server,

@@ -47,6 +47,20 @@ pub fn jwt(raw: &RawConfig, sub: &str) -> String {
     .unwrap()
 }
 
+/// An admin's JWT (subject `ops`) under `raw`'s `[auth]`.
+pub fn admin_jwt(raw: &RawConfig) -> String {
+    tollgate::auth::mint(
+        &tollgate::config::Secret::new(JWT_SECRET),
+        &raw.auth,
+        "ops",
+        true,
+        Duration::from_secs(3600),
+        None,
+        None,
+    )
+    .unwrap()
+}
+
 /// SIGTERM, and whether the process then exited 0.
 pub fn stop(child: &mut Child) -> bool {
     let _ = Command::new("kill")
