@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Harness, Reply, fixture};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -65,17 +63,7 @@ impl Admin {
     }
 
     fn admin_token(&self) -> String {
-        let secret = tollgate::config::Secret::new(common::JWT_SECRET);
-        tollgate::auth::mint(
-            &secret,
-            &self.h.raw.auth,
-            "ops",
-            true,
-            Duration::from_secs(3600),
-            None,
-            None,
-        )
-        .unwrap()
+        common::process::admin_jwt(&self.h.raw)
     }
 
     /// `GET path` as a script with an admin bearer token.
