@@ -196,6 +196,14 @@ impl SseParser {
             self.skip_lf = false;
             if chunk[off] == b'\n' {
                 off += 1;
+                // The line end is CRLF after all: its LF counts towards the open event's size,
+                // as it does when the pair arrives in one chunk.
+                if let Some(event_start) = self.event_start
+                    && !self.skipping
+                    && base + off as u64 - event_start > self.max as u64
+                {
+                    self.start_skipping();
+                }
             }
         }
 
@@ -207,7 +215,13 @@ impl SseParser {
                     self.line_start = base + off as u64;
                 }
                 if !self.skipping {
-                    self.line.extend_from_slice(&chunk[off..]);
+                    if self.line.is_empty() && chunk[off] == b':' {
+                        // A comment: its text is never read, so only its colon is kept (an
+                        // endless comment line must not grow the buffer).
+                        self.line.push(b':');
+                    } else if self.line.first() != Some(&b':') {
+                        self.line.extend_from_slice(&chunk[off..]);
+                    }
                 }
                 break;
             };
@@ -327,6 +341,13 @@ impl SseParser {
             return;
         }
         if line[0] == b':' {
+            // A comment inside an event counts towards its size like any other line: whether
+            // the event is skipped must not depend on where the chunks were cut.
+            if let Some(event_start) = self.event_start
+                && end - event_start > self.max as u64
+            {
+                self.start_skipping();
+            }
             return;
         }
         let (field, value_at) = match memchr(b':', line) {
@@ -1009,6 +1030,51 @@ mod tests {
         }
         parser.push(b"\ndata: next\n\n", |e| got.push(e.data.to_vec()));
         assert_eq!(got, vec![b"next".to_vec()]);
+    }
+
+    /// Whether each event of `input` is skipped under a bound must not depend on where the
+    /// chunks were cut (the first case was caught by the fuzz checks on a corpus seed).
+    #[test]
+    fn sse_skipping_an_oversize_event_does_not_depend_on_the_chunking() {
+        let cases: [(&[u8], usize); 2] = [
+            // A comment line inside an event counts towards its size.
+            (b"data: x\n:ccccccccccccccccccccccccc\n\ndata:a\n\n", 16),
+            // The LF of a CRLF that opens the next chunk counts as it does in one chunk.
+            (b"data:01\r\n\r\ndata:a\r\n\r\n", 8),
+        ];
+        for (input, max) in cases {
+            let whole = events_of(&mut SseParser::with_max_event_bytes(max), &[input]);
+            assert_eq!(whole.len(), 1, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(whole[0].1, "a");
+            for i in 0..=input.len() {
+                let (a, b) = input.split_at(i);
+                let mut parser = SseParser::with_max_event_bytes(max);
+                let got: Vec<String> = events_of(&mut parser, &[a, b])
+                    .into_iter()
+                    .map(|e| e.1)
+                    .collect();
+                assert_eq!(got, vec!["a"], "split at {i}");
+                assert_eq!(parser.skipped(), 1, "split at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn sse_an_endless_comment_line_holds_no_memory() {
+        let mut parser = SseParser::with_max_event_bytes(64);
+        let mut got = Vec::new();
+        parser.push(b"data: a\n\n:", |e| got.push(e.data.to_vec()));
+        for _ in 0..1000 {
+            parser.push(&[b'k'; 1000], |e| got.push(e.data.to_vec()));
+            assert!(
+                parser.line.capacity() <= 64 * 1024,
+                "the comment is not buffered"
+            );
+            assert_eq!(parser.hold_from(), None, "a comment need not be held");
+        }
+        parser.push(b"\ndata: b\n\n", |e| got.push(e.data.to_vec()));
+        assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(parser.skipped(), 0);
     }
 
     #[test]

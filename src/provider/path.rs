@@ -109,6 +109,10 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     } else {
         Cow::Borrowed(path)
     };
+    // `//` alone would lose its empty segment to the trailing-slash rule below.
+    if out.ends_with("//") {
+        return Err(PathError::EmptySegment);
+    }
     if out.len() > 1 && out.ends_with('/') {
         match &mut out {
             Cow::Borrowed(p) => *p = &p[..p.len() - 1],
@@ -255,6 +259,9 @@ mod tests {
             ("//openai/v1/chat/completions", EmptySegment),
             ("/openai//v1/chat/completions", EmptySegment),
             ("/openai/v1/chat/completions//", EmptySegment),
+            // Found by fuzzing: `//` alone lost its empty segment to the trailing `/` rule.
+            ("//", EmptySegment),
+            ("//%3A", EmptySegment),
             ("/openai/v1/chat/./completions", DotSegment),
             ("/openai/./v1/chat/completions", DotSegment),
             ("/openai/v1/chat/completions/.", DotSegment),
