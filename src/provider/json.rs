@@ -325,7 +325,9 @@ fn walk_object(
                 }
                 end
             }
-            b'{' if parent.is_empty() => walk_object(hay, i, key, visit)?,
+            // One level deep only, and never under the empty key: its members would read as
+            // top-level ones (their parent is empty too), and each `"":{` would recurse again.
+            b'{' if parent.is_empty() && !key.is_empty() => walk_object(hay, i, key, visit)?,
             _ => value_end(hay, i)?,
         };
         i = skip_ws(hay, i);
@@ -667,6 +669,20 @@ mod tests {
         assert!(!first_key_is(b"{\"errors\": 1}", b"error"));
         assert!(!first_key_is(b"{\"id\": 1, \"error\": {}}", b"error"));
         assert!(!first_key_is(b"[{\"error\": {}}]", b"error"));
+    }
+
+    /// Found by fuzzing: an object under the empty key was walked as if it were the top level,
+    /// and `{"":{"":{…` recursed once per level (a stack overflow on a deep enough answer).
+    #[test]
+    fn object_numbers_does_not_read_under_the_empty_key() {
+        let mut seen = Vec::new();
+        let obj = br#"{"":{"prompt_tokens":5,"d":{"n":1}},"a":{"":2}}"#;
+        let end = object_numbers(obj, |p, k, n| seen.push((p.to_vec(), k.to_vec(), n)));
+        assert_eq!(end, Some(obj.len()));
+        assert_eq!(seen, vec![(b"a".to_vec(), b"".to_vec(), 2)]);
+        let levels = 1_000_000;
+        let deep = [&br#"{"":"#.repeat(levels)[..], b"1", &b"}".repeat(levels)].concat();
+        assert_eq!(object_numbers(&deep, |_, _, _| {}), Some(deep.len()));
     }
 
     #[test]
