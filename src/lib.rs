@@ -6,6 +6,8 @@ pub mod auth;
 pub mod calendar;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod meter;
 pub mod metrics;
 pub mod pricing;
