@@ -15,6 +15,7 @@ const ORDER: &[&str] = &[
     "pricing",
     "provider",
     "auth",
+    "fuzzing",
     "config",
     "telemetry",
     "quota",
