@@ -723,10 +723,31 @@ fn quota_headers(headers: &mut HeaderMap, status: &QuotaStatus) {
         (DAILY_RESET, status.day.reset_at),
         (MONTHLY_RESET, status.month.reset_at),
     ] {
-        if let Ok(v) = HeaderValue::from_str(&at.to_string()) {
+        if let Some(v) = reset_value(at) {
             headers.insert(name, v);
         }
     }
+}
+
+/// `at` as a header value (RFC 3339). A reset time changes once a day or month, so each thread
+/// keeps the last few it wrote and clones them (a reference count) instead of formatting a
+/// timestamp twice per call.
+fn reset_value(at: jiff::Timestamp) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Vec<(jiff::Timestamp, HeaderValue)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((_, v)) = last.iter().find(|(t, _)| *t == at) {
+            return Some(v.clone());
+        }
+        let v = HeaderValue::from_str(&at.to_string()).ok()?;
+        if last.len() >= 4 {
+            last.remove(0);
+        }
+        last.push((at, v.clone()));
+        Some(v)
+    })
 }
 
 /// The body of `GET /me/usage`.
@@ -759,4 +780,25 @@ fn me_usage_json(user: &str, tz: &jiff::tz::TimeZone, s: &QuotaStatus) -> serde_
         "max_concurrent": s.limits.max_concurrent.map(|n| n.get()),
         "in_flight": s.in_flight,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn a_reset_time_is_written_as_rfc3339_and_the_kept_values_never_answer_for_another_time() {
+        let times: Vec<jiff::Timestamp> = (0..10)
+            .map(|d| jiff::Timestamp::from_second(1_780_000_000 + d * 86_400).unwrap())
+            .collect();
+        // More distinct times than a thread keeps, then each again: always its own value.
+        for round in 0..2 {
+            for t in &times {
+                let v = reset_value(*t).unwrap();
+                assert_eq!(v.to_str().unwrap(), t.to_string(), "round {round}");
+            }
+        }
+        assert_eq!(reset_value(times[3]), reset_value(times[3]));
+    }
 }
