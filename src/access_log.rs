@@ -1,5 +1,7 @@
-//! The access log: one line per call, written from the call's row once the store's writer has
-//! taken it — on the writer's thread, never on the request path.
+//! The access log: one line per call, written from the call's row once the store's writer is
+//! done with its batch — on the writer's thread, never on the request path. A row the disk kept
+//! refusing (`tollgate_store_rows_failed_total`) is still logged: the line is then the only
+//! record of the call.
 //!
 //! A thread that serves calls writes no log line for a call that goes well: the line is
 //! formatted here, from the [`UsageRow`] the writer hands its [`RowObserver`]s, and queued to
