@@ -28,22 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::process::*;
+use common::rng::Rng;
 use common::*;
-
-/// A small deterministic generator (xorshift64*), so a failing schedule can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// Every `request_id` in the database with its number of rows, and the `recovered` ones.
 fn rows_by_request_id(db: &Path) -> (HashMap<String, u32>, usize) {
@@ -85,13 +71,13 @@ async fn client_loop(
     let mut rng = Rng(seed | 1);
     while !stop.load(Ordering::Relaxed) {
         let id = format!("crash-{round}-{}", ids.fetch_add(1, Ordering::Relaxed));
-        let kind = rng.below(5);
+        let kind = rng.below_u64(5);
         let (path, body, reply, hang_up) = match kind {
             0 => (
                 "/openai/v1/chat/completions",
                 r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
                 Reply::json(200, fixture("openai/chat.json"))
-                    .head_delay(Duration::from_millis(rng.below(30))),
+                    .head_delay(Duration::from_millis(rng.below_u64(30))),
                 false,
             ),
             1 | 2 => (
@@ -217,7 +203,7 @@ async fn kill_9_at_random_moments_never_loses_a_served_call() {
                 ))
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(30 + rng.below(400))).await;
+        tokio::time::sleep(Duration::from_millis(30 + rng.below_u64(400))).await;
         child.kill().unwrap();
         child.wait().unwrap();
         stop.store(true, Ordering::Relaxed);

@@ -88,25 +88,9 @@ fn env_number(name: &str, default: u64) -> u64 {
     }
 }
 
-/// xorshift64*: the mutation pass needs no extra crate and is the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// Bytes that matter to the parsers: framing, JSON punctuation, escapes, percent signs, BOM.
 const INTERESTING: &[u8] = b"\r\n:{}[]\",\\ %&=/.;0123456789\xEF\xBB\xBF\x00\xFF-+eE";

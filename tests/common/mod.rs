@@ -23,6 +23,7 @@ use tollgate::provider::ProviderKind;
 use tollgate::serve::{Options, Running};
 
 pub mod process;
+pub mod rng;
 
 pub const OPENAI_KEY: &str = "sk-test-openai-REALKEY-0123456789";
 pub const GEMINI_KEY: &str = "AIza-test-gemini-REALKEY-0123456789";
