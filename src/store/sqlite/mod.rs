@@ -37,6 +37,7 @@ use crate::store::{
 
 pub mod accounts;
 pub mod audit;
+mod checkpoint;
 pub mod controls;
 mod journal;
 pub mod reads;

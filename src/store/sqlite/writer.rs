@@ -170,6 +170,9 @@ impl Queue {
         }
         let mut days = DayCache::new(tz);
         recover_journal(&mut conn, &mut days)?;
+        // Checkpoints run beside the writer, never inside its commits (see `checkpoint`).
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        let checkpointer = super::checkpoint::Checkpointer::start(path)?;
         let next_journal_id = super::journal::next_id(&conn)?;
         let capacity = options.queue_capacity.max(1);
         // Room for every row, a journal entry for each of them, and the stop message.
@@ -198,6 +201,7 @@ impl Queue {
             retries_when_stopping: options.retries_when_stopping,
             linger: options.linger,
             observer: options.observer,
+            checkpointer,
         };
         let thread = std::thread::Builder::new()
             .name("tollgate-store".into())
@@ -420,6 +424,7 @@ struct Writer {
     retries_when_stopping: u32,
     linger: Duration,
     observer: Option<Arc<dyn RowObserver>>,
+    checkpointer: super::checkpoint::Checkpointer,
 }
 
 /// Rows per multi-row INSERT; the remainder goes one row at a time.
@@ -504,6 +509,7 @@ impl Writer {
         // that got past the `closing` check an instant ago is refused (and counted) rather than
         // left in a queue nobody reads.
         drop(self.rx);
+        self.checkpointer.stop();
         // Leave a small WAL behind; a busy reader only makes this partial, which is harmless.
         if let Err(e) = self
             .conn
@@ -1439,6 +1445,37 @@ mod tests {
         // The clone outlived the writer: its rows are refused and counted, never lost silently.
         assert!(!clone.record(row(50_000, "erin", 0)));
         assert_eq!(store.rows_dropped(), 1);
+    }
+
+    #[test]
+    fn committed_rows_reach_the_database_file_while_the_writer_runs() {
+        let db = db();
+        let (store, writer) =
+            Queue::open_with(&db.path, TimeZone::UTC, options(10_000, 512)).unwrap();
+        for n in 0..5_000 {
+            assert!(store.record(row(n, "gail", 1_790_000_000_000)));
+        }
+        // The main file alone (`immutable=1` reads no WAL): the checkpoint thread has copied
+        // the committed pages there, with the writer still open and its automatic checkpoint
+        // off.
+        let uri = format!("file:{}?immutable=1", db.path.display());
+        let in_file = || -> i64 {
+            let conn = rusqlite::Connection::open_with_flags(
+                &uri,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+            )
+            .unwrap();
+            // Before the first checkpoint even the schema is only in the WAL.
+            conn.query_row("SELECT COUNT(*) FROM token_usage", [], |r| r.get(0))
+                .unwrap_or(0)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while in_file() < 5_000 {
+            assert!(Instant::now() < deadline, "{} rows in the file", in_file());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        writer.close();
+        assert_eq!(in_file(), 5_000);
     }
 
     #[test]
