@@ -387,7 +387,11 @@ impl Proxy {
             match tokio::time::timeout(JOURNAL_WAIT, self.store.open_call(entry)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(request_id = %call.request_id(), error = %e, "the call journal did not take the call");
+                    tracing::error!(
+                        request_id = %call.request_id(),
+                        error = %e,
+                        "the call journal did not take the call"
+                    );
                     return Err(GatewayError::StoreFull);
                 }
                 Err(_) => {

@@ -8,8 +8,8 @@
 //! A `PASSIVE` checkpoint on another connection runs beside the writer without taking its lock
 //! (SQLite's WAL lets one checkpointer and one writer work at once), so the writer only appends
 //! to the WAL; when the log has grown past [`RESTART_FRAMES`] the checkpointer briefly takes the
-//! writer's lock to catch up the last pages, so that the log starts over and stays bounded. Durability is unchanged: a commit is
-//! durable in the WAL; a checkpoint only moves it.
+//! writer's lock to catch up the last pages, so that the log starts over and stays bounded.
+//! Durability is unchanged: a commit is durable in the WAL; a checkpoint only moves it.
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
