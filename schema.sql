@@ -6,7 +6,9 @@
 -- Versions: 1 — token_usage, users, usage_daily, admin tables. 2 — the writer also keeps
 -- usage_user_daily, usage_user_monthly and usage_model_daily (filled from usage_daily when an
 -- older file is migrated). 3 — usage_source may be 'invalid'; rows and rollups an older
--- Tollgate left with impossible figures are repaired once (src/store/sqlite/repair.rs).
+-- Tollgate left with impossible figures are repaired once (src/store/sqlite/repair.rs). 4 —
+-- token_usage.journal_id: the call journal moved to a file of its own (src/store/journal.rs);
+-- call_journal is only read once, for the entries an older Tollgate left in it.
 --
 -- Conventions: timestamps are unix milliseconds UTC; money is integer nano-USD (1e-9 USD);
 -- token counts follow one convention for every provider: input includes cached input, output
@@ -37,16 +39,20 @@ CREATE TABLE IF NOT EXISTS token_usage (
     usage_source        TEXT    NOT NULL CHECK (usage_source IN ('reported', 'estimated', 'none', 'invalid')),
     latency_ms          INTEGER NOT NULL,
     ttfb_ms             INTEGER,                     -- NULL when no upstream answer head arrived
-    outcome             TEXT    NOT NULL             -- complete, client_gone, upstream_error, …
+    outcome             TEXT    NOT NULL,            -- complete, client_gone, upstream_error, …
+    journal_id          INTEGER                      -- the call's entry in the call journal
+                                                     -- (NULL for a call never forwarded or
+                                                     -- with store.journal = "off"); a start
+                                                     -- matches leftover entries against it
 );
 CREATE INDEX IF NOT EXISTS token_usage_user_ts ON token_usage (user_id, ts);
 CREATE INDEX IF NOT EXISTS token_usage_ts ON token_usage (ts);
 CREATE INDEX IF NOT EXISTS token_usage_request_id ON token_usage (request_id);
 
--- The call journal: one entry per call about to be forwarded, written (and, with
--- store.journal = "durable", fsynced) before the call leaves, and deleted in the transaction that
--- commits the call's row. An entry still here at start belongs to a call the gateway did not see
--- end: it is recorded then as outcome 'recovered', its reservation as the estimate.
+-- Where schema versions 1-3 kept the call journal (one entry per call about to be forwarded,
+-- deleted with its row). Version 4 keeps it in files beside the database (`<path>-calls/`); an
+-- entry still here at start belongs to a call an older Tollgate did not see end: it is recorded
+-- once as outcome 'recovered', its reservation as the estimate, and the table emptied.
 CREATE TABLE IF NOT EXISTS call_journal (
     id                  INTEGER PRIMARY KEY,         -- the row's journal_id (per process run)
     request_id          TEXT    NOT NULL,
@@ -203,4 +209,4 @@ CREATE INDEX IF NOT EXISTS users_last_seen ON users (last_seen_at);
 CREATE INDEX IF NOT EXISTS users_blocked ON users (blocked) WHERE blocked != 0;
 CREATE INDEX IF NOT EXISTS users_created ON users (created_at);
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;

@@ -230,6 +230,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // rather than the end of the process).
     let signal = shutdown_signal()?;
     let hangups = reload_signal()?;
+    let past_file_size = file_size_signal()?;
     let admin_listen = config.raw.admin.listen;
     let running = start(config).await?;
     let admin = match TcpListener::bind(admin_listen).await {
@@ -259,6 +260,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     });
     signal.await;
     on_hangup.abort();
+    past_file_size.abort();
     tracing::info!("shutting down: no new connections; waiting for calls in flight");
     admin.shutdown().await;
     running.shutdown().await;
@@ -285,6 +287,35 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, std::io::E
         Ok(async {
             let _ = tokio::signal::ctrl_c().await;
         })
+    }
+}
+
+/// SIGXFSZ, sent for a write past the file-size limit (`ulimit -f`, `LimitFSIZE=`), whose
+/// default action ends the process — with every call in flight. Handled, the write fails with
+/// `EFBIG` instead, which Tollgate treats as a full disk: a call whose journal entry cannot be
+/// written is refused (503), a batch of rows is retried until the write succeeds again. The
+/// returned task logs it (at most once a minute) until aborted.
+fn file_size_signal() -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut past = signal(SignalKind::from_raw(libc::SIGXFSZ))?;
+        Ok(tokio::spawn(async move {
+            let throttle = crate::telemetry::Throttle::new(Duration::from_secs(60));
+            while past.recv().await.is_some() {
+                if let Some(held_back) = throttle.admit("SIGXFSZ") {
+                    tracing::error!(
+                        since_last_report = held_back + 1,
+                        "a write went past the process's file-size limit (SIGXFSZ): it failed \
+                         and is handled as a full disk; raise the limit (ulimit -f)"
+                    );
+                }
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(tokio::spawn(async {}))
     }
 }
 

@@ -12,7 +12,8 @@
 //! `CRASH_ROUNDS` (default 20) and `CRASH_SEED` choose the rounds and the schedule; a failure
 //! prints the seed to replay it.
 //!
-//! Also here, for the same real process: running out of file descriptors is survived.
+//! Also here, for the same real process: running out of file descriptors is survived, and a disk
+//! that refuses the call journal's writes refuses calls rather than serving them unrecorded.
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a panic is the test's failure report"
@@ -362,4 +363,85 @@ async fn running_out_of_descriptors_is_survived() {
     );
     let rows = read_rows(&raw.store.path);
     assert_eq!(rows.iter().filter(|r| r.outcome == "complete").count(), 1);
+}
+
+/// A disk that refuses the journal's writes (the file-size limit here; a full disk fails the
+/// same write): a call whose entry cannot be written is refused with 503 and never reaches the
+/// upstream, the gateway keeps running, and once the disk takes writes again calls are served
+/// and every one of them has its row.
+#[tokio::test]
+async fn a_disk_that_refuses_the_journal_refuses_calls_instead_of_forwarding_them() {
+    let mock = MockUpstream::start().await;
+    mock.set_default(Reply::json(200, fixture("openai/chat.json")));
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, port) = write_config(&mock.url(), dir.path(), |_| {});
+    let jwt = jwt(&raw, "full-disk");
+    let mut child = start_gateway(dir.path(), port);
+    let pid = child.id().to_string();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let call = |id: &'static str| {
+        client
+            .post(format!(
+                "http://127.0.0.1:{port}/openai/v1/chat/completions"
+            ))
+            .bearer_auth(&jwt)
+            .header("x-request-id", id)
+            .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+            .send()
+    };
+    let resp = call("before").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.unwrap();
+
+    // From now on no file of the process may grow past one byte.
+    let limit = |value: &str| {
+        let ok = Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--fsize={value}:")])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "prlimit --fsize={value}");
+    };
+    limit("1");
+    for id in ["refused-1", "refused-2"] {
+        let resp = call(id).await.unwrap();
+        assert_eq!(resp.status(), 503, "{id}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "usage_store_busy");
+    }
+    assert_eq!(mock.hits(), 1, "never forwarded without its journal entry");
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+
+    limit("unlimited");
+    let resp = call("after").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.unwrap();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(child.wait().unwrap().success());
+
+    let mut outcomes: Vec<(String, String)> = read_rows(&raw.store.path)
+        .into_iter()
+        .map(|r| (r.request_id, r.outcome))
+        .collect();
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            ("after".into(), "complete".into()),
+            ("before".into(), "complete".into()),
+            ("refused-1".into(), "refused_store_full".into()),
+            ("refused-2".into(), "refused_store_full".into()),
+        ]
+    );
+    // A restart finds nothing to recover: the refused calls' rows closed their entries.
+    let mut child = start_gateway(dir.path(), port);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(read_rows(&raw.store.path).len(), 4);
 }

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::quota::{Change, OverridesPatch, QuotaSeed, UserControls, UserOverrides};
 use crate::usage::{Outcome, Totals, Usage, UsageSource};
 
+pub mod journal;
 pub mod sqlite;
 
 // === the interface ===

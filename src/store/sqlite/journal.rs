@@ -1,69 +1,103 @@
-//! The call journal in SQLite: the `call_journal` table, written by the store's one writer.
+//! The call journal's side in SQLite: what a start does with the entries left behind.
 //!
-//! A call about to be forwarded is inserted here ([`insert_open`]) and the proxy waits for the
-//! commit (one commit, and with `store.journal = "durable"` one fsync, covers every call that
-//! arrived meanwhile). Its row deletes the entry ([`close`]) in the transaction that commits the
-//! row, so at any moment a call the upstream may have served has exactly one of the two. At
-//! start, [`recover`] turns every entry left behind (the gateway was killed, or the machine lost
-//! power) into a `recovered` row — its reservation as the estimate — in one transaction, before
-//! the quota ledger is seeded, so the lost call counts against its user's limits.
+//! The journal itself is a file of its own ([`crate::store::journal`]); a row carries its
+//! entry's id in `token_usage.journal_id`. At start, before the quota ledger is seeded,
+//! [`recover_file`] keeps every entry whose row is missing (the gateway was killed, or the
+//! machine lost power, while the call was in flight) as a `recovered` row — its reservation as
+//! the estimate — in one fsynced transaction, then removes the segments: a kill in between
+//! finds the rows the next time and adds nothing twice.
+//!
+//! [`recover_table`] does the same, once, for the `call_journal` table in which Tollgate 0.x
+//! before the file journal kept its entries, so an upgrade loses none of them.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
+use super::writer::write_rows;
 use super::{lenient_int, lenient_opt_int};
+use crate::calendar::DayCache;
 use crate::provider::Endpoint;
-use crate::store::{OpenCall, UsageRow};
+use crate::store::journal;
+use crate::store::{OpenCall, StoreError, UsageRow};
 use crate::usage::{MAX_COST_NANO_USD_PER_CALL, MAX_TOKENS_PER_CALL, Usage};
 
-/// Insert the entries of calls about to be forwarded.
-pub(super) fn insert_open(conn: &Connection, calls: &[OpenCall]) -> rusqlite::Result<()> {
-    if calls.is_empty() {
+/// Record the calls the journal in `dir` holds without a row, then empty it. Returns the
+/// highest journal id it saw, above which new ids start.
+pub(super) fn recover_file(
+    conn: &mut Connection,
+    days: &mut DayCache,
+    dir: &Path,
+) -> Result<u64, StoreError> {
+    let left = journal::read_dir(dir)?;
+    if !left.calls.is_empty() {
+        let seen = left.calls.len();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut rows = Vec::new();
+        {
+            let mut has_row = tx.prepare(
+                "SELECT 1 FROM token_usage WHERE user_id = ?1 AND ts = ?2 AND journal_id = ?3",
+            )?;
+            for call in left.calls {
+                let id = i64::try_from(call.journal_id).unwrap_or(i64::MAX);
+                let found = has_row
+                    .query_row(
+                        rusqlite::params![&*call.user_id, call.ts_ms, id],
+                        |_| Ok(()),
+                    )
+                    .optional()?;
+                if found.is_none() {
+                    rows.push(call.recovered_row());
+                }
+            }
+        }
+        write_rows(&tx, days, &rows)?;
+        tx.commit()?;
+        log_recovered(&rows, seen);
+    }
+    journal::clear_dir(dir)?;
+    Ok(left.max_id)
+}
+
+/// Record the entries an older Tollgate left in the `call_journal` table, and empty it.
+pub(super) fn recover_table(conn: &mut Connection, days: &mut DayCache) -> Result<(), StoreError> {
+    let left = open_calls(conn)?;
+    if left.is_empty() {
         return Ok(());
     }
-    let mut stmt = conn.prepare_cached(
-        "INSERT OR REPLACE INTO call_journal (id, request_id, ts, user_id, user_email, user_name, \
-         provider, model, endpoint, streamed, hold_input_tokens, hold_output_tokens, \
-         hold_cost_nano_usd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?;
-    for c in calls {
-        stmt.execute(params![
-            id(c.journal_id),
-            c.request_id,
-            c.ts_ms,
-            &*c.user_id,
-            c.user_email,
-            c.user_name,
-            &*c.provider,
-            c.model,
-            c.endpoint,
-            c.streamed,
-            crate::usage::stored_int(c.hold.input_tokens),
-            crate::usage::stored_int(c.hold.output_tokens),
-            c.hold_cost_nano_usd,
-        ])?;
-    }
+    let seen = left.len();
+    let rows: Vec<UsageRow> = left.into_iter().map(OpenCall::recovered_row).collect();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    write_rows(&tx, days, &rows)?;
+    tx.execute("DELETE FROM call_journal", [])?;
+    tx.commit()?;
+    log_recovered(&rows, seen);
     Ok(())
 }
 
-/// Delete the entries of the calls whose rows are in `rows` (in the rows' transaction).
-pub(super) fn close(conn: &Connection, rows: &[UsageRow]) -> rusqlite::Result<()> {
-    let mut ids = rows.iter().filter_map(|r| r.journal_id).peekable();
-    if ids.peek().is_none() {
-        return Ok(());
+fn log_recovered(rows: &[UsageRow], entries: usize) {
+    if rows.is_empty() {
+        tracing::info!(
+            entries,
+            "store: every call in the journal already had its row"
+        );
+        return;
     }
-    let mut stmt = conn.prepare_cached("DELETE FROM call_journal WHERE id = ?1")?;
-    for jid in ids {
-        stmt.execute([id(jid)])?;
-    }
-    Ok(())
+    let tokens: u64 = rows.iter().map(|r| r.usage.total()).sum();
+    tracing::warn!(
+        calls = rows.len(),
+        estimated_tokens = tokens,
+        "store: calls in flight when the gateway last stopped are recorded as 'recovered', \
+         their reservations as the estimate"
+    );
 }
 
-/// Every entry left in the journal, oldest first. Read leniently — the gateway must start
-/// whatever its own history holds: a number that is not an integer is clamped (a text reads as
-/// 0), the reservation is held within the per-call ceilings, a text that is not text is empty.
+/// Every entry left in the `call_journal` table, oldest first. Read leniently — the gateway
+/// must start whatever its own history holds: a number that is not an integer is clamped (a
+/// text reads as 0), the reservation is held within the per-call ceilings, a text that is not
+/// text is empty.
 pub(super) fn open_calls(conn: &Connection) -> rusqlite::Result<Vec<OpenCall>> {
     let mut stmt = conn.prepare(
         "SELECT id, request_id, ts, user_id, user_email, user_name, provider, model, endpoint, \
@@ -108,22 +142,11 @@ pub(super) fn open_calls(conn: &Connection) -> rusqlite::Result<Vec<OpenCall>> {
     rows.collect()
 }
 
-/// The next journal id to hand out: above every id still in the journal.
-pub(super) fn next_id(conn: &Connection) -> rusqlite::Result<u64> {
-    let max: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM call_journal", [], |r| {
-        r.get(0)
-    })?;
-    Ok(u64::try_from(max).unwrap_or(0) + 1)
-}
-
-fn id(jid: u64) -> i64 {
-    i64::try_from(jid).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
+    use crate::config::JournalMode;
     use crate::store::sqlite::writer::{Options, Queue};
     use crate::usage::{Outcome, UsageSource};
 
@@ -148,6 +171,36 @@ mod tests {
         }
     }
 
+    type Recorded = (String, String, String, i64, i64, i64, Option<i64>);
+
+    fn recorded(conn: &Connection) -> Vec<Recorded> {
+        conn.prepare(
+            "SELECT user_id, outcome, usage_source, status, input_tokens, output_tokens, \
+             cost_nano_usd FROM token_usage ORDER BY user_id",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    fn segments(path: &Path) -> usize {
+        std::fs::read_dir(journal::dir_for(path))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     #[tokio::test]
     async fn an_entry_left_open_becomes_one_recovered_row_at_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
@@ -156,6 +209,7 @@ mod tests {
         let (queue, writer) = Queue::open_with(&path, tz.clone(), Options::default()).unwrap();
         let open = queue.journal_id().unwrap();
         let closed = queue.journal_id().unwrap();
+        assert!(closed > open, "ids only grow");
         queue.open_call(entry(open, "alice")).await.unwrap();
         queue.open_call(entry(closed, "bob")).await.unwrap();
         // bob's call ends and its row closes its entry; alice's never ends (the process dies).
@@ -165,42 +219,30 @@ mod tests {
         row.status = 200;
         assert!(queue.record(row));
         writer.close();
-        let conn = Connection::open(&path).unwrap();
-        let left: Vec<u64> = open_calls(&conn)
-            .unwrap()
-            .iter()
-            .map(|c| c.journal_id)
-            .collect();
-        assert_eq!(left, [open]);
-        drop(conn);
+        // Stopped with alice's entry open: the segment stays for the next start, and it still
+        // holds bob's entry too, whose row the next start must find.
+        assert_eq!(segments(&path), 1);
+        let left = journal::read_dir(&journal::dir_for(&path)).unwrap();
+        let ids: Vec<u64> = left.calls.iter().map(|c| c.journal_id).collect();
+        assert_eq!(ids, [open, closed]);
+        assert_eq!(
+            left.calls[0],
+            entry(open, "alice"),
+            "the entry reads back whole"
+        );
 
         // The next start records alice's call as recovered, once, and empties the journal.
-        let (_queue, writer) = Queue::open_with(&path, tz.clone(), Options::default()).unwrap();
+        let (queue, writer) = Queue::open_with(&path, tz.clone(), Options::default()).unwrap();
+        assert!(
+            queue.journal_id().unwrap() > closed,
+            "no id is handed out twice"
+        );
         writer.close();
+        assert_eq!(segments(&path), 0, "a clean stop leaves no segment");
         let (_queue, writer) = Queue::open_with(&path, tz, Options::default()).unwrap();
         writer.close();
         let conn = Connection::open(&path).unwrap();
-        type Recorded = (String, String, String, i64, i64, i64, Option<i64>);
-        let rows: Vec<Recorded> = conn
-            .prepare(
-                "SELECT user_id, outcome, usage_source, status, input_tokens, output_tokens, \
-                 cost_nano_usd FROM token_usage ORDER BY user_id",
-            )
-            .unwrap()
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows = recorded(&conn);
         assert_eq!(
             rows[0],
             (
@@ -213,6 +255,7 @@ mod tests {
                 Some(2_418_000)
             )
         );
+        assert_eq!(rows[1].1, "complete");
         assert_eq!(rows.len(), 2, "one row each, none recovered twice");
         let (calls, tokens): (i64, i64) = conn
             .query_row(
@@ -222,8 +265,56 @@ mod tests {
             )
             .unwrap();
         assert_eq!((calls, tokens), (1, 4_120), "the rollups count it");
-        assert!(open_calls(&conn).unwrap().is_empty());
     }
+
+    #[tokio::test]
+    async fn a_torn_last_entry_is_skipped_and_the_ones_before_it_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let tz = jiff::tz::TimeZone::UTC;
+        let options = Options {
+            journal: JournalMode::Process,
+            ..Options::default()
+        };
+        let (queue, writer) = Queue::open_with(&path, tz.clone(), options.clone()).unwrap();
+        for user in ["carol", "dave", "erin"] {
+            let id = queue.journal_id().unwrap();
+            queue.open_call(entry(id, user)).await.unwrap();
+        }
+        writer.close();
+        // The kill came in the middle of erin's write: her record is cut short.
+        let segment = std::fs::read_dir(journal::dir_for(&path))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let bytes = std::fs::read(&segment).unwrap();
+        std::fs::write(&segment, &bytes[..bytes.len() - 7]).unwrap();
+
+        let (_queue, writer) = Queue::open_with(&path, tz, options).unwrap();
+        writer.close();
+        let conn = Connection::open(&path).unwrap();
+        let users: Vec<String> = recorded(&conn).into_iter().map(|r| r.0).collect();
+        assert_eq!(users, ["carol", "dave"]);
+        assert_eq!(segments(&path), 0);
+    }
+
+    #[tokio::test]
+    async fn with_the_journal_off_nothing_is_written_and_no_id_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let options = Options {
+            journal: JournalMode::Off,
+            ..Options::default()
+        };
+        let (queue, writer) = Queue::open_with(&path, jiff::tz::TimeZone::UTC, options).unwrap();
+        assert_eq!(queue.journal_id(), None);
+        queue.open_call(entry(1, "frank")).await.unwrap();
+        writer.close();
+        assert_eq!(segments(&path), 0);
+    }
+
     #[test]
     fn a_damaged_entry_is_recovered_within_the_ceilings_and_never_stops_the_start() {
         let dir = tempfile::tempdir().unwrap();

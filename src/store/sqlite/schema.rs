@@ -24,7 +24,7 @@ use crate::store::StoreError;
 pub const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
 
 /// `PRAGMA user_version` written by [`SCHEMA_SQL`].
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The `usage_source` constraint of versions 1 and 2, and of version 3 (as in [`SCHEMA_SQL`]).
 const OLD_SOURCE_CHECK: &str = "CHECK (usage_source IN ('reported', 'estimated', 'none'))";
@@ -98,6 +98,9 @@ pub fn apply_schema(conn: &Connection, tz: &TimeZone) -> Result<(), StoreError> 
         }
         repaired = repair.coarse(&tx)?;
     }
+    if (1..4).contains(&version) {
+        add_journal_id(&tx)?;
+    }
     tx.commit()?;
     if repaired.any() {
         tracing::warn!(
@@ -154,6 +157,20 @@ fn allow_invalid_source(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("PRAGMA writable_schema = RESET")?;
     edited?;
     bumped?;
+    Ok(())
+}
+
+/// 3 → 4: `token_usage.journal_id`, the call's entry in the file journal. Adding a nullable
+/// column rewrites nothing: the rows already stored read it as NULL.
+fn add_journal_id(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('token_usage') WHERE name = 'journal_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE token_usage ADD COLUMN journal_id INTEGER")?;
+    }
     Ok(())
 }
 

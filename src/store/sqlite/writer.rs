@@ -37,6 +37,7 @@ use rusqlite::{Connection, ErrorCode, Statement, TransactionBehavior, params};
 
 use crate::calendar::DayCache;
 use crate::config::JournalMode;
+use crate::store::journal::{self, Journal, JournalThread};
 use crate::store::{OpenCall, RowObserver, StoreError, UsageRow, WriterStats};
 use crate::usage::{CallFigures, Totals, stored_int};
 
@@ -89,9 +90,8 @@ pub struct Queue {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     capacity: usize,
-    /// The writer thread, woken early (from its linger) by a journal entry someone waits for.
-    writer: std::thread::Thread,
-    journal: JournalMode,
+    /// The call journal (`None` with `store.journal = "off"`).
+    journal: Option<Journal>,
 }
 
 /// The part of the queue reservations never take: room for the rows of refusals while the
@@ -105,13 +105,13 @@ pub struct WriterThread {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Stopped after the writer, once every row that closes an entry is committed.
+    journal: Option<JournalThread>,
 }
 
 enum Msg {
     /// Boxed so the channel's preallocated slots stay small (16 bytes, not a whole row).
     Row(Box<UsageRow>),
-    /// A call about to be forwarded: commit its journal entry, then say so.
-    Open(Box<(OpenCall, tokio::sync::oneshot::Sender<()>)>),
     /// Sent by [`WriterThread::close`]: commit what is queued and exit.
     Stop,
 }
@@ -122,13 +122,9 @@ struct Shared {
     pending: AtomicUsize,
     /// Rooms reserved by calls in flight and not yet used ([`crate::store::RowSlot`]).
     reserved: Arc<AtomicUsize>,
-    /// The next journal id.
-    next_journal_id: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
     committed: AtomicU64,
-    journal_commits: AtomicU64,
-    journal_entries: AtomicU64,
     /// Set once the writer has been told to stop; later rows are refused.
     closing: AtomicBool,
     /// Rate limit for the "queue full" error: ms since `started` of the last report.
@@ -164,28 +160,32 @@ impl Queue {
         options: Options,
     ) -> Result<(Queue, WriterThread), StoreError> {
         let mut conn = super::schema::open_writer(path, options.busy_timeout, &tz)?;
+        let mut days = DayCache::new(tz);
+        // Recovered rows are fsynced whatever the mode: the segments they replace go next.
+        super::journal::recover_table(&mut conn, &mut days)?;
+        let journal_dir = journal::dir_for(path);
+        let max_id = super::journal::recover_file(&mut conn, &mut days, &journal_dir)?;
         if options.journal == JournalMode::Process {
             // Commits reach the operating system, not the disk: a killed process loses nothing.
             conn.execute_batch("PRAGMA synchronous = NORMAL")?;
         }
-        let mut days = DayCache::new(tz);
-        recover_journal(&mut conn, &mut days)?;
+        let (journal, journal_thread) = match Journal::start(&journal_dir, options.journal, max_id)?
+        {
+            Some((journal, thread)) => (Some(journal), Some(thread)),
+            None => (None, None),
+        };
         // Checkpoints run beside the writer, never inside its commits (see `checkpoint`).
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
         let checkpointer = super::checkpoint::Checkpointer::start(path)?;
-        let next_journal_id = super::journal::next_id(&conn)?;
         let capacity = options.queue_capacity.max(1);
-        // Room for every row, a journal entry for each of them, and the stop message.
-        let (tx, rx) = mpsc::sync_channel(capacity.saturating_mul(2).saturating_add(1));
+        // Room for every row and the stop message.
+        let (tx, rx) = mpsc::sync_channel(capacity.saturating_add(1));
         let shared = Arc::new(Shared {
             pending: AtomicUsize::new(0),
             reserved: Arc::new(AtomicUsize::new(0)),
-            next_journal_id: AtomicU64::new(next_journal_id),
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             committed: AtomicU64::new(0),
-            journal_commits: AtomicU64::new(0),
-            journal_entries: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             last_drop_report_ms: AtomicU64::new(0),
             dropped_at_last_report: AtomicU64::new(0),
@@ -202,6 +202,7 @@ impl Queue {
             linger: options.linger,
             observer: options.observer,
             checkpointer,
+            journal: journal.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("tollgate-store".into())
@@ -213,8 +214,7 @@ impl Queue {
             tx: tx.clone(),
             shared: Arc::clone(&shared),
             capacity,
-            writer: thread.thread().clone(),
-            journal: options.journal,
+            journal,
         };
         Ok((
             store,
@@ -222,6 +222,7 @@ impl Queue {
                 tx,
                 shared,
                 thread: Some(thread),
+                journal: journal_thread,
             },
         ))
     }
@@ -261,25 +262,29 @@ impl Queue {
 
     /// A new journal id, or `None` when the journal is off.
     pub fn journal_id(&self) -> Option<u64> {
-        (self.journal != JournalMode::Off)
-            .then(|| self.shared.next_journal_id.fetch_add(1, Ordering::Relaxed))
+        self.journal.as_ref().map(Journal::next_id)
     }
 
-    /// Write `call`'s journal entry and wait until it is committed. Fails when the store is
-    /// closing, its queue is full, or the writer gave the entry up (the disk keeps refusing).
+    /// Write `call`'s journal entry and, with `store.journal = "durable"`, wait until it is on
+    /// the disk. Fails when the store is closing or the journal cannot keep the entry (the disk
+    /// refuses the write or the fsync).
     pub async fn open_call(&self, call: OpenCall) -> Result<(), StoreError> {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(StoreError::Busy("the store is closing".into()));
         }
-        let (done, committed) = tokio::sync::oneshot::channel();
-        self.tx
-            .try_send(Msg::Open(Box::new((call, done))))
-            .map_err(|_| StoreError::Busy("the store's queue is full".into()))?;
-        // Someone waits: cut the writer's linger short.
-        self.writer.unpark();
-        committed
-            .await
-            .map_err(|_| StoreError::Busy("the journal entry was not committed".into()))
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let ticket = journal.append(&call)?;
+        if journal.waits_for_disk() {
+            journal.durable(ticket).await?;
+        }
+        Ok(())
+    }
+
+    /// The call journal, when there is one.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
     }
 
     /// Queue a row into reserved room; never blocks. Fails (and counts a drop) only when the
@@ -333,8 +338,8 @@ impl Queue {
             rows_dropped: self.rows_dropped(),
             rows_failed: self.rows_failed(),
             rows_committed: self.rows_committed(),
-            journal_commits: self.shared.journal_commits.load(Ordering::Relaxed),
-            journal_entries: self.shared.journal_entries.load(Ordering::Relaxed),
+            journal_commits: self.journal.as_ref().map_or(0, |j| j.counts().1),
+            journal_entries: self.journal.as_ref().map_or(0, |j| j.counts().0),
         }
     }
 
@@ -393,6 +398,10 @@ impl WriterThread {
         if thread.join().is_err() {
             tracing::error!("the store writer thread panicked");
         }
+        // Every row that could close an entry is committed now.
+        if let Some(journal) = self.journal.take() {
+            journal.stop();
+        }
     }
 }
 
@@ -425,19 +434,19 @@ struct Writer {
     linger: Duration,
     observer: Option<Arc<dyn RowObserver>>,
     checkpointer: super::checkpoint::Checkpointer,
+    /// Told which entries' rows each commit made durable.
+    journal: Option<Journal>,
 }
 
 /// Rows per multi-row INSERT; the remainder goes one row at a time.
 const INSERT_CHUNK: usize = 64;
-const TOKEN_USAGE_COLUMNS: usize = 18;
+const TOKEN_USAGE_COLUMNS: usize = 19;
 
 impl Writer {
     fn run(mut self) {
         let mut batch: Vec<UsageRow> = Vec::with_capacity(self.batch_max);
         // When the batch's first row arrived: rows are committed `linger` after it.
         let mut batch_since = Instant::now();
-        let mut opens: Vec<OpenCall> = Vec::new();
-        let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
         let mut stopping = false;
         loop {
             let had_rows = !batch.is_empty();
@@ -445,13 +454,12 @@ impl Writer {
                 // Nothing to do: block for the next message. All senders gone means nobody can
                 // record any more.
                 match self.rx.recv() {
-                    Ok(msg) => self.take(msg, &mut batch, &mut opens, &mut waiting, &mut stopping),
+                    Ok(msg) => take(msg, &mut batch, &mut stopping),
                     Err(_) => stopping = true,
                 }
             } else if !stopping {
                 // Rows wait for their batch to fill without the writer being woken for each one
-                // (a blocked receiver costs every sender a futex wake). A journal entry someone
-                // waits for cuts the pause short: its sender unparks this thread.
+                // (a blocked receiver costs every sender a futex wake).
                 let due = batch_since + self.linger;
                 let backlog = self.shared.pending.load(Ordering::Relaxed);
                 let now = Instant::now();
@@ -461,41 +469,25 @@ impl Writer {
             }
             while batch.len() < self.batch_max {
                 match self.rx.try_recv() {
-                    Ok(msg) => self.take(msg, &mut batch, &mut opens, &mut waiting, &mut stopping),
+                    Ok(msg) => take(msg, &mut batch, &mut stopping),
                     Err(_) => break,
                 }
             }
             if !had_rows && !batch.is_empty() {
                 batch_since = Instant::now();
             }
-            if batch.is_empty() && opens.is_empty() {
+            if batch.is_empty() {
                 if stopping {
                     break;
                 }
                 continue;
             }
-            // Journal entries are committed at once, on their own: calls wait for them, and the
-            // rows' batching must not depend on how often calls start.
-            if !opens.is_empty() {
-                if self.commit_with_retry(&opens, &[], stopping) {
-                    self.shared.journal_commits.fetch_add(1, Ordering::Relaxed);
-                    self.shared
-                        .journal_entries
-                        .fetch_add(opens.len() as u64, Ordering::Relaxed);
-                    for done in waiting.drain(..) {
-                        let _ = done.send(());
-                    }
-                }
-                // Entries not committed: dropping their senders tells the calls (503).
-                waiting.clear();
-                opens.clear();
-            }
             let rows_due = stopping
                 || batch.len() >= self.batch_max
                 || batch_since.elapsed() >= self.linger
                 || self.shared.pending.load(Ordering::Relaxed) >= self.batch_max;
-            if rows_due && !batch.is_empty() {
-                self.commit_with_retry(&[], &batch, stopping);
+            if rows_due {
+                self.commit_with_retry(&batch, stopping);
                 if let Some(observer) = &self.observer {
                     observer.rows_written(&batch);
                 }
@@ -523,44 +515,22 @@ impl Writer {
         );
     }
 
-    /// File one message into the batch being collected.
-    fn take(
-        &self,
-        msg: Msg,
-        batch: &mut Vec<UsageRow>,
-        opens: &mut Vec<OpenCall>,
-        waiting: &mut Vec<tokio::sync::oneshot::Sender<()>>,
-        stopping: &mut bool,
-    ) {
-        match msg {
-            Msg::Row(row) => batch.push(*row),
-            Msg::Open(open) => {
-                let (call, done) = *open;
-                opens.push(call);
-                waiting.push(done);
-            }
-            Msg::Stop => *stopping = true,
-        }
-    }
-
-    /// Commit the journal entries `opens` and the rows `batch`, retrying transient failures
-    /// with backoff: forever while running, a few times when stopping. A permanent failure is
-    /// retried row by row so one bad row cannot take its batch down with it. Returns whether
-    /// the journal entries were committed.
-    fn commit_with_retry(
-        &mut self,
-        opens: &[OpenCall],
-        batch: &[UsageRow],
-        stopping: bool,
-    ) -> bool {
+    /// Commit the rows `batch`, retrying transient failures with backoff: forever while
+    /// running, a few times when stopping. A permanent failure is retried row by row so one bad
+    /// row cannot take its batch down with it. The journal entries of the rows committed are
+    /// closed; a row given up leaves its entry open, so the next start records it.
+    fn commit_with_retry(&mut self, batch: &[UsageRow], stopping: bool) {
         let mut backoff = Duration::from_millis(10);
         let mut attempt: u32 = 0;
         loop {
-            let error = match write_batch(&mut self.conn, &mut self.days, opens, batch) {
+            let error = match write_batch(&mut self.conn, &mut self.days, batch) {
                 Ok(()) => {
                     self.shared
                         .committed
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    if let Some(journal) = &self.journal {
+                        journal.closed(batch.iter().filter_map(|r| r.journal_id));
+                    }
                     if attempt > 0 {
                         tracing::info!(
                             rows = batch.len(),
@@ -568,27 +538,26 @@ impl Writer {
                             "store: batch committed after retrying"
                         );
                     }
-                    return true;
+                    return;
                 }
                 Err(e) => e,
             };
             attempt += 1;
             if !is_transient(&error) {
-                if batch.len() + opens.len() > 1 {
+                if batch.len() > 1 {
                     tracing::error!(error = %error, rows = batch.len(), "store: batch refused; writing its rows one by one");
-                    let opened = opens.is_empty() || self.commit_with_retry(opens, &[], stopping);
                     for row in batch {
-                        self.commit_with_retry(&[], std::slice::from_ref(row), stopping);
+                        self.commit_with_retry(std::slice::from_ref(row), stopping);
                     }
-                    return opened;
+                    return;
                 }
                 self.give_up(batch, &error);
-                return false;
+                return;
             }
             let stopping = stopping || self.shared.closing.load(Ordering::Acquire);
             if stopping && attempt > self.retries_when_stopping {
                 self.give_up(batch, &error);
-                return false;
+                return;
             }
             tracing::warn!(
                 error = %error,
@@ -614,6 +583,14 @@ impl Writer {
     }
 }
 
+/// File one message into the batch being collected.
+fn take(msg: Msg, batch: &mut Vec<UsageRow>, stopping: &mut bool) {
+    match msg {
+        Msg::Row(row) => batch.push(*row),
+        Msg::Stop => *stopping = true,
+    }
+}
+
 fn is_transient(error: &rusqlite::Error) -> bool {
     matches!(
         error.sqlite_error_code(),
@@ -629,41 +606,28 @@ fn is_transient(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// One transaction: the journal entries of calls about to be forwarded, the rows, the users
-/// they name, the rollups they add to, and the removal of the rows' journal entries.
-fn write_batch(
+/// One transaction: the rows, the users they name and the rollups they add to.
+pub(super) fn write_batch(
     conn: &mut Connection,
     days: &mut DayCache,
-    opens: &[OpenCall],
     batch: &[UsageRow],
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    super::journal::insert_open(&tx, opens)?;
-    if !batch.is_empty() {
-        insert_rows(&tx, batch)?;
-        upsert_users(&tx, batch)?;
-        upsert_rollups(&tx, days, batch)?;
-        super::journal::close(&tx, batch)?;
-    }
+    write_rows(&tx, days, batch)?;
     tx.commit()
 }
 
-/// Record every call left open in the journal (the gateway stopped before it ended) as
-/// `recovered`, with its reservation as the estimate, in one transaction.
-fn recover_journal(conn: &mut Connection, days: &mut DayCache) -> Result<(), StoreError> {
-    let left = super::journal::open_calls(conn)?;
-    if left.is_empty() {
-        return Ok(());
+/// [`write_batch`]'s work inside a transaction the caller holds.
+pub(super) fn write_rows(
+    tx: &Connection,
+    days: &mut DayCache,
+    batch: &[UsageRow],
+) -> rusqlite::Result<()> {
+    if !batch.is_empty() {
+        insert_rows(tx, batch)?;
+        upsert_users(tx, batch)?;
+        upsert_rollups(tx, days, batch)?;
     }
-    let rows: Vec<UsageRow> = left.into_iter().map(OpenCall::recovered_row).collect();
-    write_batch(conn, days, &[], &rows)?;
-    let tokens: u64 = rows.iter().map(|r| r.usage.total()).sum();
-    tracing::warn!(
-        calls = rows.len(),
-        estimated_tokens = tokens,
-        "store: calls in flight when the gateway last stopped are recorded as 'recovered', \
-         their reservations as the estimate"
-    );
     Ok(())
 }
 
@@ -691,7 +655,7 @@ fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO token_usage (request_id, ts, user_id, provider, model, endpoint, streamed, status, \
          input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, cost_nano_usd, \
-         usage_source, latency_ms, ttfb_ms, outcome) VALUES ",
+         usage_source, latency_ms, ttfb_ms, outcome, journal_id) VALUES ",
     );
     let one = format!("({})", vec!["?"; TOKEN_USAGE_COLUMNS].join(","));
     sql.push_str(&vec![one; rows].join(","));
@@ -720,6 +684,7 @@ fn bind_rows(stmt: &mut Statement<'_>, rows: &[UsageRow]) -> rusqlite::Result<()
         stmt.raw_bind_parameter(base + 16, int(row.latency_ms))?;
         stmt.raw_bind_parameter(base + 17, row.ttfb_ms.map(int))?;
         stmt.raw_bind_parameter(base + 18, row.outcome.as_str())?;
+        stmt.raw_bind_parameter(base + 19, row.journal_id.map(int))?;
     }
     Ok(())
 }
