@@ -596,12 +596,12 @@ impl Collector for StoreGauges {
             ),
             (
                 "store_journal_commits",
-                "Commits of call-journal entries (store.journal = durable: one fsync each).",
+                "Fsyncs of the call journal (store.journal = durable; none with process).",
                 journal_commits,
             ),
             (
                 "store_journal_entries",
-                "Call-journal entries committed (per commit: the calls one fsync covers).",
+                "Call-journal entries written (per fsync: the calls one fsync covers).",
                 journal_entries,
             ),
         ] {

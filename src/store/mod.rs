@@ -85,11 +85,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A new id for the call journal, or `None` when the journal is off (`store.journal`).
     fn journal_id(&self) -> Option<u64>;
 
-    /// Write `call` into the call journal and resolve once it is kept as `store.journal` says
-    /// (fsynced, or handed to the operating system). The proxy awaits it before forwarding, so
-    /// a call the upstream may serve always has a row: its own when it ends, or, if the gateway
-    /// dies first, a `recovered` row made from this entry at the next start. The entry is
-    /// removed in the same transaction that commits the row carrying its `journal_id`.
+    /// Write `call` into the call journal ([`journal`]) and resolve once it is kept as
+    /// `store.journal` says (fsynced, or handed to the operating system). The proxy awaits it
+    /// before forwarding, so a call the upstream may serve always has a row: its own when it
+    /// ends, or, if the gateway dies first, a `recovered` row made from this entry at the next
+    /// start. The entry is closed once the row carrying its `journal_id` is committed.
     async fn open_call(&self, call: OpenCall) -> Result<(), StoreError>;
 
     /// The writer's counters, for metrics and tests.
@@ -189,9 +189,9 @@ pub struct WriterStats {
     /// database refused a row outright).
     pub rows_failed: u64,
     pub rows_committed: u64,
-    /// Commits of call-journal entries (with `store.journal = "durable"`, one fsync each).
+    /// Fsyncs of the call journal (with `store.journal = "durable"`; none with `"process"`).
     pub journal_commits: u64,
-    /// Call-journal entries committed: divided by `journal_commits`, the calls one fsync covers.
+    /// Call-journal entries written: divided by `journal_commits`, the calls one fsync covers.
     pub journal_entries: u64,
 }
 
@@ -235,7 +235,8 @@ pub struct UsageRow {
     /// Time to the upstream's response head, when there was one.
     pub ttfb_ms: Option<u64>,
     pub outcome: Outcome,
-    /// The call's entry in the call journal, removed when this row is committed.
+    /// The call's entry in the call journal, closed when this row is committed (and stored
+    /// with it, so that a start can tell the entries that have their row).
     pub journal_id: Option<u64>,
 }
 
