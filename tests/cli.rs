@@ -513,11 +513,23 @@ fn assert_password_nowhere(dir: &Path, output: &Output, password: &str) {
         !printed.contains(password),
         "the password was printed:\n{printed}"
     );
+    // The database, its WAL, and the call journal's segments beside it.
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path
+        if !path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("tollgate.db"))
+        {
+            continue;
+        }
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(path);
+        }
+    }
+    for path in files {
         {
             let bytes = std::fs::read(&path).unwrap();
             assert!(

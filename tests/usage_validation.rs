@@ -244,7 +244,13 @@ fn version_2_schema() -> String {
             "CHECK (usage_source IN ('reported', 'estimated', 'none', 'invalid'))",
             "CHECK (usage_source IN ('reported', 'estimated', 'none'))",
         )
-        .replace("PRAGMA user_version = 3;", "PRAGMA user_version = 2;");
+        .replace(
+            &format!(
+                "PRAGMA user_version = {};",
+                tollgate::store::sqlite::SCHEMA_VERSION
+            ),
+            "PRAGMA user_version = 2;",
+        );
     assert_ne!(old, current);
     assert!(old.contains("PRAGMA user_version = 2;") && !old.contains("'none', 'invalid'"));
     old

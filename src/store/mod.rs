@@ -23,6 +23,8 @@ use crate::quota::{Change, OverridesPatch, QuotaSeed, UserControls, UserOverride
 use crate::usage::{Outcome, Totals, Usage, UsageSource};
 
 pub mod journal;
+pub mod postgres;
+pub mod rollup;
 pub mod sqlite;
 
 // === the interface ===

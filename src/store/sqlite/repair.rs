@@ -472,7 +472,10 @@ mod tests {
                 "CHECK (usage_source IN ('reported', 'estimated', 'none', 'invalid'))",
                 "CHECK (usage_source IN ('reported', 'estimated', 'none'))",
             )
-            .replace("PRAGMA user_version = 4;", "PRAGMA user_version = 2;");
+            .replace(
+                &format!("PRAGMA user_version = {};", SCHEMA_VERSION),
+                "PRAGMA user_version = 2;",
+            );
         assert!(!old.contains("'invalid'))") && old.contains("user_version = 2;"));
         old
     }

@@ -22,8 +22,6 @@
 //! This module never blocks the request path, never logs row contents beyond ids and counts,
 //! and never decides what a row says (usage, price and outcome come from the caller).
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -39,7 +37,7 @@ use crate::calendar::DayCache;
 use crate::config::JournalMode;
 use crate::store::journal::{self, Journal, JournalThread};
 use crate::store::{OpenCall, RowObserver, StoreError, UsageRow, WriterStats};
-use crate::usage::{CallFigures, Totals, stored_int};
+use crate::usage::{Totals, stored_int};
 
 /// How the store runs. [`Queue::open`] takes the two figures gateway.toml sets; the rest has
 /// defaults that tests may shorten.
@@ -697,32 +695,7 @@ fn int(n: u64) -> i64 {
 /// One upsert per distinct user in the batch: create on first sight with the first email and
 /// name seen, never overwrite ones already stored, move `last_seen_at` forward only.
 fn upsert_users(conn: &Connection, batch: &[UsageRow]) -> rusqlite::Result<()> {
-    struct Seen<'a> {
-        email: Option<&'a str>,
-        name: Option<&'a str>,
-        first_ms: i64,
-        last_ms: i64,
-    }
-    let mut users: HashMap<&str, Seen<'_>> = HashMap::new();
-    for row in batch {
-        match users.entry(&row.user_id) {
-            Entry::Vacant(v) => {
-                v.insert(Seen {
-                    email: row.user_email.as_deref(),
-                    name: row.user_name.as_deref(),
-                    first_ms: row.ts_ms,
-                    last_ms: row.ts_ms,
-                });
-            }
-            Entry::Occupied(mut o) => {
-                let seen = o.get_mut();
-                seen.email = seen.email.or(row.user_email.as_deref());
-                seen.name = seen.name.or(row.user_name.as_deref());
-                seen.first_ms = seen.first_ms.min(row.ts_ms);
-                seen.last_ms = seen.last_ms.max(row.ts_ms);
-            }
-        }
-    }
+    let users = crate::store::rollup::users_seen(batch);
     let mut stmt = conn.prepare_cached(
         "INSERT INTO users (id, email, name, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (id) DO UPDATE SET \
@@ -766,16 +739,6 @@ static ROLLUP_ADD: LazyLock<String> = LazyLock::new(|| {
         .join(", ")
 });
 
-fn figures(row: &UsageRow) -> CallFigures<'_> {
-    CallFigures {
-        usage: &row.usage,
-        source: row.usage_source,
-        status: row.status,
-        cost_nano_usd: row.cost_nano_usd,
-        latency_ms: row.latency_ms,
-    }
-}
-
 /// The rollups of a batch, summed in memory per key before one upsert per key and table:
 /// `usage_daily` (day, user, provider, model, endpoint) for one user's figures,
 /// `usage_user_daily` and `usage_user_monthly` (per user) for ranking users,
@@ -786,40 +749,12 @@ fn upsert_rollups(
     batch: &[UsageRow],
 ) -> rusqlite::Result<()> {
     let rollup_add = &*ROLLUP_ADD;
-    type Detail<'a> = (Arc<str>, &'a str, &'a str, &'a str, &'a str);
-    let mut detail: HashMap<Detail<'_>, Totals> = HashMap::new();
-    let mut user_day: HashMap<(Arc<str>, &str), Totals> = HashMap::new();
-    let mut user_month: HashMap<(String, &str), Totals> = HashMap::new();
-    let mut model_day: HashMap<(Arc<str>, &str, &str), Totals> = HashMap::new();
-    for row in batch {
-        let day = days.day(row.ts_ms);
-        let model = row.model.as_deref().unwrap_or("");
-        let f = figures(row);
-        detail
-            .entry((
-                Arc::clone(&day),
-                &row.user_id,
-                &row.provider,
-                model,
-                row.endpoint,
-            ))
-            .or_default()
-            .add_call(f);
-        user_day
-            .entry((Arc::clone(&day), &row.user_id))
-            .or_default()
-            .add_call(f);
-        model_day
-            .entry((day, &row.provider, model))
-            .or_default()
-            .add_call(f);
-    }
-    for ((day, user), t) in &user_day {
-        user_month
-            .entry((crate::calendar::month_start(day), user))
-            .or_default()
-            .add(t);
-    }
+    let crate::store::rollup::Rollups {
+        detail,
+        user_day,
+        user_month,
+        model_day,
+    } = crate::store::rollup::Rollups::of(days, batch);
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO usage_daily (day, user_id, provider, model, endpoint, {ROLLUP_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
