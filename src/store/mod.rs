@@ -24,6 +24,7 @@ use crate::usage::{Outcome, Totals, Usage, UsageSource};
 
 pub mod journal;
 pub mod postgres;
+pub mod queue;
 pub mod rollup;
 pub mod sqlite;
 
