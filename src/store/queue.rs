@@ -34,8 +34,11 @@ use crate::store::{OpenCall, RowObserver, StoreError, UsageRow, WriterStats};
 pub trait Sink: Send + 'static {
     type Error: fmt::Display;
 
-    /// Write `batch` and everything it adds to, all or nothing.
-    fn write(&mut self, batch: &[UsageRow]) -> Result<(), Self::Error>;
+    /// Write `batch` and everything it adds to, all or nothing. `batch_id` is the same for
+    /// every attempt at one batch and never repeats otherwise: a sink that cannot tell whether
+    /// a failed attempt was committed (a connection lost during the commit) uses it to write a
+    /// batch once.
+    fn write(&mut self, batch: &[UsageRow], batch_id: u64) -> Result<(), Self::Error>;
 
     /// Whether `error` may go away on its own (retry the batch) or is the rows' fault (write
     /// them one by one, give up on the one refused).
@@ -163,8 +166,16 @@ impl Queue {
             dropped_at_last_report: AtomicU64::new(0),
             started: Instant::now(),
         });
+        let mut seed = [0_u8; 8];
+        // Without randomness, the clock: batch ids only need to differ between processes.
+        if getrandom::fill(&mut seed).is_err() {
+            seed = jiff::Timestamp::now().as_nanosecond().to_le_bytes()[..8]
+                .try_into()
+                .unwrap_or_default();
+        }
         let writer = Writer {
             sink,
+            next_batch_id: u64::from_le_bytes(seed) >> 1,
             rx,
             shared: Arc::clone(&shared),
             batch_max: options.batch_max.max(1),
@@ -395,6 +406,9 @@ impl fmt::Debug for WriterThread {
 
 struct Writer<S> {
     sink: S,
+    /// The next batch's id: a random start (so that two processes never share one), then
+    /// counting.
+    next_batch_id: u64,
     rx: Receiver<Msg>,
     shared: Arc<Shared>,
     batch_max: usize,
@@ -477,10 +491,12 @@ impl<S: Sink> Writer<S> {
     /// row cannot take its batch down with it. The journal entries of the rows committed are
     /// closed; a row given up leaves its entry open, so the next start records it.
     fn commit_with_retry(&mut self, batch: &[UsageRow], stopping: bool) {
+        let batch_id = self.next_batch_id;
+        self.next_batch_id = self.next_batch_id.wrapping_add(1);
         let mut backoff = Duration::from_millis(10);
         let mut attempt: u32 = 0;
         loop {
-            let error = match self.sink.write(batch) {
+            let error = match self.sink.write(batch, batch_id) {
                 Ok(()) => {
                     self.shared
                         .committed

@@ -22,6 +22,7 @@ pub mod rows;
 pub mod schema;
 #[doc(hidden)]
 pub mod testing;
+pub mod writer;
 
 /// How to reach the database: the parsed URL and the pool's settings.
 #[derive(Clone)]

@@ -83,7 +83,8 @@ struct SqliteSink {
 impl Sink for SqliteSink {
     type Error = rusqlite::Error;
 
-    fn write(&mut self, batch: &[UsageRow]) -> Result<(), rusqlite::Error> {
+    /// A failed SQLite commit is rolled back, never half-known: no need for the batch's id.
+    fn write(&mut self, batch: &[UsageRow], _batch_id: u64) -> Result<(), rusqlite::Error> {
         write_batch(&mut self.conn, &mut self.days, batch)
     }
 

@@ -163,3 +163,14 @@ CREATE TABLE admin_sessions (
     expires_at     BIGINT  NOT NULL
 );
 CREATE INDEX admin_sessions_admin ON admin_sessions (admin);
+
+-- The batches each gateway has written: a batch retried after its commit's answer was lost
+-- finds its id here and is not written twice. Rows older than a day are deleted by the writer.
+CREATE TABLE tollgate_batches (
+    gateway     TEXT    NOT NULL,
+    batch_id    BIGINT  NOT NULL,
+    rows        BIGINT  NOT NULL,
+    at          BIGINT  NOT NULL,                   -- unix ms UTC
+    PRIMARY KEY (gateway, batch_id)
+);
+CREATE INDEX tollgate_batches_at ON tollgate_batches (at);
