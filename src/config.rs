@@ -298,8 +298,23 @@ fn validate_limits(limits: &LimitsConfig) -> Result<(), ConfigError> {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// SQLite database file.
+    /// Which database keeps the rows: the embedded SQLite file (`path`) or a PostgreSQL server
+    /// several gateways share.
+    pub backend: StoreBackend,
+    /// SQLite database file; with `backend = "postgres"`, the call journal's directory is
+    /// made beside it (`<path>-calls/`), on each gateway's own disk.
     pub path: PathBuf,
+    /// The environment variable holding the PostgreSQL URL (never the file: it may hold a
+    /// password).
+    pub database_url_env: String,
+    /// Connections to PostgreSQL for the admin side's reads and changes (the writer has one of
+    /// its own).
+    pub pool_size: usize,
+    /// Longest a PostgreSQL statement may run before the server cancels it (ms).
+    pub statement_timeout_ms: u64,
+    /// This gateway's name in the shared database (`token_usage.gateway`); default: the host
+    /// name and the listen port.
+    pub replica_id: Option<String>,
     /// Rows that may wait for the writer; a full queue drops rows (counted, logged).
     pub queue_capacity: usize,
     /// Most rows committed in one transaction.
@@ -311,6 +326,17 @@ pub struct StoreConfig {
     /// The call journal: how a call's existence is kept before it is forwarded, so that a
     /// gateway killed mid-call still records it (at the next start) and counts it.
     pub journal: JournalMode,
+}
+
+/// `store.backend`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// One file on this machine: the embedded default.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL server, shared by every gateway that names it.
+    Postgres,
 }
 
 /// `store.journal`.
@@ -332,7 +358,12 @@ pub enum JournalMode {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: StoreBackend::Sqlite,
             path: PathBuf::from("tollgate.db"),
+            database_url_env: "DATABASE_URL".into(),
+            pool_size: 8,
+            statement_timeout_ms: 5_000,
+            replica_id: None,
             queue_capacity: 65_536,
             batch_max: 4_096,
             commit_interval_ms: 50,
@@ -438,6 +469,8 @@ pub struct Config {
     pub upstream_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     pub timezone: jiff::tz::TimeZone,
     pub prices: PriceTable,
+    /// The PostgreSQL URL from `store.database_url_env`, with `store.backend = "postgres"`.
+    pub database_url: Option<Secret>,
     /// The file this configuration was read from ([`Config::load`]); `None` when it was built
     /// from a [`RawConfig`] in memory. Hot reload reads this file again.
     pub source: Option<PathBuf>,
@@ -750,6 +783,45 @@ fn provider(
     })
 }
 
+/// The PostgreSQL URL `store.database_url_env` names, checked for form (never echoed: it may
+/// hold a password), and the pool's figures.
+pub fn database_url(
+    store: &StoreConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, ConfigError> {
+    const KEY: &str = "store.database_url_env";
+    let name = env_name(KEY, &store.database_url_env)?;
+    let url = env(name)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| invalid(KEY, format!("environment variable {name} is not set")))?;
+    if let Err(e) = url.parse::<tokio_postgres::Config>() {
+        return Err(invalid(
+            KEY,
+            format!("environment variable {name} is not a PostgreSQL URL: {e}"),
+        ));
+    }
+    if !(1..=1_000).contains(&store.pool_size) {
+        return Err(invalid("store.pool_size", "must be between 1 and 1000"));
+    }
+    if !(100..=3_600_000).contains(&store.statement_timeout_ms) {
+        return Err(invalid(
+            "store.statement_timeout_ms",
+            "must be between 100 and 3600000",
+        ));
+    }
+    if store
+        .replica_id
+        .as_deref()
+        .is_some_and(|r| r.is_empty() || r.len() > 128 || r.chars().any(char::is_control))
+    {
+        return Err(invalid(
+            "store.replica_id",
+            "must be 1 to 128 printable characters",
+        ));
+    }
+    Ok(Secret::new(url))
+}
+
 /// Check that a `*_env` key holds a variable *name*. The value is not echoed: a common slip is
 /// to paste the secret itself here.
 fn env_name<'a>(key: &str, name: &'a str) -> Result<&'a str, ConfigError> {
@@ -850,6 +922,10 @@ impl Config {
         if raw.store.batch_max == 0 {
             return Err(invalid("store.batch_max", "must be at least 1"));
         }
+        let database_url = match raw.store.backend {
+            StoreBackend::Sqlite => None,
+            StoreBackend::Postgres => Some(database_url(&raw.store, env)?),
+        };
         tracing_subscriber::EnvFilter::try_new(&raw.log.level).map_err(|e| {
             invalid(
                 "log.level",
@@ -866,6 +942,7 @@ impl Config {
             upstream_roots,
             timezone,
             prices,
+            database_url,
             source: None,
         })
     }

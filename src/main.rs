@@ -37,6 +37,9 @@ enum Command {
     Serve(ConfigArg),
     /// Validate the configuration and print it, secrets masked.
     CheckConfig(ConfigArg),
+    /// Apply the store's schema migrations (PostgreSQL: once, under a lock, whatever else is
+    /// starting) and exit.
+    Migrate(ConfigArg),
     /// Mint a JWT with the configured HS256 secret, for trials; prints it on stdout.
     Token(TokenArgs),
     /// Manage the admin accounts that sign in to the dashboard and admin API.
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig(args) => check_config(&args),
+        Command::Migrate(args) => migrate(&args),
         Command::Token(args) => token(&args),
         Command::Admin(command) => admin(&command),
     }
@@ -184,7 +188,56 @@ fn check_config(args: &ConfigArg) -> ExitCode {
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }
+    if config.raw.store.backend == tollgate::config::StoreBackend::Postgres {
+        let env = |name: &str| std::env::var(name).ok();
+        match current_thread().and_then(|rt| {
+            rt.block_on(tollgate::store::check(&config.raw.store, &env))
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(found) => println!("# store: {found}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// `tollgate migrate`: reads only `[store]` and `limits.timezone`.
+fn migrate(args: &ConfigArg) -> ExitCode {
+    let raw = match RawConfig::load(&args.path()) {
+        Ok(raw) => raw,
+        Err(e) => return invalid(&e),
+    };
+    let tz = jiff::tz::TimeZone::get(&raw.limits.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let env = |name: &str| std::env::var(name).ok();
+    let done = current_thread().and_then(|rt| {
+        rt.block_on(tollgate::store::migrate(&raw.store, &tz, &env))
+            .map_err(|e| {
+                format!(
+                    "cannot migrate the store at {}: {e}",
+                    tollgate::store::describe(&raw.store, &env)
+                )
+            })
+    });
+    match done {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn current_thread() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 /// Mint a token. Reads only `[auth]` and its secret: provider keys need not be set.
@@ -248,12 +301,20 @@ fn admin(command: &AdminCommand) -> ExitCode {
     // No rows are recorded here, but opening an older file repairs its rollups, whose days are
     // in `limits.timezone` (`check-config` reports a bad zone; here it falls back to UTC).
     let tz = jiff::tz::TimeZone::get(&raw.limits.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
-    let store = match tollgate::store::open(&raw.store, tz, None) {
+    let env = |name: &str| std::env::var(name).ok();
+    let store = match runtime.block_on(tollgate::store::open(
+        &raw.store,
+        tz,
+        None,
+        &env,
+        "cli",
+        tollgate::store::Role::Tool,
+    )) {
         Ok(store) => store,
         Err(e) => {
             eprintln!(
-                "error: cannot open the store at {} (store.path): {e}",
-                raw.store.path.display()
+                "error: cannot open the store at {}: {e}",
+                tollgate::store::describe(&raw.store, &env)
             );
             return ExitCode::from(EXIT_FAILED);
         }

@@ -38,10 +38,10 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The store could not be opened (or migrated).
-    #[error("cannot open the store at {path} (store.path): {source}")]
+    #[error("cannot open the store at {path}: {source}")]
     Store { path: String, source: StoreError },
     /// The quota counters could not be read from the store.
-    #[error("cannot read usage totals from {path} (store.path): {source}")]
+    #[error("cannot read usage totals from {path}: {source}")]
     Seed { path: String, source: StoreError },
     /// The upstream client could not be built.
     #[error(transparent)]
@@ -143,18 +143,27 @@ pub async fn start_on_with(
     let config = Arc::new(config);
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
-    let path = || config.raw.store.path.display().to_string();
+    let path = || crate::store::describe(&config.raw.store, &*env);
     // Counted, then logged (the access log), on the writer's thread.
     let observers: Vec<Arc<dyn RowObserver>> = vec![
         Arc::clone(&metrics) as Arc<dyn RowObserver>,
         Arc::new(AccessLog::new()),
     ];
     let observer = Arc::new(observers) as Arc<dyn RowObserver>;
-    let store = crate::store::open(&config.raw.store, config.timezone.clone(), Some(observer))
-        .map_err(|source| StartError::Store {
-            path: path(),
-            source,
-        })?;
+    let replica = replica_name(addr);
+    let store = crate::store::open(
+        &config.raw.store,
+        config.timezone.clone(),
+        Some(observer),
+        &*env,
+        &replica,
+        crate::store::Role::Gateway,
+    )
+    .await
+    .map_err(|source| StartError::Store {
+        path: path(),
+        source,
+    })?;
     let ledger = Arc::new(Ledger::new(&config.raw.limits, config.timezone.clone()));
     // Today's and this month's totals, blocks and overrides: the counters survive restarts.
     let (today, month) = ledger.seed_days();
@@ -220,6 +229,16 @@ pub async fn start_on_with(
         stop,
         task,
     })
+}
+
+/// This gateway's default name in a shared database: the host name and the listen port.
+fn replica_name(addr: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into());
+    format!("{host}:{}", addr.port())
 }
 
 /// Start, then run until SIGTERM or SIGINT, then stop gracefully. SIGHUP reloads the

@@ -69,6 +69,41 @@ pub fn dir_for(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
+/// The journal's directory, held by one process: the gateway that records what is left in it
+/// and appends to it. Released when dropped (or when the process dies: an advisory `flock` on
+/// `<dir>/lock`), so a second gateway on the same `store.path` is refused instead of recording
+/// the first one's calls in flight as lost.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Take `dir` (created if missing), or fail naming it when another process holds it.
+    pub fn acquire(dir: &Path) -> Result<DirLock, StoreError> {
+        fs::create_dir_all(dir)
+            .map_err(|e| io_error(dir, "cannot create the call journal's directory", &e))?;
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, "cannot open the call journal's lock", &e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Backend(format!(
+                "another Tollgate process is using the call journal in {} (a gateway with the \
+                 same store.path is running)",
+                dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(io_error(&path, "cannot lock the call journal", &e))
+            }
+        }
+    }
+}
+
 /// The running journal. Cheap to share (`Arc` inside); [`Journal::stop`] ends its thread.
 #[derive(Clone)]
 pub struct Journal {

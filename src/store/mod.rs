@@ -630,21 +630,162 @@ pub struct ExportQuery {
 
 // === choosing a backend ===
 
+/// Who opens the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `tollgate serve`: owns the call journal (records what an earlier run left, appends to
+    /// it) and, on PostgreSQL, announces itself to other gateways.
+    Gateway,
+    /// A command that only changes accounts or reads (`tollgate admin …`): leaves the journal
+    /// and the gateways' registry to the gateway that may be running beside it.
+    Tool,
+}
+
 /// Open the store `[store]` names, its rollup days in `tz` (`limits.timezone`), with the
-/// writer's `observer`.
-pub fn open(
+/// writer's `observer`. `env` reads the PostgreSQL URL's variable; `replica` is this
+/// gateway's name in a shared database when `store.replica_id` does not set one.
+pub async fn open(
     settings: &crate::config::StoreConfig,
     tz: jiff::tz::TimeZone,
     observer: Option<Arc<dyn RowObserver>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    replica: &str,
+    role: Role,
 ) -> Result<Arc<dyn Store>, StoreError> {
-    let options = sqlite::Options {
+    let options = queue::Options {
+        owns_journal: role == Role::Gateway,
         journal: settings.journal,
         queue_capacity: settings.queue_capacity,
         batch_max: settings.batch_max,
         linger: std::time::Duration::from_millis(settings.commit_interval_ms),
         observer,
-        ..sqlite::Options::default()
+        ..queue::Options::default()
     };
-    let store = sqlite::SqliteStore::open(&settings.path, tz, options)?;
-    Ok(store)
+    match settings.backend {
+        crate::config::StoreBackend::Sqlite => {
+            let store = sqlite::SqliteStore::open(&settings.path, tz, options)?;
+            Ok(store)
+        }
+        crate::config::StoreBackend::Postgres => {
+            let pg = postgres_settings(settings, env)?;
+            let replica = settings.replica_id.as_deref().unwrap_or(replica);
+            // PENDING-PGSTORE
+            let _ = (pg, replica, tz, options);
+            Err(StoreError::Backend(
+                "store.backend = \"postgres\" is not available in this build yet".into(),
+            ))
+        }
+    }
+}
+
+/// `tollgate migrate`: bring the store's schema to this version and say what was done. On
+/// PostgreSQL under the migration lock (any number of gateways may be starting meanwhile).
+pub async fn migrate(
+    settings: &crate::config::StoreConfig,
+    tz: &jiff::tz::TimeZone,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, StoreError> {
+    match settings.backend {
+        crate::config::StoreBackend::Sqlite => {
+            let path = settings.path.clone();
+            let tz = tz.clone();
+            tokio::task::spawn_blocking(move || {
+                sqlite::schema::open_writer(&path, std::time::Duration::from_secs(30), &tz).map(
+                    |_| {
+                        format!(
+                            "{}: schema version {}",
+                            path.display(),
+                            sqlite::SCHEMA_VERSION
+                        )
+                    },
+                )
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("the migration's task failed: {e}")))?
+        }
+        crate::config::StoreBackend::Postgres => {
+            let pg = postgres_settings(settings, env)?;
+            let mut client = pg.connect().await?;
+            let done = postgres::schema::migrate(&mut client).await?;
+            Ok(if done.from == done.to {
+                format!("{}: already at schema version {}", pg.target(), done.to)
+            } else {
+                format!(
+                    "{}: migrated from schema version {} to {}",
+                    pg.target(),
+                    done.from,
+                    done.to
+                )
+            })
+        }
+    }
+}
+
+/// `tollgate check-config` with `store.backend = "postgres"`: connect and read the schema's
+/// version, without changing anything.
+pub async fn check(
+    settings: &crate::config::StoreConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, StoreError> {
+    match settings.backend {
+        crate::config::StoreBackend::Sqlite => Ok(format!(
+            "SQLite file {} (created on first start)",
+            settings.path.display()
+        )),
+        crate::config::StoreBackend::Postgres => {
+            let pg = postgres_settings(settings, env)?;
+            let client = pg.connect().await?;
+            let version: i64 = match client
+                .query_opt("SELECT MAX(version) FROM tollgate_migrations", &[])
+                .await
+            {
+                Ok(row) => row.and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0),
+                // No table yet: a database Tollgate has not used; `serve` or `migrate` makes it.
+                Err(_) => 0,
+            };
+            Ok(format!(
+                "PostgreSQL {} reachable, schema version {version} (this Tollgate writes {})",
+                pg.target(),
+                postgres::schema::SCHEMA_VERSION
+            ))
+        }
+    }
+}
+
+fn postgres_settings(
+    settings: &crate::config::StoreConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<postgres::Settings, StoreError> {
+    let url = crate::config::database_url(settings, env)
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+    postgres::Settings::new(
+        url.expose(),
+        settings.pool_size,
+        std::time::Duration::from_millis(settings.statement_timeout_ms),
+    )
+}
+
+/// Where the store is, as an error message may name it: the SQLite file, or the PostgreSQL
+/// server (never its password).
+pub fn describe(
+    settings: &crate::config::StoreConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> String {
+    match settings.backend {
+        crate::config::StoreBackend::Sqlite => format!("{} (store.path)", settings.path.display()),
+        crate::config::StoreBackend::Postgres => crate::config::database_url(settings, env)
+            .ok()
+            .and_then(|url| {
+                postgres::Settings::new(url.expose(), 1, std::time::Duration::from_secs(1)).ok()
+            })
+            .map_or_else(
+                || {
+                    format!(
+                        "the database in ${} (store.database_url_env)",
+                        settings.database_url_env
+                    )
+                },
+                |s| format!("{} (store.database_url_env)", s.target()),
+            ),
+    }
 }

@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::JournalMode;
-use crate::store::journal::{Journal, JournalThread};
+use crate::store::journal::{DirLock, Journal, JournalThread};
 use crate::store::{OpenCall, RowObserver, StoreError, UsageRow, WriterStats};
 
 /// Where the writer thread puts its batches.
@@ -74,6 +74,10 @@ pub struct Options {
     /// Told about every batch the writer has written (committed or given up), on the writer's
     /// thread, off the request path: how `metrics` counts calls.
     pub observer: Option<Arc<dyn RowObserver>>,
+    /// A gateway (`true`): take the call journal's directory for this process and record what
+    /// an earlier run left in it. A tool that only changes accounts or reads (`tollgate admin`)
+    /// leaves the journal alone — it belongs to the gateway that may be running beside it.
+    pub owns_journal: bool,
 }
 
 impl Default for Options {
@@ -87,6 +91,7 @@ impl Default for Options {
             retries_when_stopping: 8,
             linger: Duration::from_millis(50),
             observer: None,
+            owns_journal: true,
         }
     }
 }
@@ -114,6 +119,8 @@ pub struct WriterThread {
     thread: Option<JoinHandle<()>>,
     /// Stopped after the writer, once every row that closes an entry is committed.
     journal: Option<JournalThread>,
+    /// The call journal's directory, this process's until the writer is dropped.
+    _dir_lock: Option<DirLock>,
 }
 
 enum Msg {
@@ -151,6 +158,7 @@ impl Queue {
         options: Options,
         journal: Option<Journal>,
         journal_thread: Option<JournalThread>,
+        dir_lock: Option<DirLock>,
     ) -> Result<(Queue, WriterThread), StoreError> {
         let capacity = options.queue_capacity.max(1);
         // Room for every row and the stop message.
@@ -204,6 +212,7 @@ impl Queue {
                 shared,
                 thread: Some(thread),
                 journal: journal_thread,
+                _dir_lock: dir_lock,
             },
         ))
     }

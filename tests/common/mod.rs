@@ -445,6 +445,9 @@ pub struct Harness {
     pub raw: RawConfig,
     /// The configuration file the gateway reloads (`start_with_file`), if any.
     pub config_file: Option<PathBuf>,
+    /// With `store.backend = "postgres"` (`start_pg_with`): the test's own database, dropped
+    /// with the harness.
+    pub pg: Option<std::sync::Arc<tollgate::store::postgres::testing::TestDb>>,
 }
 
 /// A config pointing both providers at `upstream`, with the database under `dir`.
@@ -527,6 +530,21 @@ impl Harness {
         Harness::around(mock, dir, raw, running, None)
     }
 
+    /// [`Harness::start_with`] on PostgreSQL: a database of its own (made now, dropped with
+    /// the harness) in `DATABASE_URL`, `store.backend = "postgres"`.
+    pub async fn start_pg_with(tweak: impl FnOnce(&mut RawConfig)) -> Harness {
+        let db = std::sync::Arc::new(tollgate::store::postgres::testing::TestDb::create().await);
+        let mock = MockUpstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut raw = test_config(&mock.url(), dir.path());
+        raw.store.backend = tollgate::config::StoreBackend::Postgres;
+        tweak(&mut raw);
+        let running = start_pg(&raw, &db).await;
+        let mut h = Harness::around(mock, dir, raw, running, None);
+        h.pg = Some(db);
+        h
+    }
+
     fn around(
         mock: MockUpstream,
         dir: tempfile::TempDir,
@@ -543,6 +561,7 @@ impl Harness {
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
             raw,
             config_file,
+            pg: None,
         }
     }
 
@@ -675,6 +694,12 @@ impl Harness {
     /// Stop the gateway and start a new one on the same database and upstream.
     pub async fn restart(&mut self) {
         self.stop().await;
+        if let Some(db) = &self.pg {
+            let running = start_pg(&self.raw, db).await;
+            self.addr = running.addr;
+            self.running = Some(running);
+            return;
+        }
         if let Some(file) = &self.config_file {
             let running = start_from_file(file).await;
             self.addr = running.addr;
@@ -699,19 +724,22 @@ impl Harness {
 
     /// Every usage row, oldest first (call after `stop`, or use `wait_rows`).
     pub fn rows(&self) -> Vec<Row> {
-        read_rows(&self.db)
+        match &self.pg {
+            Some(db) => read_pg_rows(db.url()),
+            None => read_rows(&self.db),
+        }
     }
 
     /// Wait until at least `n` rows are committed (the writer commits in the background).
     pub async fn wait_rows(&self, n: usize) -> Vec<Row> {
         for _ in 0..400 {
-            let rows = read_rows(&self.db);
+            let rows = self.rows();
             if rows.len() >= n {
                 return rows;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let rows = read_rows(&self.db);
+        let rows = self.rows();
         panic!("expected {n} rows, found {}: {rows:#?}", rows.len());
     }
 }
@@ -826,6 +854,88 @@ pub fn read_rows(db: &Path) -> Vec<Row> {
     .unwrap()
     .map(Result::unwrap)
     .collect()
+}
+
+/// A gateway on the PostgreSQL database `db`, its URL in `DATABASE_URL` (other secrets from
+/// [`test_env`]).
+pub async fn start_pg(
+    raw: &RawConfig,
+    db: &std::sync::Arc<tollgate::store::postgres::testing::TestDb>,
+) -> Running {
+    let url = db.url().to_string();
+    let env = move |name: &str| match name {
+        "DATABASE_URL" => Some(url.clone()),
+        other => test_env(other),
+    };
+    let config = Config::from_raw(raw.clone(), &env).expect("valid test config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tollgate::serve::start_on_with(
+        config,
+        listener,
+        Options {
+            config_path: None,
+            env: Some(Arc::new(env)),
+        },
+    )
+    .await
+    .expect("gateway starts on PostgreSQL")
+}
+
+/// Every call row in the PostgreSQL database at `url`, oldest first (as [`read_rows`]).
+pub fn read_pg_rows(url: &str) -> Vec<Row> {
+    let url = url.to_string();
+    // On a thread of its own: callers may be inside the test's runtime.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let table = client
+                .query_opt("SELECT to_regclass('token_usage')::text", &[])
+                .await
+                .unwrap()
+                .and_then(|r| r.get::<_, Option<String>>(0));
+            if table.is_none() {
+                return Vec::new();
+            }
+            client
+                .query(
+                    "SELECT request_id, user_id, provider, model, endpoint, streamed, status, \
+                     input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, \
+                     total_tokens, cost_nano_usd, usage_source, outcome FROM token_usage \
+                     ORDER BY id",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| Row {
+                    request_id: r.get(0),
+                    user_id: r.get(1),
+                    provider: r.get(2),
+                    model: r.get(3),
+                    endpoint: r.get(4),
+                    streamed: r.get(5),
+                    status: r.get(6),
+                    input_tokens: r.get(7),
+                    cached_input_tokens: r.get(8),
+                    output_tokens: r.get(9),
+                    reasoning_tokens: r.get(10),
+                    total_tokens: r.get(11),
+                    cost_nano_usd: r.get(12),
+                    usage_source: r.get(13),
+                    outcome: r.get(14),
+                })
+                .collect()
+        })
+    })
+    .join()
+    .unwrap()
 }
 
 /// Read a response body to the end, or the error that ended it.

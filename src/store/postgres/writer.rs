@@ -198,13 +198,18 @@ pub async fn open_queue(
     options: Options,
 ) -> Result<(Queue, WriterThread), StoreError> {
     let mut days = DayCache::new(tz);
-    let max_id = recover(settings, dir, &mut days, gateway).await?;
-    let (journal, journal_thread) = match Journal::start(dir, options.journal, max_id)? {
-        Some((journal, thread)) => (Some(journal), Some(thread)),
-        None => (None, None),
+    let (lock, journal, journal_thread) = if options.owns_journal {
+        let lock = journal::DirLock::acquire(dir)?;
+        let max_id = recover(settings, dir, &mut days, gateway).await?;
+        match Journal::start(dir, options.journal, max_id)? {
+            Some((journal, thread)) => (Some(lock), Some(journal), Some(thread)),
+            None => (Some(lock), None, None),
+        }
+    } else {
+        (None, None, None)
     };
     let sink = PgSink::new(settings.clone(), days, gateway.to_string())?;
-    Queue::start(sink, options, journal, journal_thread)
+    Queue::start(sink, options, journal, journal_thread, lock)
 }
 
 /// Every entry of the journal in `dir` whose row the database lacks becomes a `recovered` row

@@ -196,9 +196,13 @@ mod tests {
     }
 
     fn segments(path: &Path) -> usize {
-        std::fs::read_dir(journal::dir_for(path))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        std::fs::read_dir(journal::dir_for(path)).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".calls"))
+            })
+            .count()
+        })
     }
 
     #[tokio::test]
@@ -285,10 +289,9 @@ mod tests {
         // The kill came in the middle of erin's write: her record is cut short.
         let segment = std::fs::read_dir(journal::dir_for(&path))
             .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "calls"))
+            .unwrap();
         let bytes = std::fs::read(&segment).unwrap();
         std::fs::write(&segment, &bytes[..bytes.len() - 7]).unwrap();
 

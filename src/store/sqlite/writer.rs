@@ -47,19 +47,23 @@ impl Queue {
     ) -> Result<(Queue, WriterThread), StoreError> {
         let mut conn = super::schema::open_writer(path, options.busy_timeout, &tz)?;
         let mut days = DayCache::new(tz);
-        // Recovered rows are fsynced whatever the mode: the segments they replace go next.
-        super::journal::recover_table(&mut conn, &mut days)?;
         let journal_dir = journal::dir_for(path);
-        let max_id = super::journal::recover_file(&mut conn, &mut days, &journal_dir)?;
+        let (lock, journal, journal_thread) = if options.owns_journal {
+            let lock = journal::DirLock::acquire(&journal_dir)?;
+            // Recovered rows are fsynced whatever the mode: the segments they replace go next.
+            super::journal::recover_table(&mut conn, &mut days)?;
+            let max_id = super::journal::recover_file(&mut conn, &mut days, &journal_dir)?;
+            match Journal::start(&journal_dir, options.journal, max_id)? {
+                Some((journal, thread)) => (Some(lock), Some(journal), Some(thread)),
+                None => (Some(lock), None, None),
+            }
+        } else {
+            (None, None, None)
+        };
         if options.journal == JournalMode::Process {
             // Commits reach the operating system, not the disk: a killed process loses nothing.
             conn.execute_batch("PRAGMA synchronous = NORMAL")?;
         }
-        let (journal, journal_thread) = match Journal::start(&journal_dir, options.journal, max_id)?
-        {
-            Some((journal, thread)) => (Some(journal), Some(thread)),
-            None => (None, None),
-        };
         // Checkpoints run beside the writer, never inside its commits (see `checkpoint`).
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
         let checkpointer = super::checkpoint::Checkpointer::start(path)?;
@@ -68,7 +72,7 @@ impl Queue {
             days,
             checkpointer: Some(checkpointer),
         };
-        Queue::start(sink, options, journal, journal_thread)
+        Queue::start(sink, options, journal, journal_thread, lock)
     }
 }
 

@@ -174,3 +174,12 @@ CREATE TABLE tollgate_batches (
     PRIMARY KEY (gateway, batch_id)
 );
 CREATE INDEX tollgate_batches_at ON tollgate_batches (at);
+
+-- The gateways using this database, each renewing its row every few seconds while it runs.
+-- Until limits are shared across gateways (leases, issue 13), a gateway refuses to start while
+-- another one's row is fresh: two gateways would each allow a user their whole limit.
+CREATE TABLE tollgate_gateways (
+    replica_id  TEXT    PRIMARY KEY,
+    started_at  BIGINT  NOT NULL,                   -- unix ms UTC
+    seen_at     BIGINT  NOT NULL                    -- unix ms UTC, renewed while running
+);

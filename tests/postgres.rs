@@ -1,0 +1,223 @@
+//! The gateway on PostgreSQL (`store.backend = "postgres"`), each test on a database of its own
+//! on the machine's server (made and dropped by the test): calls recorded, controls and usage
+//! kept across a restart, the admin side's reads, a second gateway refused while limits are not
+//! shared yet, and `tollgate migrate` / `check-config` as an operator runs them.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the test's failure report"
+)]
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use tollgate::store::postgres::testing::TestDb;
+use tollgate::store::{UserSort, UsersQuery};
+
+const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+const STREAM: &str =
+    r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_on_postgres_records_every_call_and_keeps_blocks_and_usage_across_a_restart() {
+    let mut h = Harness::start_pg_with(|c| c.limits.daily_tokens = 1_000_000).await;
+    let jwt = h.token("pg-user");
+    h.mock.push(Reply::json(200, fixture("openai/chat.json")));
+    h.mock
+        .push(Reply::sse(fixture("openai/chat_stream_usage.sse")).split_every(40));
+    h.mock
+        .push(Reply::json(200, fixture("gemini/generate_content.json")));
+    for body in [CHAT, STREAM] {
+        let resp = h
+            .post_openai("/openai/v1/chat/completions", &jwt, body)
+            .await;
+        assert_eq!(resp.status(), 200);
+        read_all(resp).await.unwrap();
+    }
+    let resp = h
+        .post_gemini(
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            &jwt,
+            r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    read_all(resp).await.unwrap();
+
+    let rows = h.wait_rows(3).await;
+    assert_eq!(
+        rows.iter()
+            .map(|r| (
+                r.provider.as_str(),
+                r.streamed,
+                r.outcome.as_str(),
+                r.usage_source.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("openai", false, "complete", "reported"),
+            ("openai", true, "complete", "reported"),
+            ("gemini", false, "complete", "reported"),
+        ]
+    );
+    let used: i64 = rows.iter().map(|r| r.total_tokens).sum();
+    assert!(used > 0);
+
+    // The admin side reads the same rows.
+    let (today, month_start) = h.ledger().seed_days();
+    let page = h
+        .running()
+        .store
+        .users_page(UsersQuery {
+            search: None,
+            sort: UserSort::default(),
+            desc: false,
+            limit: 50,
+            offset: 0,
+            today,
+            month_start,
+        })
+        .await
+        .unwrap();
+    let me = page.users.iter().find(|u| u.id == "pg-user").unwrap();
+    assert_eq!(me.month.total_tokens, used);
+    assert_eq!(me.month.calls, 3);
+
+    // A block is kept in the database: refused now, and after a restart.
+    h.actions()
+        .block("test", "pg-user", Some("pg test".into()))
+        .await
+        .unwrap();
+    let resp = h
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT)
+        .await;
+    assert_eq!(resp.status(), 403);
+    h.restart().await;
+    let resp = h
+        .post_openai("/openai/v1/chat/completions", &jwt, CHAT)
+        .await;
+    assert_eq!(resp.status(), 403, "the block survived the restart");
+    h.actions().unblock("test", "pg-user").await.unwrap();
+    // Today's usage was seeded from the database.
+    let usage = me_usage(&h.client, &h.url(""), &jwt).await;
+    assert_eq!(usage["day"]["used_tokens"], used, "{usage}");
+    assert_eq!(h.mock.hits(), 3, "refused calls never reached the upstream");
+    h.stop().await;
+    let rows = h.rows();
+    assert_eq!(
+        rows.iter().filter(|r| r.outcome == "blocked").count(),
+        2,
+        "the refusals have their rows too: {rows:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_the_same_database_is_refused_until_the_first_stops() {
+    let mut first = Harness::start_pg_with(|_| {}).await;
+    let db = std::sync::Arc::clone(first.pg.as_ref().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = test_config(&first.mock.url(), dir.path());
+    raw.store.backend = tollgate::config::StoreBackend::Postgres;
+    let url = db.url().to_string();
+    let env = move |name: &str| match name {
+        "DATABASE_URL" => Some(url.clone()),
+        other => test_env(other),
+    };
+    let config = tollgate::config::Config::from_raw(raw.clone(), &env).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second = tollgate::serve::start_on_with(
+        config,
+        listener,
+        tollgate::serve::Options {
+            config_path: None,
+            env: Some(std::sync::Arc::new(env)),
+        },
+    )
+    .await;
+    let Err(e) = second else {
+        panic!("a second gateway started beside the first");
+    };
+    let e = e.to_string();
+    assert!(e.contains("another gateway is running"), "{e}");
+    assert!(e.contains("postgres://"), "the database is named: {e}");
+    // Stopped cleanly, the first lets the next one in at once.
+    first.stop().await;
+    let running = start_pg(&raw, &db).await;
+    running.shutdown().await;
+}
+
+/// `tollgate migrate` and `tollgate check-config` against the real server, as an operator runs
+/// them: the URL from the environment, never echoed with its password.
+#[tokio::test]
+async fn migrate_and_check_config_reach_the_database_named_in_the_environment() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = test_config("http://127.0.0.1:9", dir.path());
+    raw.store.backend = tollgate::config::StoreBackend::Postgres;
+    std::fs::write(dir.path().join("gateway.toml"), config_toml(&raw)).unwrap();
+    let run = |args: &[&str], url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .current_dir(dir.path())
+            .env_clear()
+            .env("OPENAI_API_KEY", OPENAI_KEY)
+            .env("GEMINI_API_KEY", GEMINI_KEY)
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("DATABASE_URL", url)
+            .args(args)
+            .args(["--config", "gateway.toml"])
+            .output()
+            .unwrap()
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let out = run(&["check-config"], db.url());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("reachable, schema version 0"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["migrate"], db.url());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("migrated from schema version 0 to 1"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["migrate"], db.url());
+    assert!(
+        text(&out).contains("already at schema version 1"),
+        "{}",
+        text(&out)
+    );
+    // A server that is not there: exit 1, the host named, the password not.
+    let out = run(
+        &["check-config"],
+        "postgres://tollgate:s3cret-pw@127.0.0.1:9/nowhere?sslmode=disable&connect_timeout=2",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("127.0.0.1:9"), "{}", text(&out));
+    assert!(!text(&out).contains("s3cret-pw"), "{}", text(&out));
+    // No URL at all: a configuration error naming the key.
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("OPENAI_API_KEY", OPENAI_KEY)
+        .env("GEMINI_API_KEY", GEMINI_KEY)
+        .env("JWT_SECRET", JWT_SECRET)
+        .args(["check-config", "--config", "gateway.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("store.database_url_env"),
+        "{}",
+        text(&out)
+    );
+}
