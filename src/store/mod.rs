@@ -26,6 +26,7 @@ pub mod journal;
 pub mod postgres;
 pub mod rollup;
 pub mod sqlite;
+pub mod work;
 
 // === the interface ===
 
