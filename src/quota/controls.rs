@@ -18,10 +18,54 @@ pub struct UserOverrides {
     pub max_concurrent: Option<u32>,
 }
 
+/// The overrides as a store keeps them: six nullable integer columns, in the order
+/// `daily_tokens, monthly_tokens, daily_cost_nano_usd, monthly_cost_nano_usd,
+/// requests_per_minute, max_concurrent`.
+pub type StoredOverrides = [Option<i64>; 6];
+
 impl UserOverrides {
     /// Whether no limit is overridden.
     pub fn is_empty(&self) -> bool {
         *self == UserOverrides::default()
+    }
+
+    /// These overrides as a store's integers ([`StoredOverrides`]). A limit past `i64::MAX`
+    /// cannot be stored: it is refused, naming it, and the caller writes nothing.
+    pub fn to_stored(&self) -> Result<StoredOverrides, InvalidPatch> {
+        let count = |key: &'static str, v: Option<u64>| {
+            v.map(|v| {
+                i64::try_from(v).map_err(|_| InvalidPatch {
+                    key,
+                    message: "is too large".into(),
+                })
+            })
+            .transpose()
+        };
+        Ok([
+            count("daily_tokens", self.daily_tokens)?,
+            count("monthly_tokens", self.monthly_tokens)?,
+            count("daily_cost_nano_usd", self.daily_cost_nano_usd)?,
+            count("monthly_cost_nano_usd", self.monthly_cost_nano_usd)?,
+            self.requests_per_minute.map(i64::from),
+            self.max_concurrent.map(i64::from),
+        ])
+    }
+
+    /// Overrides read back from a store's integers ([`StoredOverrides`]). Values an operator
+    /// could only have put there by hand are read leniently rather than failing the read: a
+    /// negative limit as 0, a rate or cap past `u32` as `u32::MAX`.
+    pub fn from_stored(stored: StoredOverrides) -> UserOverrides {
+        let [daily, monthly, daily_cost, monthly_cost, rpm, concurrent] = stored;
+        let count = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
+        let small = |v: Option<i64>| v.map(|v| u32::try_from(v.max(0)).unwrap_or(u32::MAX));
+        UserOverrides {
+            daily_tokens: count(daily),
+            monthly_tokens: count(monthly),
+            daily_cost_nano_usd: count(daily_cost),
+            monthly_cost_nano_usd: count(monthly_cost),
+            requests_per_minute: small(rpm),
+            max_concurrent: small(concurrent),
+        }
     }
 }
 
@@ -149,4 +193,46 @@ pub struct QuotaSeed {
     /// The first day of the month (`YYYY-MM-01`) the `month` totals start at.
     pub month_start: String,
     pub users: std::collections::BTreeMap<String, SeedUser>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn overrides_go_to_a_stores_integers_and_back() {
+        let o = UserOverrides {
+            daily_tokens: Some(5),
+            monthly_tokens: None,
+            daily_cost_nano_usd: Some(u64::try_from(i64::MAX).unwrap()),
+            monthly_cost_nano_usd: Some(0),
+            requests_per_minute: Some(u32::MAX),
+            max_concurrent: None,
+        };
+        let stored = o.to_stored().unwrap();
+        assert_eq!(
+            stored,
+            [
+                Some(5),
+                None,
+                Some(i64::MAX),
+                Some(0),
+                Some(i64::from(u32::MAX)),
+                None
+            ]
+        );
+        assert_eq!(UserOverrides::from_stored(stored), o);
+        let too_large = UserOverrides {
+            monthly_tokens: Some(u64::MAX),
+            ..o
+        };
+        assert_eq!(too_large.to_stored().unwrap_err().key, "monthly_tokens");
+        // Hand-edited values read leniently.
+        let lenient =
+            UserOverrides::from_stored([Some(-5), None, None, None, Some(1 << 40), Some(-1)]);
+        assert_eq!(lenient.daily_tokens, Some(0));
+        assert_eq!(lenient.requests_per_minute, Some(u32::MAX));
+        assert_eq!(lenient.max_concurrent, Some(0));
+    }
 }

@@ -27,6 +27,7 @@ pub mod postgres;
 pub mod queue;
 pub mod rollup;
 pub mod sqlite;
+pub mod work;
 
 // === the interface ===
 

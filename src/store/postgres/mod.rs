@@ -18,10 +18,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use crate::store::StoreError;
 
+pub mod accounts;
+pub mod audit;
+pub mod controls;
 pub mod rows;
 pub mod schema;
 #[doc(hidden)]
 pub mod testing;
+pub mod work;
 pub mod writer;
 
 /// How to reach the database: the parsed URL and the pool's settings.

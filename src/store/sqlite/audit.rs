@@ -5,25 +5,8 @@
 
 use rusqlite::{Connection, params};
 
-use crate::store::{AuditAction, AuditRow};
-
-/// One admin action, as written to `admin_audit`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditEntry {
-    /// Unix ms UTC.
-    pub ts: i64,
-    /// The admin account or admin JWT subject; `"system"` for reloads nobody asked for through
-    /// the API (file watch, SIGHUP); for a failed sign-in, the name that was tried.
-    pub actor: String,
-    pub action: AuditAction,
-    /// Usually a user id.
-    pub target: Option<String>,
-    /// JSON of the state before and after the action, when it has one.
-    pub before_json: Option<String>,
-    pub after_json: Option<String>,
-    /// Free text: a block reason, the client address of a sign-in, why a reload was refused.
-    pub detail: Option<String>,
-}
+use crate::store::AuditRow;
+pub use crate::store::work::AuditEntry;
 
 /// Insert `entry`. Call it inside the transaction that carries the action (a `Transaction`
 /// derefs to `Connection`).
@@ -76,6 +59,7 @@ pub fn audit_page(
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
+    use crate::store::AuditAction;
 
     #[test]
     fn written_rows_read_back_newest_first_and_filter_by_target() {

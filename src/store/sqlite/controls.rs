@@ -17,33 +17,24 @@ use crate::quota::{
 pub(crate) const CONTROL_COLUMNS: &str = "blocked, blocked_reason, daily_tokens, monthly_tokens, \
      daily_cost_nano_usd, monthly_cost_nano_usd, requests_per_minute, max_concurrent";
 
-/// Read [`CONTROL_COLUMNS`] starting at column `at`. Values an operator could only have put there
-/// by hand are read leniently: a negative limit as 0, a rate or cap past `u32` as `u32::MAX`.
+/// Read [`CONTROL_COLUMNS`] starting at column `at`, the overrides as
+/// [`UserOverrides::from_stored`] reads them (leniently).
 pub(crate) fn controls_from_row(
     row: &rusqlite::Row<'_>,
     at: usize,
 ) -> rusqlite::Result<UserControls> {
-    let count = |i: usize| -> rusqlite::Result<Option<u64>> {
-        Ok(row
-            .get::<_, Option<i64>>(at + i)?
-            .map(|v| u64::try_from(v).unwrap_or(0)))
-    };
-    let small = |i: usize| -> rusqlite::Result<Option<u32>> {
-        Ok(row
-            .get::<_, Option<i64>>(at + i)?
-            .map(|v| u32::try_from(v.max(0)).unwrap_or(u32::MAX)))
-    };
+    let int = |i: usize| row.get::<_, Option<i64>>(at + i);
     Ok(UserControls {
         blocked: row.get::<_, i64>(at)? != 0,
         blocked_reason: row.get(at + 1)?,
-        overrides: UserOverrides {
-            daily_tokens: count(2)?,
-            monthly_tokens: count(3)?,
-            daily_cost_nano_usd: count(4)?,
-            monthly_cost_nano_usd: count(5)?,
-            requests_per_minute: small(6)?,
-            max_concurrent: small(7)?,
-        },
+        overrides: UserOverrides::from_stored([
+            int(2)?,
+            int(3)?,
+            int(4)?,
+            int(5)?,
+            int(6)?,
+            int(7)?,
+        ]),
     })
 }
 
@@ -71,13 +62,6 @@ fn controls_for_change(
     tx.prepare_cached("INSERT INTO users (id, created_at) VALUES (?1, ?2)")?
         .execute(params![user, now_ms])?;
     Ok((UserControls::default(), true))
-}
-
-/// A limit as an SQLite integer; one past `i64::MAX` cannot be stored and is refused.
-fn limit_sql(value: Option<u64>) -> rusqlite::Result<Option<i64>> {
-    value
-        .map(|v| i64::try_from(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
-        .transpose()
 }
 
 /// Block (`blocked = true`, with an optional reason) or unblock (the reason is cleared) `user`,
@@ -112,19 +96,16 @@ pub fn set_user_overrides(
     now_ms: i64,
 ) -> rusqlite::Result<Change<UserControls>> {
     let (before, created) = controls_for_change(tx, user, now_ms)?;
-    let next = patch.apply(&before.overrides);
+    let next = patch
+        .apply(&before.overrides)
+        .to_stored()
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     tx.prepare_cached(
         "UPDATE users SET daily_tokens = ?2, monthly_tokens = ?3, daily_cost_nano_usd = ?4, \
          monthly_cost_nano_usd = ?5, requests_per_minute = ?6, max_concurrent = ?7 WHERE id = ?1",
     )?
     .execute(params![
-        user,
-        limit_sql(next.daily_tokens)?,
-        limit_sql(next.monthly_tokens)?,
-        limit_sql(next.daily_cost_nano_usd)?,
-        limit_sql(next.monthly_cost_nano_usd)?,
-        next.requests_per_minute,
-        next.max_concurrent,
+        user, next[0], next[1], next[2], next[3], next[4], next[5]
     ])?;
     let after = user_controls(tx, user)?.unwrap_or_default();
     Ok(Change {

@@ -1,141 +1,85 @@
 //! The unit of work: one [`Work`] — a change and its audit row — in one `BEGIN IMMEDIATE`
 //! transaction on the admin side's writing connection. Either both commit or neither does.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use super::audit::{AuditEntry, write_audit};
+use super::audit::write_audit;
 use super::{accounts, controls};
-use crate::quota::{Change, UserControls};
+use crate::store::work::{audit_entry, with_audit_id};
 use crate::store::{Committed, Op, StoreError, Work};
 
-/// Run `work` in one transaction.
+/// Run `work` in one transaction: the change, then the audit row
+/// [`crate::store::work::audit_entry`] makes of it.
 pub fn commit(conn: &mut Connection, work: &Work) -> Result<Committed, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let at = work.at_ms;
-    let action = work.op.action();
-    let entry = |target: Option<&str>, detail: Option<String>| AuditEntry {
-        ts: at,
-        actor: work.actor.clone(),
-        action,
-        target: target.map(str::to_owned),
-        before_json: None,
-        after_json: None,
-        detail,
+    let done = change(&tx, work)?;
+    let audit_id = match audit_entry(work, &done)? {
+        Some(audit) => Some(write_audit(&tx, &audit)?),
+        None => None,
     };
-    let (committed, audit) = match &work.op {
-        Op::Block { user, reason } => {
-            let change = controls::set_user_blocked(&tx, user, true, reason.as_deref(), at)?;
-            let audit = with_change(entry(Some(user), reason.clone()), &change);
-            (Committed::Controls(Box::new(change)), Some(audit))
-        }
-        Op::Unblock { user } => {
-            let change = controls::set_user_blocked(&tx, user, false, None, at)?;
-            let audit = with_change(entry(Some(user), None), &change);
-            (Committed::Controls(Box::new(change)), Some(audit))
-        }
+    tx.commit()?;
+    Ok(with_audit_id(done, audit_id))
+}
+
+/// The change `work` makes, inside `tx`, and what it did.
+fn change(tx: &Transaction<'_>, work: &Work) -> Result<Committed, StoreError> {
+    let at = work.at_ms;
+    Ok(match &work.op {
+        Op::Block { user, reason } => Committed::Controls(Box::new(controls::set_user_blocked(
+            tx,
+            user,
+            true,
+            reason.as_deref(),
+            at,
+        )?)),
+        Op::Unblock { user } => Committed::Controls(Box::new(controls::set_user_blocked(
+            tx, user, false, None, at,
+        )?)),
         Op::SetLimits { user, patch } => {
             let change =
-                controls::set_user_overrides(&tx, user, patch, at).map_err(|e| match e {
+                controls::set_user_overrides(tx, user, patch, at).map_err(|e| match e {
                     rusqlite::Error::ToSqlConversionFailure(_) => {
                         StoreError::Invalid("a limit is too large to store".into())
                     }
                     other => other.into(),
                 })?;
-            let audit = with_change(entry(Some(user), None), &change);
-            (Committed::Controls(Box::new(change)), Some(audit))
+            Committed::Controls(Box::new(change))
         }
         Op::AddAccount {
             name,
             password_hash,
-        } => {
-            let changed = accounts::add_account(&tx, name, password_hash, at)?;
-            (
-                Committed::Account { changed },
-                changed.then(|| entry(Some(name), None)),
-            )
-        }
+        } => Committed::Account {
+            changed: accounts::add_account(tx, name, password_hash, at)?,
+        },
         Op::SetPassword {
             name,
             password_hash,
-        } => {
-            let changed = accounts::set_password(&tx, name, password_hash)?;
-            (
-                Committed::Account { changed },
-                changed.then(|| entry(Some(name), None)),
-            )
-        }
-        Op::RemoveAccount { name } => {
-            let changed = accounts::remove_account(&tx, name)?;
-            (
-                Committed::Account { changed },
-                changed.then(|| entry(Some(name), None)),
-            )
-        }
+        } => Committed::Account {
+            changed: accounts::set_password(tx, name, password_hash)?,
+        },
+        Op::RemoveAccount { name } => Committed::Account {
+            changed: accounts::remove_account(tx, name)?,
+        },
         Op::SignIn {
             token_sha256,
             expires_at_ms,
-            from,
+            from: _,
         } => {
-            accounts::create_session(&tx, token_sha256, &work.actor, at, *expires_at_ms)?;
-            let audit = entry(None, Some(format!("from {from}")));
-            (Committed::Audited { audit_id: 0 }, Some(audit))
+            accounts::create_session(tx, token_sha256, &work.actor, at, *expires_at_ms)?;
+            Committed::Audited { audit_id: 0 }
         }
-        Op::SignInFailed { from } => (
-            Committed::Audited { audit_id: 0 },
-            Some(entry(None, Some(format!("from {from}")))),
-        ),
-        Op::SignOut { token_sha256 } => {
-            let admin = accounts::delete_session(&tx, token_sha256)?;
-            if let Some(admin) = &admin {
-                let audit = AuditEntry {
-                    actor: admin.clone(),
-                    ..entry(None, None)
-                };
-                write_audit(&tx, &audit)?;
-            }
-            tx.commit()?;
-            return Ok(Committed::SignedOut { admin });
-        }
-        Op::ConfigReload {
-            applied: _,
-            file,
-            before_json,
-            after_json,
-            detail,
-        } => {
-            let mut audit = entry(Some(file), Some(detail.clone()));
-            audit.before_json.clone_from(before_json);
-            audit.after_json.clone_from(after_json);
-            (Committed::Audited { audit_id: 0 }, Some(audit))
-        }
-    };
-    let committed = match (committed, audit) {
-        (Committed::Audited { .. }, Some(audit)) => Committed::Audited {
-            audit_id: write_audit(&tx, &audit)?,
+        Op::SignInFailed { .. } | Op::ConfigReload { .. } => Committed::Audited { audit_id: 0 },
+        Op::SignOut { token_sha256 } => Committed::SignedOut {
+            admin: accounts::delete_session(tx, token_sha256)?,
         },
-        (committed, Some(audit)) => {
-            write_audit(&tx, &audit)?;
-            committed
-        }
-        (committed, None) => committed,
-    };
-    tx.commit()?;
-    Ok(committed)
-}
-
-/// The audit row of a change to a user's controls: their JSON before and after.
-fn with_change(mut entry: AuditEntry, change: &Change<UserControls>) -> AuditEntry {
-    let json = |c: &UserControls| serde_json::to_string(c).ok();
-    entry.before_json = json(&change.before);
-    entry.after_json = json(&change.after);
-    entry
+    })
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
-    use crate::quota::OverridesPatch;
+    use crate::quota::{Change, OverridesPatch, UserControls};
     use crate::store::AuditAction;
     use crate::store::sqlite::schema::apply_schema;
 
