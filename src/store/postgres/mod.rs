@@ -18,6 +18,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use crate::store::StoreError;
 
+pub mod reads;
 pub mod rows;
 pub mod schema;
 #[doc(hidden)]
