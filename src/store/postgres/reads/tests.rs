@@ -1115,3 +1115,195 @@ fn like_wildcards_are_escaped_and_ascii_letters_folded() {
     assert_eq!(like_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
     assert_eq!(like_pattern("ÉmILE"), "%Émile%");
 }
+
+/// The same rows through both stores' writers, and every read asked of both: the PostgreSQL
+/// answers are the SQLite answers, field for field (ids, orders, ties, searches, sums).
+#[tokio::test]
+async fn every_read_answers_as_the_sqlite_store_does() {
+    let mut rows = fixture_rows();
+    // Ids, names and emails that orders and searches could treat differently.
+    for (n, user, name, email) in [
+        (5_000, "Émile", Some("ÉMILE Zola"), None),
+        (5_001, "émile", None, Some("emile@EXAMPLE.com")),
+        (5_002, "Zed", Some("zed"), None),
+        (5_003, "a%b", None, None),
+        (5_004, "a\\b", Some("Back\\Slash"), None),
+        (5_005, "_x", Some("under_score"), None),
+        (5_006, "MiXeD", None, Some("MIXED@EXAMPLE.COM")),
+    ] {
+        let i = usize::try_from(n).unwrap();
+        let mut r = call(n, user, DAYS[i % 6], 500, MODELS[i % 4], 1_000 + n);
+        r.user_name = name.map(str::to_string);
+        r.user_email = email.map(str::to_string);
+        rows.push(r);
+    }
+    let (_pg, c) = db(&rows).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.db");
+    let (queue, writer) =
+        crate::store::sqlite::Queue::open(&path, TimeZone::UTC, 10_000, 64).unwrap();
+    for r in &rows {
+        assert!(queue.record(r.clone()));
+    }
+    writer.close();
+    assert_eq!(queue.rows_committed(), rows.len() as u64);
+    for user in ["erin", "Yann", "bob"] {
+        block(&c, user).await;
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        crate::store::sqlite::controls::set_user_blocked(
+            &tx,
+            user,
+            true,
+            Some("spam"),
+            day_start(TODAY),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let conn = crate::store::sqlite::open_reader(&path).unwrap();
+    compare_with_sqlite(&_pg, &c, &conn).await;
+
+    // The same answers when the text columns order and compare as a language does (a database
+    // made with `en_US.UTF-8` or an ICU locale, as many are): ids order as bytes, searches fold
+    // ASCII letters only, days compare as the same strings.
+    for (table, columns) in [
+        ("users", &["id", "email", "name"][..]),
+        ("usage_daily", &["day", "user_id", "provider", "model"][..]),
+        ("usage_user_daily", &["day", "user_id"][..]),
+        ("usage_user_monthly", &["month", "user_id"][..]),
+        ("usage_model_daily", &["day", "provider", "model"][..]),
+        ("token_usage", &["user_id", "provider", "model"][..]),
+    ] {
+        for column in columns {
+            c.batch_execute(&format!(
+                "ALTER TABLE {table} ALTER COLUMN {column} TYPE text COLLATE \"en-x-icu\""
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    let icu: bool = c
+        .query_one("SELECT 'Zed' > ('a_b' COLLATE \"en-x-icu\")", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(icu, "the collation orders unlike bytes");
+    compare_with_sqlite(&_pg, &c, &conn).await;
+}
+
+/// Every read of both stores over the same rows, compared.
+async fn compare_with_sqlite(pg: &TestDb, c: &Client, conn: &rusqlite::Connection) {
+    use crate::store::sqlite::reads as lite;
+
+    let sorts = [
+        UserSort::Id,
+        UserSort::LastSeen,
+        UserSort::Created,
+        UserSort::TokensToday,
+        UserSort::TokensMonth,
+        UserSort::CostToday,
+        UserSort::CostMonth,
+    ];
+    let searches = [
+        None,
+        Some(""),
+        Some("a"),
+        Some("A"),
+        Some("É"),
+        Some("é"),
+        Some("%"),
+        Some("_"),
+        Some("\\"),
+        Some("mixed"),
+        Some("EXAMPLE"),
+        Some("zola"),
+        Some("x"),
+    ];
+    let mut compared = 0;
+    for today in [TODAY, "2026-10-13"] {
+        let month_start = crate::calendar::month_start(today);
+        for sort in sorts {
+            for desc in [false, true] {
+                for search in searches {
+                    for (limit, offset) in [(100, 0), (3, 2)] {
+                        let q = UsersQuery {
+                            search: search.map(str::to_string),
+                            sort,
+                            desc,
+                            limit,
+                            offset,
+                            today: today.into(),
+                            month_start: month_start.clone(),
+                        };
+                        let want = lite::users::users_page(conn, &q).unwrap();
+                        let got = users_page(c, &q).await.unwrap();
+                        assert_eq!(got, want, "{q:?}");
+                        compared += usize::from(!got.users.is_empty());
+                    }
+                }
+            }
+        }
+        let sq = StatsQuery {
+            today: today.into(),
+            month_start: month_start.clone(),
+            today_start_ms: day_start(today),
+            week_ago_ms: day_start(today) - 6 * 86_400_000,
+        };
+        assert_eq!(
+            stats(c, &sq).await.unwrap(),
+            lite::system::stats(conn, &sq).unwrap()
+        );
+        for user in [None, Some("alice"), Some("Émile"), Some("nobody")] {
+            for by in [SeriesBy::Model, SeriesBy::Provider] {
+                assert_eq!(
+                    usage_series(c, "2026-09-01", today, by, user)
+                        .await
+                        .unwrap(),
+                    lite::system::usage_series(conn, "2026-09-01", today, by, user).unwrap(),
+                    "{user:?} {by:?}"
+                );
+            }
+        }
+        for user in ["alice", "carol", "a\\b", "erin", "nobody"] {
+            let mut before_call = None;
+            loop {
+                let q = UserUsageQuery {
+                    user: user.into(),
+                    today: today.into(),
+                    month_start: month_start.clone(),
+                    since_day: "2026-09-28".into(),
+                    before_call,
+                    limit: 7,
+                };
+                let want = lite::user::user_usage(conn, &q).unwrap();
+                let got = user_usage(c, &q).await.unwrap();
+                assert_eq!(got, want, "{q:?}");
+                match got {
+                    Some(u) if u.more_calls => before_call = u.calls.last().map(|r| r.id),
+                    _ => break,
+                }
+            }
+        }
+    }
+    assert!(compared > 300, "{compared}");
+
+    for user in [None, Some("alice")] {
+        let mut want = Vec::new();
+        lite::export::for_each_call(conn, day_start(MONTH), i64::MAX, user, |r| {
+            want.push(r);
+            true
+        })
+        .unwrap();
+        let mut got = Vec::new();
+        let mut c = pg.settings().connect().await.unwrap();
+        for_each_call(&mut c, day_start(MONTH), i64::MAX, user, 50, |chunk| {
+            got.extend(chunk);
+            true
+        })
+        .await
+        .unwrap();
+        assert!(!want.is_empty());
+        assert_eq!(got, want, "{user:?}");
+    }
+}
