@@ -8,7 +8,7 @@
 //! one export, a chunk at a time) at a time through an index.
 //!
 //! **Where PostgreSQL differs, and how the answers stay the same.** `SUM` over a BIGINT is a
-//! NUMERIC: every sum is clamped back into the BIGINT range ([`SUMS`]), as the SQLite reads
+//! NUMERIC: every sum is clamped back into the BIGINT range (`SUMS`), as the SQLite reads
 //! clamp. Text that is ordered or searched is compared as bytes (`COLLATE "C"`) and folded for
 //! ASCII letters only, as SQLite's `BINARY` collation and `LIKE` do; `NULL`s sort first in
 //! ascending order, as in SQLite. Days are `YYYY-MM-DD` text, which orders the same in any

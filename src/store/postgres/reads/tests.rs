@@ -1094,20 +1094,64 @@ async fn sums_past_i64_max_saturate_and_a_pooled_client_reads_too() {
         (2, i64::MAX)
     );
 
-    // The same reads through a pooled connection.
+    // The same reads through a pooled connection, in futures a multi-threaded runtime (and
+    // an `async_trait` Store) can move between threads.
+    fn sendable<F: std::future::Future + Send>(f: F) -> F {
+        f
+    }
     let pool = db.settings().pool().unwrap();
     let mut pooled = pool.get().await.unwrap();
     assert_eq!(stats_now(&pooled, TODAY).await, s);
-    let page = users_page(&**pooled, &base()).await.unwrap();
+    let page = sendable(users_page(&**pooled, &base())).await.unwrap();
     assert_eq!(ids(&page), ["rex", "sam"]);
+    let q = UserUsageQuery {
+        user: "rex".into(),
+        today: TODAY.into(),
+        month_start: MONTH.into(),
+        since_day: MONTH.into(),
+        before_call: None,
+        limit: 1,
+    };
+    let rex_usage = sendable(user_usage(&**pooled, &q)).await.unwrap().unwrap();
+    assert_eq!(rex_usage.models, rex);
+    assert!(rex_usage.more_calls);
+    let again = sendable(usage_series(
+        &**pooled,
+        TODAY,
+        TODAY,
+        SeriesBy::Provider,
+        Some("rex"),
+    ));
+    assert_eq!(again.await.unwrap(), series);
     let mut n = 0;
-    for_each_call(&mut **pooled, 0, i64::MAX, None, 2, |chunk| {
-        n += chunk.len();
-        true
-    })
+    sendable(for_each_call(
+        &mut **pooled,
+        0,
+        i64::MAX,
+        None,
+        2,
+        |chunk| {
+            n += chunk.len();
+            true
+        },
+    ))
     .await
     .unwrap();
     assert_eq!(n, 3);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let export = tokio::spawn(async move {
+        for_each_chunk(&mut **pooled, 0, i64::MAX, Some("rex"), 1, |chunk| {
+            let tx = tx.clone();
+            async move { tx.send(chunk).await.is_ok() }
+        })
+        .await
+    });
+    let mut got = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        got.extend(chunk.into_iter().map(|r: CallRow| r.request_id));
+    }
+    export.await.unwrap().unwrap();
+    assert_eq!(got, ["req-1", "req-3"]);
 }
 
 #[test]
