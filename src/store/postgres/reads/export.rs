@@ -25,12 +25,12 @@ fn calls_sql(one_user: bool) -> String {
 /// returns false to stop. The rows are read in a transaction of their own (one snapshot) from
 /// a portal, `chunk` rows per round trip.
 pub async fn for_each_call(
-    c: &mut (impl GenericClient + Send),
+    c: &mut impl GenericClient,
     from_ms: i64,
     to_ms: i64,
     user: Option<&str>,
     chunk: usize,
-    mut send: impl FnMut(Vec<CallRow>) -> bool + Send,
+    mut send: impl FnMut(Vec<CallRow>) -> bool,
 ) -> Result<(), StoreError> {
     for_each_chunk(c, from_ms, to_ms, user, chunk, |rows| {
         std::future::ready(send(rows))
@@ -41,7 +41,7 @@ pub async fn for_each_call(
 /// [`for_each_call`] with a `send` that may wait (e.g. for room in a bounded channel): the
 /// next chunk is read only once `send`'s future answers true.
 pub async fn for_each_chunk<F, Fut>(
-    c: &mut (impl GenericClient + Send),
+    c: &mut impl GenericClient,
     from_ms: i64,
     to_ms: i64,
     user: Option<&str>,
@@ -49,8 +49,8 @@ pub async fn for_each_chunk<F, Fut>(
     mut send: F,
 ) -> Result<(), StoreError>
 where
-    F: FnMut(Vec<CallRow>) -> Fut + Send,
-    Fut: Future<Output = bool> + Send,
+    F: FnMut(Vec<CallRow>) -> Fut,
+    Fut: Future<Output = bool>,
 {
     let max_rows = i32::try_from(chunk.max(1)).unwrap_or(i32::MAX);
     let tx = c.transaction().await?;

@@ -18,11 +18,7 @@ const USERS_SEEN_SINCE_SQL: &str = "SELECT COUNT(*) FROM users WHERE last_seen_a
 /// Through the partial index `users_blocked`.
 const USERS_BLOCKED_SQL: &str = "SELECT COUNT(*) FROM users WHERE blocked";
 
-async fn count(
-    c: &(impl GenericClient + Sync),
-    sql: &str,
-    since: Option<i64>,
-) -> Result<i64, StoreError> {
+async fn count(c: &impl GenericClient, sql: &str, since: Option<i64>) -> Result<i64, StoreError> {
     let row = match since {
         Some(ms) => c.query_one(sql, &[&ms]).await?,
         None => c.query_one(sql, &[]).await?,
@@ -32,7 +28,7 @@ async fn count(
 
 /// Usage per (provider, model) over `[since_day, until_day]`, most tokens first.
 async fn models_between(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     since_day: &str,
     until_day: &str,
 ) -> Result<Vec<ModelUsage>, StoreError> {
@@ -52,7 +48,7 @@ async fn models_between(
 }
 
 /// System statistics: users, and usage today and this month.
-pub async fn stats(c: &(impl GenericClient + Sync), q: &StatsQuery) -> Result<Stats, StoreError> {
+pub async fn stats(c: &impl GenericClient, q: &StatsQuery) -> Result<Stats, StoreError> {
     let users_total = count(c, USERS_TOTAL_SQL, None).await?;
     let users_active_today = count(c, USERS_SEEN_SINCE_SQL, Some(q.today_start_ms)).await?;
     let users_active_7d = count(c, USERS_SEEN_SINCE_SQL, Some(q.week_ago_ms)).await?;
@@ -105,7 +101,7 @@ pub(super) fn point_from_row(r: &Row) -> Result<SeriesPoint, StoreError> {
 /// Usage per day and model (or provider) from `since_day` to `until_day`, for everyone or one
 /// user; ordered by day, then key, then provider (as bytes). Days without calls have no points.
 pub async fn usage_series(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     since_day: &str,
     until_day: &str,
     by: SeriesBy,

@@ -13,7 +13,7 @@ use crate::usage::Totals;
 
 /// One user's summary, days, models and a page of calls; `None` when the user has no row.
 pub async fn user_usage(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     q: &UserUsageQuery,
 ) -> Result<Option<UserUsage>, StoreError> {
     let Some(summary) = user_summary(c, &q.user, &q.today, &q.month_start).await? else {
@@ -52,7 +52,7 @@ fn days_between(since_day: &str, today: &str) -> Result<Vec<String>, StoreError>
 /// A user's usage per day from `since_day` to `today` inclusive, oldest first; days without
 /// calls are included as zeros.
 pub async fn user_daily(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user: &str,
     since_day: &str,
     today: &str,
@@ -80,7 +80,7 @@ pub async fn user_daily(
 
 /// A user's usage per (provider, model) since `since_day`, most tokens first.
 pub async fn user_models(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user: &str,
     since_day: &str,
 ) -> Result<Vec<ModelUsage>, StoreError> {
@@ -104,7 +104,7 @@ pub async fn user_models(
 /// of the previous page; the page continues right after that row, so pages neither overlap nor
 /// skip. A cursor that names no row gives an empty page.
 pub async fn user_calls(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user: &str,
     before_id: Option<i64>,
     limit: u32,
@@ -138,7 +138,7 @@ pub async fn user_calls(
 
 /// One user's usage per day and model (or provider) over `[since_day, until_day]`, unordered.
 pub(super) async fn user_series(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user: &str,
     since_day: &str,
     until_day: &str,

@@ -58,7 +58,7 @@ fn user_from_row(row: &Row) -> Result<UserSummary, StoreError> {
 
 /// Rollup rows of the users `ANY($n)` by user id.
 async fn rollups_by_user(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<(String, Totals)>, StoreError> {
@@ -73,7 +73,7 @@ async fn rollups_by_user(
 /// `today`: the month's rollup row without the days after `today` (calls dated later than the
 /// asker's today — none, unless a clock disagrees). Three queries for the whole page.
 async fn with_usage(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     users: &mut [UserSummary],
     today: &str,
     month_start: &str,
@@ -123,7 +123,7 @@ async fn with_usage(
 
 /// One user with today's and this month's usage; `None` when the user has no row.
 pub async fn user_summary(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     id: &str,
     today: &str,
     month_start: &str,
@@ -196,10 +196,7 @@ fn users_page_sql(sort: UserSort, desc: bool) -> Option<String> {
 /// Sorts on a `users` column are one query. Sorts on usage rank every matching user by one
 /// per-user rollup row of the day or month (a user without one counts 0), then read the page's
 /// users by key.
-pub async fn users_page(
-    c: &(impl GenericClient + Sync),
-    q: &UsersQuery,
-) -> Result<UsersPage, StoreError> {
+pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersPage, StoreError> {
     let pattern = q
         .search
         .as_deref()
