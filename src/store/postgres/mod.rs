@@ -21,6 +21,7 @@ use crate::store::StoreError;
 pub mod accounts;
 pub mod audit;
 pub mod controls;
+pub mod reads;
 pub mod rows;
 pub mod schema;
 #[doc(hidden)]
