@@ -106,7 +106,7 @@ async fn a_gateway_on_postgres_records_every_call_and_keeps_blocks_and_usage_acr
     h.stop().await;
     let rows = h.rows();
     assert_eq!(
-        rows.iter().filter(|r| r.outcome == "blocked").count(),
+        rows.iter().filter(|r| r.outcome == "refused_blocked").count(),
         2,
         "the refusals have their rows too: {rows:#?}"
     );

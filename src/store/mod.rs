@@ -670,11 +670,15 @@ pub async fn open(
         crate::config::StoreBackend::Postgres => {
             let pg = postgres_settings(settings, env)?;
             let replica = settings.replica_id.as_deref().unwrap_or(replica);
-            // PENDING-PGSTORE
-            let _ = (pg, replica, tz, options);
-            Err(StoreError::Backend(
-                "store.backend = \"postgres\" is not available in this build yet".into(),
-            ))
+            let store = postgres::PgStore::open(
+                pg,
+                &journal::dir_for(&settings.path),
+                tz,
+                replica,
+                options,
+            )
+            .await?;
+            Ok(store)
         }
     }
 }

@@ -18,12 +18,15 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use crate::store::StoreError;
 
+pub use store::PgStore;
+
 pub mod accounts;
 pub mod audit;
 pub mod controls;
 pub mod reads;
 pub mod rows;
 pub mod schema;
+mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod work;

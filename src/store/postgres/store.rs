@@ -1,0 +1,293 @@
+//! [`PgStore`]: the [`Store`] on PostgreSQL — the queue and writer of `writer`, the admin
+//! side's reads and units of work on a pool of connections.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::Settings;
+use crate::quota::QuotaSeed;
+use crate::store::queue::{Options, Queue, WriterThread};
+use crate::store::{
+    AdminAccount, AuditRow, CallRow, Committed, ExportQuery, OpenCall, RowSlot, SeriesBy,
+    SeriesPoint, Session, Stats, StatsQuery, Store, StoreError, UsageRow, UserUsage,
+    UserUsageQuery, UsersPage, UsersQuery, Work, WriterStats,
+};
+
+/// The PostgreSQL store of one gateway.
+pub struct PgStore {
+    settings: Settings,
+    pool: Pool,
+    queue: Queue,
+    writer: Mutex<Option<WriterThread>>,
+    /// This gateway's name in `tollgate_gateways` and on its rows.
+    replica: String,
+    /// Renews this gateway's row in `tollgate_gateways`.
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How often a running gateway renews its row in `tollgate_gateways`.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A gateway row renewed within this long belongs to a gateway that is running.
+const ALIVE_MS: i64 = 20_000;
+
+/// Claim the database for `replica`: refused while another gateway's row is fresh (limits are
+/// not shared between gateways yet), so that two gateways never each allow a user the whole
+/// limit. A gateway that stopped cleanly removed its row; one that was killed is taken over
+/// once its row is [`ALIVE_MS`] old.
+async fn claim(client: &tokio_postgres::Client, replica: &str) -> Result<(), StoreError> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let others: Vec<String> = client
+        .query(
+            "SELECT replica_id FROM tollgate_gateways WHERE replica_id <> $1 AND seen_at > $2",
+            &[&replica, &(now - ALIVE_MS)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !others.is_empty() {
+        return Err(StoreError::Backend(format!(
+            "another gateway is running on this database ({}); several gateways on one \
+             database do not share limits yet, so a second one is refused",
+            others.join(", ")
+        )));
+    }
+    client
+        .execute(
+            "INSERT INTO tollgate_gateways (replica_id, started_at, seen_at) VALUES ($1, $2, $2) \
+             ON CONFLICT (replica_id) DO UPDATE SET started_at = $2, seen_at = $2",
+            &[&replica, &now],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn heartbeat(pool: Pool, replica: String) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tick.tick().await;
+        let now = jiff::Timestamp::now().as_millisecond();
+        let renewed = async {
+            let c = pool.get().await?;
+            c.execute(
+                "UPDATE tollgate_gateways SET seen_at = $2 WHERE replica_id = $1",
+                &[&replica, &now],
+            )
+            .await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if let Err(e) = renewed {
+            tracing::warn!(error = %e, "store: this gateway's heartbeat was not written");
+        }
+    }
+}
+
+impl PgStore {
+    /// Connect, migrate (once, whatever the number of gateways starting), record this gateway's
+    /// journal leftovers, and start the writer. `journal_dir` is beside `store.path`;
+    /// `replica` names this gateway's rows.
+    pub async fn open(
+        settings: Settings,
+        journal_dir: &Path,
+        tz: jiff::tz::TimeZone,
+        replica: &str,
+        options: Options,
+    ) -> Result<Arc<PgStore>, StoreError> {
+        let mut client = settings.connect().await?;
+        let migrated = super::schema::migrate(&mut client).await?;
+        if migrated.from != migrated.to {
+            tracing::info!(from = migrated.from, to = migrated.to, database = %settings.target(), "store: database migrated");
+        }
+        let gateway = options.owns_journal;
+        if gateway {
+            claim(&client, replica).await.map_err(|e| match e {
+                StoreError::Backend(m) => {
+                    StoreError::Backend(format!("{}: {m}", settings.target()))
+                }
+                other => other,
+            })?;
+        }
+        drop(client);
+        let pool = settings.pool()?;
+        let (queue, writer) =
+            super::writer::open_queue(&settings, journal_dir, tz, replica, options).await?;
+        let heartbeat = gateway.then(|| tokio::spawn(heartbeat(pool.clone(), replica.to_string())));
+        Ok(Arc::new(PgStore {
+            settings,
+            pool,
+            queue,
+            writer: Mutex::new(Some(writer)),
+            replica: replica.to_string(),
+            heartbeat,
+        }))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("database", &self.settings.target())
+            .field("writer", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn record(&self, row: UsageRow) -> bool {
+        self.queue.record(row)
+    }
+
+    fn reserve_row(&self) -> Option<RowSlot> {
+        self.queue.reserve()
+    }
+
+    fn record_reserved(&self, slot: RowSlot, row: UsageRow) -> bool {
+        self.queue.record_reserved(slot, row)
+    }
+
+    fn journal_id(&self) -> Option<u64> {
+        self.queue.journal_id()
+    }
+
+    async fn open_call(&self, call: OpenCall) -> Result<(), StoreError> {
+        self.queue.open_call(call).await
+    }
+
+    fn writer_stats(&self) -> WriterStats {
+        self.queue.stats()
+    }
+
+    async fn close(&self) {
+        let writer = self.writer.lock().take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.close()).await;
+            let Some(heartbeat) = &self.heartbeat else {
+                return;
+            };
+            heartbeat.abort();
+            // Stopped cleanly: the next gateway need not wait for this one's row to age.
+            if let Ok(c) = self.pool.get().await {
+                let _ = c
+                    .execute(
+                        "DELETE FROM tollgate_gateways WHERE replica_id = $1",
+                        &[&self.replica],
+                    )
+                    .await;
+            }
+        }
+    }
+
+    async fn quota_seed(&self, today: &str, month_start: &str) -> Result<QuotaSeed, StoreError> {
+        let c = self.client().await?;
+        super::controls::load_quota_seed(&**c, today, month_start).await
+    }
+
+    async fn commit(&self, work: Work) -> Result<Committed, StoreError> {
+        let mut c = self.client().await?;
+        super::work::commit(&mut c, &work).await
+    }
+
+    async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        super::accounts::password_hash(&**c, name).await
+    }
+
+    async fn session(
+        &self,
+        token_sha256: &str,
+        now_ms: i64,
+    ) -> Result<Option<Session>, StoreError> {
+        let c = self.client().await?;
+        super::accounts::session(&**c, token_sha256, now_ms).await
+    }
+
+    async fn accounts(&self) -> Result<Vec<AdminAccount>, StoreError> {
+        let c = self.client().await?;
+        super::accounts::list_accounts(&**c).await
+    }
+
+    async fn users_page(&self, q: UsersQuery) -> Result<UsersPage, StoreError> {
+        let c = self.client().await?;
+        super::reads::users::users_page(&**c, &q).await
+    }
+
+    async fn user_usage(&self, q: UserUsageQuery) -> Result<Option<UserUsage>, StoreError> {
+        let c = self.client().await?;
+        super::reads::user::user_usage(&**c, &q).await
+    }
+
+    async fn stats(&self, q: StatsQuery) -> Result<Stats, StoreError> {
+        let c = self.client().await?;
+        super::reads::system::stats(&**c, &q).await
+    }
+
+    async fn usage_series(
+        &self,
+        since_day: &str,
+        by: SeriesBy,
+        user: Option<&str>,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        let c = self.client().await?;
+        let until = crate::store::sqlite::reads::system::latest_possible_day();
+        super::reads::system::usage_series(&**c, since_day, &until, by, user).await
+    }
+
+    async fn audit_page(
+        &self,
+        target: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let c = self.client().await?;
+        super::audit::audit_page(&**c, target, before_id, limit).await
+    }
+
+    fn export_calls(&self, q: ExportQuery) -> mpsc::Receiver<Result<Vec<CallRow>, StoreError>> {
+        /// Rows per message: a few hundred kilobytes of CSV at most.
+        const CHUNK: usize = 512;
+        let (tx, rx) = mpsc::channel(4);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let mut c = pool.get().await?;
+                let sender = tx.clone();
+                super::reads::export::for_each_chunk(
+                    &mut **c,
+                    q.from_ms,
+                    q.to_ms,
+                    q.user.as_deref(),
+                    CHUNK,
+                    move |rows| {
+                        let sender = sender.clone();
+                        // The receiver gone (the client went away): stop reading.
+                        async move { sender.send(Ok(rows)).await.is_ok() }
+                    },
+                )
+                .await
+            }
+            .await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute("SELECT 1", &[]).await?;
+        Ok(())
+    }
+}
