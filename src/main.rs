@@ -40,6 +40,10 @@ enum Command {
     /// Apply the store's schema migrations (PostgreSQL: once, under a lock, whatever else is
     /// starting) and exit.
     Migrate(ConfigArg),
+    /// Bring an existing SQLite history (calls, users and their controls, admin accounts, the
+    /// audit trail) into the PostgreSQL store the configuration names. Safe to run again: it
+    /// continues where it stopped and adds nothing twice.
+    Import(ImportArgs),
     /// Mint a JWT with the configured HS256 secret, for trials; prints it on stdout.
     Token(TokenArgs),
     /// Manage the admin accounts that sign in to the dashboard and admin API.
@@ -64,6 +68,15 @@ enum AdminCommand {
 struct AdminName {
     /// The account name (letters, digits, . _ - @).
     name: String,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The SQLite database to bring over (`store.path` of the gateway that wrote it)
+    #[arg(long = "from-sqlite", value_name = "FILE")]
+    from_sqlite: PathBuf,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -115,6 +128,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Migrate(args) => migrate(&args),
+        Command::Import(args) => import(&args),
         Command::Token(args) => token(&args),
         Command::Admin(command) => admin(&command),
     }
@@ -224,6 +238,67 @@ fn migrate(args: &ConfigArg) -> ExitCode {
     match done {
         Ok(message) => {
             println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// `tollgate import --from-sqlite FILE`: reads `[store]` and `limits.timezone`; progress on
+/// stderr (a bar on a terminal, a line every tenth otherwise), the summary on stdout.
+fn import(args: &ImportArgs) -> ExitCode {
+    use std::io::IsTerminal as _;
+    let raw = match RawConfig::load(&args.config.path()) {
+        Ok(raw) => raw,
+        Err(e) => return invalid(&e),
+    };
+    let tz = jiff::tz::TimeZone::get(&raw.limits.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let env = |name: &str| std::env::var(name).ok();
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_tenth = None;
+    let mut progress = |done: u64, total: u64| {
+        let tenth = (done * 10).checked_div(total).unwrap_or(10);
+        if terminal {
+            let filled =
+                usize::try_from((done * 30).checked_div(total).unwrap_or(30)).unwrap_or(30);
+            eprint!(
+                "\r[{}{}] {done} / {total} calls",
+                "#".repeat(filled),
+                "-".repeat(30 - filled.min(30))
+            );
+        } else if last_tenth != Some(tenth) {
+            last_tenth = Some(tenth);
+            eprintln!("imported {done} / {total} calls");
+        }
+    };
+    let done = current_thread().and_then(|rt| {
+        rt.block_on(tollgate::store::import::from_sqlite(
+            &raw.store,
+            tz,
+            &env,
+            &args.from_sqlite,
+            &mut progress,
+        ))
+        .map_err(|e| e.to_string())
+    });
+    if terminal {
+        eprintln!();
+    }
+    match done {
+        Ok(d) => {
+            println!(
+                "imported {} from {}: {} calls ({} already there), {} users, {} new admin accounts, {} audit rows",
+                tollgate::store::describe(&raw.store, &env),
+                args.from_sqlite.display(),
+                d.calls,
+                d.calls_already,
+                d.users,
+                d.accounts,
+                d.audit_rows
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -106,7 +106,9 @@ async fn a_gateway_on_postgres_records_every_call_and_keeps_blocks_and_usage_acr
     h.stop().await;
     let rows = h.rows();
     assert_eq!(
-        rows.iter().filter(|r| r.outcome == "refused_blocked").count(),
+        rows.iter()
+            .filter(|r| r.outcome == "refused_blocked")
+            .count(),
         2,
         "the refusals have their rows too: {rows:#?}"
     );
@@ -219,5 +221,129 @@ async fn migrate_and_check_config_reach_the_database_named_in_the_environment() 
         text(&out).contains("store.database_url_env"),
         "{}",
         text(&out)
+    );
+}
+
+/// `tollgate import --from-sqlite` brings a gateway's SQLite history over — calls (with their
+/// rollups), users and their controls, admin accounts, the audit trail — and run again adds
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_from_sqlite_brings_the_history_over_once() {
+    // A history written by a real gateway on SQLite.
+    let mut h = Harness::start().await;
+    h.mock
+        .set_default(Reply::json(200, fixture("openai/chat.json")));
+    for user in ["imp-ann", "imp-bo", "imp-ann"] {
+        let jwt = h.token(user);
+        let resp = h
+            .post_openai("/openai/v1/chat/completions", &jwt, CHAT)
+            .await;
+        assert_eq!(resp.status(), 200);
+        read_all(resp).await.unwrap();
+    }
+    h.wait_rows(3).await;
+    h.actions()
+        .block("ops", "imp-bo", Some("imported block".into()))
+        .await
+        .unwrap();
+    h.running()
+        .store
+        .commit(tollgate::store::Work {
+            actor: "cli:test".into(),
+            at_ms: 1_790_000_000_000,
+            op: tollgate::store::Op::AddAccount {
+                name: "ops".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+                    .into(),
+            },
+        })
+        .await
+        .unwrap();
+    h.stop().await;
+    let sqlite_rows = h.rows();
+    let sqlite_audit = h.audit_rows().len();
+    assert!(sqlite_audit >= 2);
+
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = test_config("http://127.0.0.1:9", dir.path());
+    raw.store.backend = tollgate::config::StoreBackend::Postgres;
+    std::fs::write(dir.path().join("gateway.toml"), config_toml(&raw)).unwrap();
+    let import = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .current_dir(dir.path())
+            .env_clear()
+            .env("DATABASE_URL", db.url())
+            .args(["import", "--from-sqlite"])
+            .arg(&h.db)
+            .args(["--config", "gateway.toml"])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let first = import();
+    assert!(
+        first.contains(": 3 calls (0 already there), 2 users, 1 new admin accounts"),
+        "{first}"
+    );
+    assert!(
+        first.contains("imported 3 / 3 calls"),
+        "progress is shown: {first}"
+    );
+    let again = import();
+    assert!(again.contains(": 0 calls (3 already there)"), "{again}");
+
+    let pg_rows = read_pg_rows(db.url());
+    let key = |r: &Row| {
+        (
+            r.request_id.clone(),
+            r.user_id.clone(),
+            r.total_tokens,
+            r.outcome.clone(),
+        )
+    };
+    let mut a: Vec<_> = sqlite_rows.iter().map(key).collect();
+    let mut b: Vec<_> = pg_rows.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "every call once, as recorded");
+
+    let c = db.settings().connect().await.unwrap();
+    let one = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.unwrap() }
+    };
+    let blocked = one("SELECT blocked, blocked_reason FROM users WHERE id = 'imp-bo'").await;
+    assert!(blocked.get::<_, bool>(0));
+    assert_eq!(
+        blocked.get::<_, Option<String>>(1).as_deref(),
+        Some("imported block")
+    );
+    let ann: i64 = one("SELECT calls FROM usage_user_monthly WHERE user_id = 'imp-ann'")
+        .await
+        .get(0);
+    assert_eq!(ann, 2, "the rollups are summed from the imported rows");
+    let tokens: i64 = one("SELECT SUM(total_tokens)::int8 FROM usage_user_daily")
+        .await
+        .get(0);
+    assert_eq!(
+        tokens,
+        sqlite_rows.iter().map(|r| r.total_tokens).sum::<i64>()
+    );
+    let accounts: i64 = one("SELECT count(*) FROM admin_accounts WHERE name = 'ops'")
+        .await
+        .get(0);
+    assert_eq!(accounts, 1);
+    let audit: i64 = one("SELECT count(*) FROM admin_audit").await.get(0);
+    assert_eq!(
+        usize::try_from(audit).unwrap(),
+        sqlite_audit,
+        "the audit trail, once"
     );
 }

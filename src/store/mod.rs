@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::quota::{Change, OverridesPatch, QuotaSeed, UserControls, UserOverrides};
 use crate::usage::{Outcome, Totals, Usage, UsageSource};
 
+pub mod import;
 pub mod journal;
 pub mod postgres;
 pub mod queue;
@@ -757,7 +758,7 @@ pub async fn check(
     }
 }
 
-fn postgres_settings(
+pub(crate) fn postgres_settings(
     settings: &crate::config::StoreConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<postgres::Settings, StoreError> {

@@ -23,6 +23,7 @@ pub use store::PgStore;
 pub mod accounts;
 pub mod audit;
 pub mod controls;
+pub mod import;
 pub mod reads;
 pub mod rows;
 pub mod schema;

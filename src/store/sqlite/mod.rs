@@ -39,6 +39,7 @@ pub mod accounts;
 pub mod audit;
 mod checkpoint;
 pub mod controls;
+pub mod dump;
 mod journal;
 pub mod reads;
 pub mod repair;

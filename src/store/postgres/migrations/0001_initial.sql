@@ -183,3 +183,13 @@ CREATE TABLE tollgate_gateways (
     started_at  BIGINT  NOT NULL,                   -- unix ms UTC
     seen_at     BIGINT  NOT NULL                    -- unix ms UTC, renewed while running
 );
+
+-- `tollgate import --from-sqlite`: how far the import of each SQLite history got (its first
+-- call is its fingerprint), moved forward in the same transaction as each chunk it brings over.
+CREATE TABLE tollgate_imports (
+    fingerprint     TEXT    PRIMARY KEY,
+    source          TEXT    NOT NULL,               -- the file's path, as the operator gave it
+    last_call_id    BIGINT  NOT NULL,               -- the file's token_usage.id
+    last_audit_id   BIGINT  NOT NULL,               -- the file's admin_audit.id
+    at              BIGINT  NOT NULL                -- unix ms UTC of the last chunk
+);

@@ -83,11 +83,11 @@ fn sort_models(models: &mut [ModelUsage]) {
 }
 
 /// The `token_usage` columns of a [`CallRow`], in the contract's order.
-const CALL_COLUMNS: &str = "id, request_id, ts, user_id, provider, model, endpoint, streamed, \
+pub(super) const CALL_COLUMNS: &str = "id, request_id, ts, user_id, provider, model, endpoint, streamed, \
      status, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, \
      cost_nano_usd, usage_source, latency_ms, ttfb_ms, outcome";
 
-fn call_from_row(r: &Row<'_>) -> rusqlite::Result<CallRow> {
+pub(super) fn call_from_row(r: &Row<'_>) -> rusqlite::Result<CallRow> {
     Ok(CallRow {
         id: r.get(0)?,
         request_id: r.get(1)?,
