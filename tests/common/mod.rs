@@ -450,6 +450,39 @@ pub struct Harness {
     pub pg: Option<std::sync::Arc<tollgate::store::postgres::testing::TestDb>>,
 }
 
+/// Which store a parameterised test runs on ([`on_both_stores!`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The SQLite file under the test's temp dir.
+    Sqlite,
+    /// A PostgreSQL database of the test's own on the machine's server.
+    Postgres,
+}
+
+/// Define a test once and run it on both stores: `on_both_stores! { #[tokio::test] async fn
+/// name(backend: Backend) { … } }` makes `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($(#[$attr:meta])* async fn $name:ident($backend:ident: Backend) $body:block) => {
+        mod $name {
+            #[allow(unused_imports, reason = "the body's imports are the file's")]
+            use super::*;
+
+            async fn run($backend: Backend) $body
+
+            $(#[$attr])*
+            async fn sqlite() {
+                run(Backend::Sqlite).await
+            }
+
+            $(#[$attr])*
+            async fn postgres() {
+                run(Backend::Postgres).await
+            }
+        }
+    };
+}
+
 /// A config pointing both providers at `upstream`, with the database under `dir`.
 pub fn test_config(upstream: &str, dir: &Path) -> RawConfig {
     let mut raw = RawConfig::default();
@@ -528,6 +561,38 @@ impl Harness {
             .await
             .expect("gateway starts");
         Harness::around(mock, dir, raw, running, None)
+    }
+
+    /// The controls the store keeps for `user` (read as the admin API reads them), whatever
+    /// the backend.
+    pub async fn stored_controls(&self, user: &str) -> Option<tollgate::quota::UserControls> {
+        let (today, month_start) = self.ledger().seed_days();
+        let page = self
+            .running()
+            .store
+            .users_page(tollgate::store::UsersQuery {
+                search: Some(user.to_string()),
+                sort: tollgate::store::UserSort::default(),
+                desc: false,
+                limit: 100,
+                offset: 0,
+                today,
+                month_start,
+            })
+            .await
+            .unwrap();
+        page.users
+            .into_iter()
+            .find(|u| u.id == user)
+            .map(|u| u.controls)
+    }
+
+    /// [`Harness::start_with`] on the store `backend` names.
+    pub async fn start_on(backend: Backend, tweak: impl FnOnce(&mut RawConfig)) -> Harness {
+        match backend {
+            Backend::Sqlite => Harness::start_with(tweak).await,
+            Backend::Postgres => Harness::start_pg_with(tweak).await,
+        }
     }
 
     /// [`Harness::start_with`] on PostgreSQL: a database of its own (made now, dropped with
