@@ -563,6 +563,50 @@ impl Harness {
         Harness::around(mock, dir, raw, running, None)
     }
 
+    /// Run `sql` (statements without parameters) on the gateway's database, whichever it is,
+    /// also while the gateway is stopped.
+    pub fn exec(&self, sql: &str) {
+        match &self.pg {
+            Some(db) => {
+                pg_sync(db.url(), sql, |c, sql| async move {
+                    c.batch_execute(&sql).await.unwrap();
+                    Vec::new()
+                });
+            }
+            None => self.db_conn().execute_batch(sql).unwrap(),
+        }
+    }
+
+    /// The rows of `sql`, every column read as text (write the query so that each column is
+    /// text, or NULL, on both SQLite and PostgreSQL), on whichever database the gateway uses.
+    pub fn text_rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match &self.pg {
+            Some(db) => pg_sync(db.url(), sql, |c, sql| async move {
+                c.query(&sql, &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.get::<_, Option<String>>(i))
+                            .collect()
+                    })
+                    .collect()
+            }),
+            None => {
+                let conn = self.db_conn();
+                let mut stmt = conn.prepare(sql).unwrap();
+                let n = stmt.column_count();
+                stmt.query_map([], |r| {
+                    (0..n).map(|i| r.get::<_, Option<String>>(i)).collect()
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+            }
+        }
+    }
+
     /// The controls the store keeps for `user` (read as the admin API reads them), whatever
     /// the backend.
     pub async fn stored_controls(&self, user: &str) -> Option<tollgate::quota::UserControls> {
@@ -944,6 +988,31 @@ pub async fn start_pg(
     )
     .await
     .expect("gateway starts on PostgreSQL")
+}
+
+/// Run `f` with a client of the PostgreSQL database at `url` on a thread of its own (callers
+/// may be inside the test's runtime, or past the gateway's stop).
+fn pg_sync<F, Fut>(url: &str, sql: &str, f: F) -> Vec<Vec<Option<String>>>
+where
+    F: FnOnce(tokio_postgres::Client, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Vec<Vec<Option<String>>>>,
+{
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            f(client, sql).await
+        })
+    })
+    .join()
+    .unwrap()
 }
 
 /// Every call row in the PostgreSQL database at `url`, oldest first (as [`read_rows`]).
