@@ -8,13 +8,14 @@ Changed, and nothing else:
   - limits raised out of the way: limits.daily_tokens, monthly_tokens, requests_per_minute, and
     server.max_in_flight_per_user (every load generator uses one JWT standing for many users);
   - prices: the harness's models the shipped [pricing] does not price are added (PRICES=0: none);
-  - store.journal when JOURNAL is set (to measure the journal's modes).
+  - store.journal when JOURNAL is set (to measure the journal's modes);
+  - store.backend = "postgres" when BACKEND=postgres (the URL is the caller's DATABASE_URL).
 
 VARIANT=tuned additionally sets what the shipped file leaves to the operator and a benchmark on
 one pinned core favours: log.level = "warn" and server.worker_threads = 1. It is reported beside
 the shipped variant, never instead of it.
 
-Environment: UPSTREAM, LISTEN, ADMIN, DB (required); JOURNAL, VARIANT (shipped|tuned), PRICES,
+Environment: UPSTREAM, LISTEN, ADMIN, DB (required); JOURNAL, BACKEND, VARIANT (shipped|tuned), PRICES,
 GATEWAY_TOML (default: the repository's gateway.toml).
 """
 import os
@@ -59,6 +60,11 @@ def main():
     }
     if env.get("JOURNAL"):
         changes[("store", "journal")] = toml_str(env["JOURNAL"])
+    backend = env.get("BACKEND", "sqlite")
+    if backend not in ("sqlite", "postgres"):
+        sys.exit(f"gateway_config.py: BACKEND must be sqlite or postgres, not {backend!r}")
+    if backend == "postgres":
+        changes[("store", "backend")] = toml_str("postgres")
     if variant == "tuned":
         changes[("log", "level")] = toml_str("warn")
         changes[("server", "worker_threads")] = "1"

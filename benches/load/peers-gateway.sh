@@ -13,6 +13,12 @@ cfg="$TG_BENCH_DIR/gateway-$n.toml"
 admin_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 UPSTREAM="$MOCK_URL" LISTEN="$GATEWAY_ADDR" ADMIN="127.0.0.1:$admin_port" DB="$TG_BENCH_DIR/tollgate-$n.db" \
   bash "$HERE/gateway-config.sh" > "$cfg"
+if [ "${BACKEND:-sqlite}" = postgres ]; then
+  # A database of its own for every start (dropped by peers.sh at the end of the run).
+  pgdb="tollgate_bench_$n"
+  psql -h 127.0.0.1 -U postgres -qAt -c "CREATE DATABASE $pgdb" >/dev/null
+  export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$pgdb?sslmode=disable"
+fi
 unset RUST_LOG
 for v in $(compgen -e | grep '^TOLLGATE_' || true); do unset "$v"; done
 exec "${TG_BENCH_BIN}" serve --config "$cfg"

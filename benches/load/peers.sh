@@ -14,6 +14,8 @@
 #   TARGETS       targets of a single run                  (default "direct nginx ours")
 #   PEERS_DIR     the harness                              (default /work/shared/peers)
 #   RESULTS_DIR   where the results are copied             (default benches/load/results/peers-<date>)
+#   BACKEND       postgres: the gateway on PostgreSQL (a database per start on 127.0.0.1:5432,
+#                 dropped at the end); also VARIANT, JOURNAL, PRICES (see gateway_config.py)
 #   anything run-peers.sh reads (DURATION, WARMUP, CONNS, STREAM_N, PIN, ...)
 #
 # Tollgate is plugged in through OUR_GATEWAY_CMD = benches/load/peers-gateway.sh, which writes a
@@ -62,6 +64,17 @@ export OUR_GATEWAY_OPENAI_PREFIX=/openai
 export OUR_GATEWAY_GEMINI_PREFIX=/gemini
 export OUR_GATEWAY_READY_PATH=/healthz
 export OUR_GATEWAY_GEMINI=1
+
+if [ "${BACKEND:-sqlite}" = postgres ]; then
+  command -v psql >/dev/null || die "BACKEND=postgres needs psql and the PostgreSQL server on 127.0.0.1:5432"
+  # Every gateway start made a database of its own (peers-gateway.sh): drop them at the end.
+  drop_bench_dbs() {
+    for d in $(psql -h 127.0.0.1 -U postgres -qAt -c "SELECT datname FROM pg_database WHERE datname LIKE 'tollgate_bench_%'"); do
+      psql -h 127.0.0.1 -U postgres -qAt -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null
+    done
+  }
+  trap drop_bench_dbs EXIT
+fi
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${RESULTS_DIR:-$HERE/results/peers-$STAMP}"
