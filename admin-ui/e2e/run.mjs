@@ -15,7 +15,8 @@
 //
 // Env: TOLLGATE_BIN, FAKE_UPSTREAM_BIN (default ../target/debug/{tollgate,fake-upstream}),
 // CHROMIUM (default /usr/bin/chromium), E2E_ARTIFACTS (default ../test-artifacts),
-// E2E_KEEP=1 keeps the temporary folder (config, database, logs).
+// E2E_KEEP=1 keeps the temporary folder (config, database, logs). E2E_DATABASE_URL: run the
+// gateway on that PostgreSQL database (`store.backend = "postgres"`) instead of a SQLite file.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -154,7 +155,14 @@ function run(cmd, args, { env = {}, input } = {}) {
   return r.stdout.trim();
 }
 
-const tollgateEnv = { JWT_SECRET, OPENAI_API_KEY: OPENAI_KEY, GEMINI_API_KEY: GEMINI_KEY, RUST_LOG: 'warn' };
+const PG_URL = process.env.E2E_DATABASE_URL ?? '';
+const tollgateEnv = {
+  JWT_SECRET,
+  OPENAI_API_KEY: OPENAI_KEY,
+  GEMINI_API_KEY: GEMINI_KEY,
+  RUST_LOG: 'warn',
+  ...(PG_URL ? { DATABASE_URL: PG_URL } : {}),
+};
 
 // === the proxy's clients ===
 
@@ -358,6 +366,7 @@ timezone = "UTC"
 [store]
 path = "${path.join(tmp, 'tollgate.db').replaceAll('\\', '/')}"
 commit_interval_ms = 10
+${PG_URL ? 'backend = "postgres"' : ''}
 
 [log]
 level = "warn"
