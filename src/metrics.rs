@@ -571,6 +571,13 @@ impl Collector for StoreGauges {
             stats.rows_committed,
         );
         let (journal_commits, journal_entries) = (stats.journal_commits, stats.journal_entries);
+        let unavailable = ConstGauge::new(i64::from(stats.unavailable));
+        unavailable.encode(encoder.encode_descriptor(
+            "store_unavailable",
+            "1 while the database cannot be reached (PostgreSQL): new calls are refused with 503.",
+            None,
+            unavailable.metric_type(),
+        )?)?;
         let depth = ConstGauge::new(i64::try_from(depth).unwrap_or(i64::MAX));
         depth.encode(encoder.encode_descriptor(
             "store_queue_depth",

@@ -347,3 +347,86 @@ async fn import_from_sqlite_brings_the_history_over_once() {
         "the audit trail, once"
     );
 }
+
+/// The database goes away under a running gateway: calls already admitted finish and their rows
+/// wait; new calls are refused with 503 (the store cannot promise their rows), `/readyz` and
+/// `tollgate_store_unavailable` say so; when it is back, calls are served again and every call
+/// the upstream served has exactly one row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_away_new_calls_are_refused_and_no_row_is_lost() {
+    let mut h = Harness::start_pg_with(|c| c.store.commit_interval_ms = 10).await;
+    h.mock
+        .set_default(Reply::json(200, fixture("openai/chat.json")));
+    let db = std::sync::Arc::clone(h.pg.as_ref().unwrap());
+    let jwt = h.token("away");
+    let call = |h: &Harness| {
+        let jwt = jwt.clone();
+        let url = h.url("/openai/v1/chat/completions");
+        let client = h.client.clone();
+        async move {
+            let resp = client
+                .post(url)
+                .bearer_auth(jwt)
+                .body(CHAT)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            resp.bytes().await.unwrap();
+            status
+        }
+    };
+    assert_eq!(call(&h).await, 200);
+    h.wait_rows(1).await;
+
+    // Cut off: no new connections, and the open ones ended.
+    let name = db.name().to_string();
+    db.on_server(&format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..200 {
+        let status = call(&h).await;
+        statuses.push(status);
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    assert!(h.running().store.writer_stats().unavailable);
+    assert!(h.running().store.ready().await.is_err(), "not ready");
+    let served_while_away = h.mock.hits();
+    assert_eq!(call(&h).await, 503);
+    assert_eq!(h.mock.hits(), served_while_away, "refused, not forwarded");
+
+    // Back.
+    db.on_server(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await;
+    let mut back = false;
+    for _ in 0..400 {
+        if call(&h).await == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(back, "served again once the database is back");
+    assert!(!h.running().store.writer_stats().unavailable);
+    h.stop().await;
+    let rows = h.rows();
+    let complete = rows.iter().filter(|r| r.outcome == "complete").count();
+    assert_eq!(
+        complete,
+        h.mock.hits(),
+        "every served call has its row, once"
+    );
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no row written twice");
+    assert!(rows.iter().any(|r| r.outcome == "refused_store_full"));
+}

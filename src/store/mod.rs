@@ -198,6 +198,8 @@ pub struct WriterStats {
     pub journal_commits: u64,
     /// Call-journal entries written: divided by `journal_commits`, the calls one fsync covers.
     pub journal_entries: u64,
+    /// The database cannot be reached (PostgreSQL): new calls are refused until it is back.
+    pub unavailable: bool,
 }
 
 /// Sees each batch of usage rows once the writer is done with it, on the writer's thread, off

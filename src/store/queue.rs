@@ -330,6 +330,7 @@ impl Queue {
             rows_committed: self.rows_committed(),
             journal_commits: self.journal.as_ref().map_or(0, |j| j.counts().1),
             journal_entries: self.journal.as_ref().map_or(0, |j| j.counts().0),
+            unavailable: false,
         }
     }
 

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
@@ -29,6 +30,9 @@ pub struct PgStore {
     replica: String,
     /// Renews this gateway's row in `tollgate_gateways`.
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+    /// Set by the writer while the database cannot be reached: new calls are refused (their
+    /// rows could not be promised a place), until a batch is written again.
+    down: Arc<AtomicBool>,
 }
 
 /// How often a running gateway renews its row in `tollgate_gateways`.
@@ -116,8 +120,16 @@ impl PgStore {
         }
         drop(client);
         let pool = settings.pool()?;
-        let (queue, writer) =
-            super::writer::open_queue(&settings, journal_dir, tz, replica, options).await?;
+        let down = Arc::new(AtomicBool::new(false));
+        let (queue, writer) = super::writer::open_queue(
+            &settings,
+            journal_dir,
+            tz,
+            replica,
+            options,
+            Arc::clone(&down),
+        )
+        .await?;
         let heartbeat = gateway.then(|| tokio::spawn(heartbeat(pool.clone(), replica.to_string())));
         Ok(Arc::new(PgStore {
             settings,
@@ -126,6 +138,7 @@ impl PgStore {
             writer: Mutex::new(Some(writer)),
             replica: replica.to_string(),
             heartbeat,
+            down,
         }))
     }
 
@@ -150,6 +163,9 @@ impl Store for PgStore {
     }
 
     fn reserve_row(&self) -> Option<RowSlot> {
+        if self.down.load(Ordering::Acquire) {
+            return None;
+        }
         self.queue.reserve()
     }
 
@@ -166,7 +182,10 @@ impl Store for PgStore {
     }
 
     fn writer_stats(&self) -> WriterStats {
-        self.queue.stats()
+        WriterStats {
+            unavailable: self.down.load(Ordering::Relaxed),
+            ..self.queue.stats()
+        }
     }
 
     async fn close(&self) {

@@ -47,6 +47,21 @@ impl TestDb {
         &self.url
     }
 
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Run `sql` on the server as its administrator (outside this database): to cut this
+    /// database off and let it back in, say.
+    pub async fn on_server(&self, sql: &str) {
+        admin_client()
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// Settings for this database: a pool of 4, statements cut at 30 s.
     pub fn settings(&self) -> Settings {
         Settings::new(&self.url, 4, std::time::Duration::from_secs(30))

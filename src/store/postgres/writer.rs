@@ -11,6 +11,8 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::calendar::DayCache;
 use crate::store::journal::{self, Journal};
@@ -50,13 +52,20 @@ pub struct PgSink {
     gateway: String,
     /// When `tollgate_batches` was last pruned of this gateway's old ids.
     pruned: std::time::Instant,
+    /// Set while the database cannot be reached, cleared by the next batch written.
+    down: Arc<AtomicBool>,
 }
 
 /// How long a batch's id is kept: far longer than any retry of it.
 const BATCH_IDS_KEPT_MS: i64 = 24 * 3_600_000;
 
 impl PgSink {
-    fn new(settings: Settings, days: DayCache, gateway: String) -> Result<PgSink, StoreError> {
+    fn new(
+        settings: Settings,
+        days: DayCache,
+        gateway: String,
+        down: Arc<AtomicBool>,
+    ) -> Result<PgSink, StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -69,6 +78,7 @@ impl PgSink {
             months: BTreeSet::new(),
             gateway,
             pruned: std::time::Instant::now(),
+            down,
         })
     }
 
@@ -121,24 +131,32 @@ impl Sink for PgSink {
             months,
             gateway,
             pruned,
+            down,
         } = self;
         rt.block_on(async {
             if client
                 .as_ref()
                 .is_none_or(tokio_postgres::Client::is_closed)
             {
-                *client = Some(
-                    settings
-                        .connect()
-                        .await
-                        .map_err(|e| SinkError::Connection(e.to_string()))?,
-                );
+                match settings.connect().await {
+                    Ok(c) => *client = Some(c),
+                    Err(e) => {
+                        mark_down(down, &e.to_string());
+                        return Err(SinkError::Connection(e.to_string()));
+                    }
+                }
             }
             let Some(c) = client.as_mut() else {
                 return Err(SinkError::Connection("no connection".into()));
             };
             let result = PgSink::write_batch(c, days, months, batch, batch_id, gateway).await;
-            if result.is_err() && c.is_closed() {
+            if result.is_ok() && down.swap(false, Ordering::AcqRel) {
+                tracing::warn!("store: the database is reachable again; calls are admitted");
+            }
+            if let Err(e) = &result
+                && c.is_closed()
+            {
+                mark_down(down, &super::describe(e));
                 *client = None;
             } else if result.is_ok() && pruned.elapsed() > std::time::Duration::from_secs(3_600) {
                 *pruned = std::time::Instant::now();
@@ -170,6 +188,17 @@ impl Sink for PgSink {
     }
 }
 
+/// Note that the database cannot be reached (logged once per outage).
+fn mark_down(down: &AtomicBool, why: &str) {
+    if !down.swap(true, Ordering::AcqRel) {
+        tracing::error!(
+            error = why,
+            "store: the database cannot be reached; new calls are refused (503) and the rows of \
+             calls already admitted wait in the queue until it is back"
+        );
+    }
+}
+
 /// Whether a database error may go away by itself: the connection broke, or the server was
 /// busy (serialization failure, deadlock, lock or statement timeout, too many connections, a
 /// server shutting down or starting). A constraint or data error is the rows' own.
@@ -196,6 +225,7 @@ pub async fn open_queue(
     tz: jiff::tz::TimeZone,
     gateway: &str,
     options: Options,
+    down: Arc<AtomicBool>,
 ) -> Result<(Queue, WriterThread), StoreError> {
     let mut days = DayCache::new(tz);
     let (lock, journal, journal_thread) = if options.owns_journal {
@@ -208,7 +238,7 @@ pub async fn open_queue(
     } else {
         (None, None, None)
     };
-    let sink = PgSink::new(settings.clone(), days, gateway.to_string())?;
+    let sink = PgSink::new(settings.clone(), days, gateway.to_string(), down)?;
     Queue::start(sink, options, journal, journal_thread, lock)
 }
 
@@ -351,6 +381,7 @@ mod tests {
             jiff::tz::TimeZone::UTC,
             "gw-a",
             options.clone(),
+            Arc::default(),
         )
         .await
         .unwrap();
@@ -376,6 +407,7 @@ mod tests {
                 jiff::tz::TimeZone::UTC,
                 "gw-a",
                 options.clone(),
+                Arc::default(),
             )
             .await
             .unwrap();
@@ -423,6 +455,7 @@ mod tests {
             jiff::tz::TimeZone::UTC,
             "gw-b",
             options,
+            Arc::default(),
         )
         .await
         .unwrap();
