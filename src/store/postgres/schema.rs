@@ -9,11 +9,17 @@ use tokio_postgres::Client;
 use crate::store::StoreError;
 
 /// Every migration this Tollgate knows, oldest first: version, name, SQL.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("migrations/0001_initial.sql")),
+    (
+        2,
+        "users_id_bytes",
+        include_str!("migrations/0002_users_id_bytes.sql"),
+    ),
+];
 
 /// The newest schema version this Tollgate writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `pg_advisory_xact_lock` key of the migrations ("tollgate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
@@ -108,6 +114,32 @@ mod tests {
                 to: SCHEMA_VERSION
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_database_an_older_tollgate_made_is_brought_up_to_date() {
+        let db = TestDb::create().await;
+        let mut c = db.settings().connect().await.unwrap();
+        // What version 1 left: its tables and its record.
+        c.batch_execute(&format!(
+            "CREATE TABLE tollgate_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at BIGINT NOT NULL); {} \
+             INSERT INTO tollgate_migrations VALUES (1, 'initial', 0);",
+            MIGRATIONS[0].2
+        ))
+        .await
+        .unwrap();
+        let done = migrate(&mut c).await.unwrap();
+        assert_eq!((done.from, done.to), (1, SCHEMA_VERSION));
+        let index: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'users_id_bytes'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(index, 1);
     }
 
     #[tokio::test]
