@@ -47,19 +47,6 @@ pub struct ImportAccount {
     pub last_login_at: Option<i64>,
 }
 
-/// An audit row as the file keeps it; `id` is the file's, for resuming.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImportAudit {
-    pub id: i64,
-    pub ts: i64,
-    pub actor: String,
-    pub action: String,
-    pub target: Option<String>,
-    pub before_json: Option<String>,
-    pub after_json: Option<String>,
-    pub detail: Option<String>,
-}
-
 /// What an import did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Imported {

@@ -838,7 +838,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn durable_entries_are_fsynced_before_they_resolve_and_share_fsyncs() {
+    async fn durable_entries_resolve_after_an_fsync_and_a_stop_leaves_no_segment() {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path().join("calls");
         let (journal, thread) = Journal::start(&dir, JournalMode::Durable, 0)

@@ -606,6 +606,60 @@ pub struct Stats {
     pub by_provider: Vec<ProviderUsage>,
 }
 
+/// The users' counts of [`Stats`], as a store reads them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserCounts {
+    pub total: i64,
+    pub active_today: i64,
+    pub active_7d: i64,
+    pub blocked: i64,
+}
+
+impl Stats {
+    /// Assemble the statistics from the users' counts and the per-model sums of today and of
+    /// the month (`by_model` already in the order [`Stats::by_model`] keeps): the totals and the
+    /// per-provider breakdown (most tokens first, then by name) are summed here, the same for
+    /// every store.
+    pub fn from_models(
+        users: UserCounts,
+        today: &[ModelUsage],
+        by_model: Vec<ModelUsage>,
+    ) -> Stats {
+        let mut today_totals = Totals::default();
+        for m in today {
+            today_totals.add(&m.totals);
+        }
+        let mut month = Totals::default();
+        let mut by_provider: Vec<ProviderUsage> = Vec::new();
+        for m in &by_model {
+            month.add(&m.totals);
+            match by_provider.iter_mut().find(|p| p.provider == m.provider) {
+                Some(p) => p.totals.add(&m.totals),
+                None => by_provider.push(ProviderUsage {
+                    provider: m.provider.clone(),
+                    totals: m.totals,
+                }),
+            }
+        }
+        by_provider.sort_by(|a, b| {
+            b.totals
+                .total_tokens
+                .cmp(&a.totals.total_tokens)
+                .then_with(|| a.provider.cmp(&b.provider))
+        });
+        Stats {
+            users_total: users.total,
+            users_active_today: users.active_today,
+            users_active_7d: users.active_7d,
+            users_blocked: users.blocked,
+            today: today_totals,
+            month,
+            by_model,
+            by_provider,
+        }
+    }
+}
+
 /// What a usage series is broken down by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeriesBy {

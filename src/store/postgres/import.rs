@@ -7,8 +7,8 @@ use tokio_postgres::Client;
 
 use super::rows::{ensure_partitions, months_of, write_rows};
 use crate::calendar::DayCache;
-use crate::store::import::{ImportAccount, ImportAudit, ImportUser};
-use crate::store::{StoreError, UsageRow};
+use crate::store::import::{ImportAccount, ImportUser};
+use crate::store::{AuditRow, StoreError, UsageRow};
 
 /// How far the import of one history got.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -118,7 +118,7 @@ pub async fn audit(
     c: &mut Client,
     fingerprint: &str,
     source: &str,
-    rows: &[ImportAudit],
+    rows: &[AuditRow],
     last_id: i64,
 ) -> Result<(), StoreError> {
     let tx = c.transaction().await?;

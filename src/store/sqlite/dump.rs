@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::lenient_opt_int;
 use super::reads::{CALL_COLUMNS, call_from_row};
-use crate::store::import::{ImportAccount, ImportAudit, ImportUser};
-use crate::store::{CallRow, StoreError};
+use crate::store::import::{ImportAccount, ImportUser};
+use crate::store::{AuditRow, CallRow, StoreError};
 
 /// An open SQLite store, read-only.
 pub struct Dump {
@@ -130,15 +130,15 @@ impl Dump {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Up to `limit` audit rows with an id above `after`, oldest first.
-    pub fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<ImportAudit>, StoreError> {
+    /// Up to `limit` audit rows with an id above `after`, oldest first (`id` is the file's).
+    pub fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, ts, actor, action, target, before_json, after_json, detail \
              FROM admin_audit WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt.query_map(params![after, limit], |r| {
-            Ok(ImportAudit {
+            Ok(AuditRow {
                 id: r.get(0)?,
                 ts: r.get_ref(1).map(lenient_opt_int)?.unwrap_or(0),
                 actor: r.get(2)?,

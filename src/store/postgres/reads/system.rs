@@ -8,10 +8,7 @@
 use tokio_postgres::{GenericClient, Row};
 
 use super::{SUMS, model_from_row, sort_models, totals_at};
-use crate::store::{
-    ModelUsage, ProviderUsage, SeriesBy, SeriesPoint, Stats, StatsQuery, StoreError,
-};
-use crate::usage::Totals;
+use crate::store::{ModelUsage, SeriesBy, SeriesPoint, Stats, StatsQuery, StoreError, UserCounts};
 
 const USERS_TOTAL_SQL: &str = "SELECT COUNT(*) FROM users";
 const USERS_SEEN_SINCE_SQL: &str = "SELECT COUNT(*) FROM users WHERE last_seen_at >= $1";
@@ -53,39 +50,15 @@ pub async fn stats(c: &impl GenericClient, q: &StatsQuery) -> Result<Stats, Stor
     let users_active_today = count(c, USERS_SEEN_SINCE_SQL, Some(q.today_start_ms)).await?;
     let users_active_7d = count(c, USERS_SEEN_SINCE_SQL, Some(q.week_ago_ms)).await?;
     let users_blocked = count(c, USERS_BLOCKED_SQL, None).await?;
-    let mut today = Totals::default();
-    for m in models_between(c, &q.today, &q.today).await? {
-        today.add(&m.totals);
-    }
+    let today = models_between(c, &q.today, &q.today).await?;
     let by_model = models_between(c, &q.month_start, &q.today).await?;
-    let mut month = Totals::default();
-    let mut by_provider: Vec<ProviderUsage> = Vec::new();
-    for m in &by_model {
-        month.add(&m.totals);
-        match by_provider.iter_mut().find(|p| p.provider == m.provider) {
-            Some(p) => p.totals.add(&m.totals),
-            None => by_provider.push(ProviderUsage {
-                provider: m.provider.clone(),
-                totals: m.totals,
-            }),
-        }
-    }
-    by_provider.sort_by(|a, b| {
-        b.totals
-            .total_tokens
-            .cmp(&a.totals.total_tokens)
-            .then_with(|| a.provider.cmp(&b.provider))
-    });
-    Ok(Stats {
-        users_total,
-        users_active_today,
-        users_active_7d,
-        users_blocked,
-        today,
-        month,
-        by_model,
-        by_provider,
-    })
+    let users = UserCounts {
+        total: users_total,
+        active_today: users_active_today,
+        active_7d: users_active_7d,
+        blocked: users_blocked,
+    };
+    Ok(Stats::from_models(users, &today, by_model))
 }
 
 /// A [`SeriesPoint`] from `day, key, provider, <SUMS>`.

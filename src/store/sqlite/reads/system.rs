@@ -4,8 +4,7 @@
 use rusqlite::{Connection, params};
 
 use super::{SUMS, sort_models, totals_at};
-use crate::store::{ModelUsage, ProviderUsage, SeriesBy, SeriesPoint, Stats, StatsQuery};
-use crate::usage::Totals;
+use crate::store::{ModelUsage, SeriesBy, SeriesPoint, Stats, StatsQuery, UserCounts};
 
 const USERS_TOTAL_SQL: &str = "SELECT COUNT(*) FROM users";
 const USERS_SEEN_SINCE_SQL: &str = "SELECT COUNT(*) FROM users WHERE last_seen_at >= ?1";
@@ -50,39 +49,15 @@ pub fn stats(conn: &Connection, q: &StatsQuery) -> rusqlite::Result<Stats> {
     let users_active_today = count(conn, USERS_SEEN_SINCE_SQL, Some(q.today_start_ms))?;
     let users_active_7d = count(conn, USERS_SEEN_SINCE_SQL, Some(q.week_ago_ms))?;
     let users_blocked = count(conn, USERS_BLOCKED_SQL, None)?;
-    let mut today = Totals::default();
-    for m in models_between(conn, &q.today, &q.today)? {
-        today.add(&m.totals);
-    }
+    let today = models_between(conn, &q.today, &q.today)?;
     let by_model = models_between(conn, &q.month_start, &q.today)?;
-    let mut month = Totals::default();
-    let mut by_provider: Vec<ProviderUsage> = Vec::new();
-    for m in &by_model {
-        month.add(&m.totals);
-        match by_provider.iter_mut().find(|p| p.provider == m.provider) {
-            Some(p) => p.totals.add(&m.totals),
-            None => by_provider.push(ProviderUsage {
-                provider: m.provider.clone(),
-                totals: m.totals,
-            }),
-        }
-    }
-    by_provider.sort_by(|a, b| {
-        b.totals
-            .total_tokens
-            .cmp(&a.totals.total_tokens)
-            .then_with(|| a.provider.cmp(&b.provider))
-    });
-    Ok(Stats {
-        users_total,
-        users_active_today,
-        users_active_7d,
-        users_blocked,
-        today,
-        month,
-        by_model,
-        by_provider,
-    })
+    let users = UserCounts {
+        total: users_total,
+        active_today: users_active_today,
+        active_7d: users_active_7d,
+        blocked: users_blocked,
+    };
+    Ok(Stats::from_models(users, &today, by_model))
 }
 
 fn series_sql(by: SeriesBy) -> String {
