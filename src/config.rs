@@ -315,6 +315,10 @@ pub struct StoreConfig {
     /// This gateway's name in the shared database (`token_usage.gateway`); default: the host
     /// name and the listen port.
     pub replica_id: Option<String>,
+    /// With PostgreSQL, how long a gateway's leases on its users' budgets count for the other
+    /// gateways after its last renewal (ms): a gateway that dies frees its share of every
+    /// budget within this long. Renewed every quarter of it.
+    pub lease_ms: u64,
     /// Rows that may wait for the writer; a full queue drops rows (counted, logged).
     pub queue_capacity: usize,
     /// Most rows committed in one transaction.
@@ -364,6 +368,7 @@ impl Default for StoreConfig {
             pool_size: 8,
             statement_timeout_ms: 5_000,
             replica_id: None,
+            lease_ms: 20_000,
             queue_capacity: 65_536,
             batch_max: 4_096,
             commit_interval_ms: 50,
@@ -802,6 +807,9 @@ pub fn database_url(
     }
     if !(1..=1_000).contains(&store.pool_size) {
         return Err(invalid("store.pool_size", "must be between 1 and 1000"));
+    }
+    if !(1_000..=600_000).contains(&store.lease_ms) {
+        return Err(invalid("store.lease_ms", "must be between 1000 and 600000"));
     }
     if !(100..=3_600_000).contains(&store.statement_timeout_ms) {
         return Err(invalid(

@@ -61,8 +61,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
@@ -81,7 +81,10 @@ pub use controls::{
     UserOverrides, validate_patch,
 };
 
+pub use lease::{Admission, Fence, LeaseAsk, LeaseGrant, LeaseReturn, Shared, Verdict};
+
 pub mod controls;
+pub mod lease;
 #[cfg(test)]
 mod tests;
 
@@ -210,6 +213,10 @@ impl Limits {
             Window::Month => self.monthly_cost_nano_usd,
         }
     }
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn at_least_one(n: u32) -> NonZeroU32 {
@@ -367,6 +374,11 @@ struct Counters {
     used_cost: u64,
     reserved_tokens: u64,
     reserved_cost: u64,
+    /// What this gateway's leases on the window still allow (limits shared by several
+    /// gateways, [`lease`]): granted, less the holds reserved and the usage settled since.
+    /// Below 0 after a last call, or usage above a hold.
+    left_tokens: i64,
+    left_cost: i64,
 }
 
 impl Counters {
@@ -416,6 +428,37 @@ impl Counters {
     fn reserve(&mut self, hold: Hold) {
         self.reserved_tokens = self.reserved_tokens.saturating_add(hold.tokens);
         self.reserved_cost = self.reserved_cost.saturating_add(hold.cost_nano_usd);
+        self.left_tokens = self.left_tokens.saturating_sub(signed(hold.tokens));
+        self.left_cost = self.left_cost.saturating_sub(signed(hold.cost_nano_usd));
+    }
+
+    /// Whether this gateway's leases cover `hold` in this window under `limits`: every budget
+    /// the window has leaves at least the hold, and more than nothing.
+    fn covers(&self, window: Window, limits: &Limits, hold: Hold) -> bool {
+        let fits = |left: i64, hold: u64| left > 0 && left >= signed(hold);
+        fits(self.left_tokens, hold.tokens)
+            && (limits.cost(window).is_none() || fits(self.left_cost, hold.cost_nano_usd))
+    }
+
+    /// Take the unspent part of the leases out (to give it back): tokens, cost. A lease
+    /// overspent (a call used more than its hold) starts again from 0: the store counts that
+    /// usage once its row is written.
+    fn take_left(&mut self) -> [u64; 2] {
+        let take = |left: &mut i64| {
+            let back = u64::try_from(*left).unwrap_or(0);
+            *left = 0;
+            back
+        };
+        [take(&mut self.left_tokens), take(&mut self.left_cost)]
+    }
+
+    /// A grant for this window: the leases grow, and the recorded usage is at least what the
+    /// written rows say (it may be more: calls settled here whose rows are not written yet).
+    fn granted(&mut self, granted: [u64; 2], used: [u64; 2]) {
+        self.left_tokens = self.left_tokens.saturating_add(signed(granted[0]));
+        self.left_cost = self.left_cost.saturating_add(signed(granted[1]));
+        self.used_tokens = self.used_tokens.max(used[0]);
+        self.used_cost = self.used_cost.max(used[1]);
     }
 
     /// Release `hold` and record the actual usage, if this is still the window it was
@@ -430,6 +473,14 @@ impl Counters {
         self.reserved_cost = self.reserved_cost.saturating_sub(hold.cost_nano_usd);
         self.used_tokens = self.used_tokens.saturating_add(tokens);
         self.used_cost = self.used_cost.saturating_add(cost);
+        self.left_tokens = self
+            .left_tokens
+            .saturating_add(signed(hold.tokens))
+            .saturating_sub(signed(tokens));
+        self.left_cost = self
+            .left_cost
+            .saturating_add(signed(hold.cost_nano_usd))
+            .saturating_sub(signed(cost));
     }
 
     fn status(&self, window: Window, limits: &Limits) -> WindowStatus {
@@ -458,6 +509,9 @@ struct UserState<R: RateClock> {
     day: Counters,
     month: Counters,
     in_flight: u32,
+    /// When this gateway last admitted or asked for this user (ledger clock, ms): leases of a
+    /// user idle for a while are given back.
+    touched_ms: i64,
     limiter: Limiter<R>,
     /// The rate `limiter` was built for; rebuilt when the rate in force changes.
     limiter_rpm: NonZeroU32,
@@ -473,6 +527,7 @@ impl<R: RateClock> UserState<R> {
             day: Counters::new(calendar.day_start, calendar.day_end),
             month: Counters::new(calendar.month_start, calendar.month_end),
             in_flight: 0,
+            touched_ms: 0,
             limiter: RateLimiter::direct_with_clock(Quota::per_minute(rpm), rate_clock.clone()),
             limiter_rpm: rpm,
         }
@@ -534,6 +589,26 @@ pub struct WindowStatus {
     pub remaining_cost_nano_usd: Option<u64>,
 }
 
+impl WindowStatus {
+    /// The written rows say `tokens` and `cost` (nano-USD) were used in this window: the usage
+    /// shown is at least that (several gateways: this one counted only its own calls since its
+    /// start or its last grant), and what remains follows.
+    pub fn recorded(&mut self, tokens: i64, cost: i64) {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        self.used_tokens = self.used_tokens.max(count(tokens));
+        self.used_cost_nano_usd = self.used_cost_nano_usd.max(count(cost));
+        self.remaining_tokens = self
+            .token_limit
+            .saturating_sub(self.used_tokens.saturating_add(self.reserved_tokens));
+        self.remaining_cost_nano_usd = self.cost_limit_nano_usd.map(|c| {
+            c.saturating_sub(
+                self.used_cost_nano_usd
+                    .saturating_add(self.reserved_cost_nano_usd),
+            )
+        });
+    }
+}
+
 // === the ledger ===
 
 #[repr(align(128))]
@@ -558,6 +633,8 @@ pub struct Ledger<C: Clock = SystemClock, R: RateClock = DefaultClock> {
     tz: TimeZone,
     clock: C,
     rate_clock: R,
+    /// Set when several gateways share the limits ([`Ledger::share`]).
+    shared: OnceLock<Arc<Shared>>,
 }
 
 impl Ledger {
@@ -592,6 +669,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
             tz,
             clock,
             rate_clock,
+            shared: OnceLock::new(),
         }
     }
 
@@ -599,12 +677,142 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
     /// blocked, quota (month, then day; tokens, then cost), calls in flight, request rate. An
     /// admitted call reserves `hold` in the current day and month and counts as in flight
     /// until its [`Reservation`] settles or is dropped. Memory only; allocates only for a user
-    /// seen for the first time (or for a refusal's reason).
+    /// seen for the first time (or for a refusal's reason). Decides on this gateway's counters
+    /// alone, whether or not the limits are shared: the proxy calls [`Ledger::try_admit`].
     pub fn admit(&self, user: &Arc<str>, hold: Hold) -> Result<Reservation<R>, Denied> {
         let now_ms = self.clock.now_ms();
         let (cell, calendar, defaults) = self.cell(user, now_ms);
         let mut state = cell.lock();
         state.roll(&calendar);
+        self.check(&mut state, &defaults, now_ms)?;
+        Ok(self.reserve(&mut state, &cell, hold, now_ms))
+    }
+
+    /// [`Ledger::admit`] for a gateway whose limits may be shared: when they are and this
+    /// gateway's leases on the user's budgets do not cover `hold`, the call is
+    /// [`Admission::Short`] — the caller asks the store and comes back with
+    /// [`Ledger::admit_granted`]. The checks that need no one else (blocked, the usage this
+    /// gateway knows of, calls in flight, rate) come first, so a refused user costs the store
+    /// nothing; a short call has taken its rate token.
+    pub fn try_admit(&self, user: &Arc<str>, hold: Hold) -> Result<Reservation<R>, Admission> {
+        let Some(shared) = self.shared.get() else {
+            return self.admit(user, hold).map_err(Admission::Denied);
+        };
+        let now_ms = self.clock.now_ms();
+        let (cell, calendar, defaults) = self.cell(user, now_ms);
+        let mut state = cell.lock();
+        state.roll(&calendar);
+        let limits = self.check(&mut state, &defaults, now_ms)?;
+        if shared.fence.holds()
+            && state.day.covers(Window::Day, &limits, hold)
+            && state.month.covers(Window::Month, &limits, hold)
+        {
+            return Ok(self.reserve(&mut state, &cell, hold, now_ms));
+        }
+        state.touched_ms = now_ms;
+        let [day_tokens, day_cost] = state.day.take_left();
+        let [month_tokens, month_cost] = state.month.take_left();
+        let limit = [
+            Some(limits.daily_tokens),
+            limits.daily_cost_nano_usd,
+            Some(limits.monthly_tokens),
+            limits.monthly_cost_nano_usd,
+        ];
+        let held = [
+            hold.tokens,
+            hold.cost_nano_usd,
+            hold.tokens,
+            hold.cost_nano_usd,
+        ];
+        let want = std::array::from_fn(|i| {
+            limit[i].map_or(0, |l| (l / 16).max(held[i].saturating_mul(4)))
+        });
+        Err(Admission::Short(Box::new(LeaseAsk {
+            user: Arc::clone(user),
+            day: calendar::local_day(state.day.start_ms, &self.tz),
+            month: calendar::local_day(state.month.start_ms, &self.tz),
+            hold: held,
+            back: [day_tokens, day_cost, month_tokens, month_cost],
+            limit,
+            want,
+            day_start: state.day.start_ms,
+            month_start: state.month.start_ms,
+        })))
+    }
+
+    /// Admit the call of a [`LeaseAsk`] with the store's answer: the grant joins this
+    /// gateway's leases (and what the rows count joins its view of the usage) whatever the
+    /// verdict; then a refusal is a quota refusal, and a fit or the last call is admitted if the
+    /// user is still not blocked and not at the cap on calls in flight. A grant for windows
+    /// that ended meanwhile (midnight) is not used: the call is tried again for the new ones.
+    pub fn admit_granted(
+        &self,
+        ask: &LeaseAsk,
+        grant: &LeaseGrant,
+    ) -> Result<Reservation<R>, Admission> {
+        let hold = Hold {
+            tokens: ask.hold[0],
+            cost_nano_usd: ask.hold[1],
+        };
+        if self.shared.get().is_none() {
+            return self.admit(&ask.user, hold).map_err(Admission::Denied);
+        }
+        let now_ms = self.clock.now_ms();
+        let (cell, calendar, defaults) = self.cell(&ask.user, now_ms);
+        let mut state = cell.lock();
+        state.roll(&calendar);
+        if state.day.start_ms != ask.day_start || state.month.start_ms != ask.month_start {
+            drop(state);
+            return self.try_admit(&ask.user, hold);
+        }
+        let (g, u) = (grant.granted, grant.used);
+        state.day.granted([g[0], g[1]], [u[0], u[1]]);
+        state.month.granted([g[2], g[3]], [u[2], u[3]]);
+        match grant.verdict {
+            Verdict::Fit | Verdict::Last => {}
+            Verdict::Refused(slot) => {
+                let lease::Slot(window, kind) = lease::SLOTS[slot.min(3)];
+                let end_ms = match window {
+                    Window::Day => state.day.end_ms,
+                    Window::Month => state.month.end_ms,
+                };
+                return Err(Admission::Denied(Denied::Quota {
+                    window,
+                    kind,
+                    limit: ask.limit[slot.min(3)].unwrap_or(0),
+                    used: u[slot.min(3)],
+                    reserved: grant.elsewhere[slot.min(3)],
+                    reset_at: timestamp(end_ms),
+                    retry_after_secs: secs_until(now_ms, end_ms),
+                }));
+            }
+        };
+        let limits = defaults.with_overrides(&state.controls.overrides);
+        let refused = if state.controls.blocked {
+            Some(Denied::Blocked {
+                reason: state.controls.blocked_reason.clone(),
+            })
+        } else {
+            limits
+                .max_concurrent
+                .filter(|cap| state.in_flight >= cap.get())
+                .map(|cap| Denied::Concurrency { limit: cap.get() })
+        };
+        if let Some(denied) = refused {
+            return Err(Admission::Denied(denied));
+        }
+        Ok(self.reserve(&mut state, &cell, hold, now_ms))
+    }
+
+    /// The checks of every admission, in order: blocked, quota (month, then day, on the usage
+    /// this gateway knows of), calls in flight, request rate (which takes a token). Returns the
+    /// limits in force.
+    fn check(
+        &self,
+        state: &mut UserState<R>,
+        defaults: &Limits,
+        now_ms: i64,
+    ) -> Result<Limits, Denied> {
         if state.controls.blocked {
             return Err(Denied::Blocked {
                 reason: state.controls.blocked_reason.clone(),
@@ -637,19 +845,125 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
                 retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
             });
         }
+        Ok(limits)
+    }
+
+    /// Reserve `hold` for an admitted call: one more in flight, the hold in the day and month
+    /// (and out of this gateway's leases on them).
+    fn reserve(
+        &self,
+        state: &mut UserState<R>,
+        cell: &Cell<R>,
+        hold: Hold,
+        now_ms: i64,
+    ) -> Reservation<R> {
         state.in_flight = state.in_flight.saturating_add(1);
+        state.touched_ms = now_ms;
         state.day.reserve(hold);
         state.month.reserve(hold);
-        let (day_start, month_start) = (state.day.start_ms, state.month.start_ms);
-        drop(state);
-        Ok(Reservation {
-            cell,
+        Reservation {
+            cell: Arc::clone(cell),
             hold,
-            day_start,
-            month_start,
+            day_start: state.day.start_ms,
+            month_start: state.month.start_ms,
             admitted_ms: now_ms,
             open: true,
-        })
+        }
+    }
+
+    /// Share this ledger's limits with other gateways: from now on [`Ledger::try_admit`]
+    /// admits in memory only what this gateway's leases cover. Once; later calls are ignored.
+    pub fn share(&self, shared: Arc<Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The shared state, when the limits are shared.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.get()
+    }
+
+    /// Take back the unspent leases of every user with no call in flight and none admitted or
+    /// asked for in `idle`, for the store to give back (they are this gateway's no longer).
+    /// All of them when this gateway's fence has lapsed.
+    pub fn idle_leases(&self, idle: Duration) -> Vec<LeaseReturn> {
+        let now_ms = self.clock.now_ms();
+        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+        let lapsed = self.shared.get().is_some_and(|s| !s.fence.holds());
+        let mut out = Vec::new();
+        for shard in &*self.shards {
+            let shard = shard.inner.lock();
+            for (user, cell) in &shard.users {
+                let mut s = cell.lock();
+                let idle = s.in_flight == 0 && now_ms.saturating_sub(s.touched_ms) >= idle_ms;
+                let unspent = [s.day, s.month]
+                    .iter()
+                    .any(|c| c.left_tokens > 0 || c.left_cost > 0);
+                if !unspent || !(idle || lapsed) {
+                    continue;
+                }
+                let [dt, dc] = s.day.take_left();
+                let [mt, mc] = s.month.take_left();
+                out.push(LeaseReturn {
+                    user: Arc::clone(user),
+                    day: calendar::local_day(s.day.start_ms, &self.tz),
+                    month: calendar::local_day(s.month.start_ms, &self.tz),
+                    back: [dt, dc, mt, mc],
+                });
+            }
+        }
+        out
+    }
+
+    /// Give back to the leases what [`Ledger::idle_leases`] took, when the store could not
+    /// take it (the windows must still be the same).
+    pub fn restore_leases(&self, returns: &[LeaseReturn]) {
+        let now_ms = self.clock.now_ms();
+        for r in returns {
+            let (cell, calendar, _) = self.cell(&r.user, now_ms);
+            let mut s = cell.lock();
+            s.roll(&calendar);
+            if calendar::local_day(s.day.start_ms, &self.tz) == r.day {
+                s.day.granted([r.back[0], r.back[1]], [0, 0]);
+            }
+            if calendar::local_day(s.month.start_ms, &self.tz) == r.month {
+                s.month.granted([r.back[2], r.back[3]], [0, 0]);
+            }
+        }
+    }
+
+    /// Put back what a [`LeaseAsk`] took out of the leases, when the store never got it.
+    pub fn unask(&self, ask: &LeaseAsk) {
+        self.restore_leases(&[LeaseReturn {
+            user: Arc::clone(&ask.user),
+            day: ask.day.clone(),
+            month: ask.month.clone(),
+            back: ask.back,
+        }]);
+    }
+
+    /// Make `all` every user's controls (a user not in it has none): the periodic re-read of
+    /// a shared store, which heals a change whose notice was missed. Returns the users whose
+    /// controls changed.
+    pub fn replace_controls(&self, all: &HashMap<String, UserControls>) -> usize {
+        let mut changed = 0;
+        for shard in &*self.shards {
+            let shard = shard.inner.lock();
+            for (user, cell) in &shard.users {
+                let mut s = cell.lock();
+                let now = all.get(&**user).cloned().unwrap_or_default();
+                if s.controls != now {
+                    s.controls = now;
+                    changed += 1;
+                }
+            }
+        }
+        for (user, controls) in all {
+            if self.controls(user) != *controls {
+                self.apply_controls(user, controls);
+                changed += 1;
+            }
+        }
+        changed
     }
 
     /// `user`'s quota now: usage, reservations, limits in force, what remains and when each

@@ -178,6 +178,8 @@ pub async fn start_on_with(
         }
     };
     let seeded = ledger.seed(&seed);
+    // Several gateways on one database: admissions spend leases on the shared budgets.
+    store.share_limits(&ledger);
     tracing::debug!(users = seeded, "quota counters seeded from the store");
     metrics.attach_store(Arc::clone(&store));
     let runtime = crate::upstream::client(&config)

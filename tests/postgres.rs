@@ -1,7 +1,8 @@
 //! The gateway on PostgreSQL (`store.backend = "postgres"`), each test on a database of its own
 //! on the machine's server (made and dropped by the test): calls recorded, controls and usage
-//! kept across a restart, the admin side's reads, a second gateway refused while limits are not
-//! shared yet, and `tollgate migrate` / `check-config` as an operator runs them.
+//! kept across a restart, the admin side's reads, `tollgate migrate` / `check-config` /
+//! `import` as an operator runs them, and the database going away. Several gateways on one
+//! database: `tests/replicas.rs`.
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a panic is the test's failure report"
@@ -114,41 +115,6 @@ async fn a_gateway_on_postgres_records_every_call_and_keeps_blocks_and_usage_acr
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_gateway_on_the_same_database_is_refused_until_the_first_stops() {
-    let mut first = Harness::start_pg_with(|_| {}).await;
-    let db = std::sync::Arc::clone(first.pg.as_ref().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let mut raw = test_config(&first.mock.url(), dir.path());
-    raw.store.backend = tollgate::config::StoreBackend::Postgres;
-    let url = db.url().to_string();
-    let env = move |name: &str| match name {
-        "DATABASE_URL" => Some(url.clone()),
-        other => test_env(other),
-    };
-    let config = tollgate::config::Config::from_raw(raw.clone(), &env).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second = tollgate::serve::start_on_with(
-        config,
-        listener,
-        tollgate::serve::Options {
-            config_path: None,
-            env: Some(std::sync::Arc::new(env)),
-        },
-    )
-    .await;
-    let Err(e) = second else {
-        panic!("a second gateway started beside the first");
-    };
-    let e = e.to_string();
-    assert!(e.contains("another gateway is running"), "{e}");
-    assert!(e.contains("postgres://"), "the database is named: {e}");
-    // Stopped cleanly, the first lets the next one in at once.
-    first.stop().await;
-    let running = start_pg(&raw, &db).await;
-    running.shutdown().await;
-}
-
 /// `tollgate migrate` and `tollgate check-config` against the real server, as an operator runs
 /// them: the URL from the environment, never echoed with its password.
 #[tokio::test]
@@ -188,13 +154,13 @@ async fn migrate_and_check_config_reach_the_database_named_in_the_environment() 
     let out = run(&["migrate"], db.url());
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("migrated from schema version 0 to 2"),
+        text(&out).contains("migrated from schema version 0 to 3"),
         "{}",
         text(&out)
     );
     let out = run(&["migrate"], db.url());
     assert!(
-        text(&out).contains("already at schema version 2"),
+        text(&out).contains("already at schema version 3"),
         "{}",
         text(&out)
     );

@@ -72,6 +72,9 @@ use call::{Call, End};
 /// Longest wait for a call's journal entry before the call is refused (503): the disk is
 /// failing or far behind.
 const JOURNAL_WAIT: Duration = Duration::from_secs(5);
+/// Longest a call waits for the store's grant of a lease (limits shared by several gateways);
+/// past it the call is refused with 503.
+const LEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// The body Tollgate sends to clients: a metered upstream answer or its own small response.
 pub type ProxyBody = Either<MeteredBody<UpstreamBody, Call>, Full<Bytes>>;
@@ -374,11 +377,7 @@ impl Proxy {
         // 4b admit: room for the row (else 503), then blocked 403, quota or rate 429; the
         // upstream is never contacted
         call.row_reserved(self.store.reserve_row().ok_or(GatewayError::StoreFull)?);
-        call.admitted(
-            self.ledger
-                .admit(&user, held.hold())
-                .map_err(GatewayError::Denied)?,
-        );
+        call.admitted(self.admit(&user, held.hold()).await?);
 
         // 4c journal: the call exists durably before the upstream can serve it
         if let Some(jid) = self.store.journal_id()
@@ -456,6 +455,46 @@ impl Proxy {
     /// echo key fragments: OpenAI and Gemini answer 401/403, Gemini also 400 with reason
     /// `API_KEY_INVALID`. Those become a 502 of Tollgate's own and an error in the operator's
     /// log (with the provider's error code, never its message). Every other answer passes on.
+    /// 4b: admit the call in memory — or, when the limits are shared and this gateway's leases
+    /// do not cover it, with the store's grant (one round trip, at most [`LEASE_WAIT`]; a
+    /// store that cannot answer refuses the call with 503, nothing forwarded).
+    async fn admit(
+        &self,
+        user: &Arc<str>,
+        hold: quota::Hold,
+    ) -> Result<quota::Reservation, GatewayError> {
+        let mut ask = match self.ledger.try_admit(user, hold) {
+            Ok(reservation) => return Ok(reservation),
+            Err(quota::Admission::Denied(d)) => return Err(GatewayError::Denied(d)),
+            Err(quota::Admission::Short(ask)) => ask,
+        };
+        // A grant made for windows that ended meanwhile is asked again, a few times at most.
+        for _ in 0..3 {
+            let grant = match tokio::time::timeout(LEASE_WAIT, self.store.lease(&ask)).await {
+                Ok(Ok(grant)) => grant,
+                Ok(Err(e)) => {
+                    // Nothing was granted nor given back: the leases are this gateway's still.
+                    self.ledger.unask(&ask);
+                    tracing::warn!(error = %e, "no lease on the user's budget: call refused");
+                    return Err(GatewayError::StoreFull);
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        waited_ms = LEASE_WAIT.as_millis() as u64,
+                        "no lease on the user's budget in time: call refused"
+                    );
+                    return Err(GatewayError::StoreFull);
+                }
+            };
+            match self.ledger.admit_granted(&ask, &grant) {
+                Ok(reservation) => return Ok(reservation),
+                Err(quota::Admission::Denied(d)) => return Err(GatewayError::Denied(d)),
+                Err(quota::Admission::Short(next)) => ask = next,
+            }
+        }
+        Err(GatewayError::StoreFull)
+    }
+
     async fn screen_key_refusal(
         &self,
         config: &Config,

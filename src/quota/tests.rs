@@ -956,3 +956,241 @@ fn limits_in_gateway_toml_are_validated_naming_the_key() {
         assert!(err.starts_with(key), "{toml}: {err}");
     }
 }
+
+// === limits shared by several gateways ===
+
+/// The store's side of the leases, as `tollgate_lease()` decides it: per budget slot, the rows
+/// written and each gateway's lease.
+#[derive(Default)]
+struct FakeBudget {
+    used: [u64; 4],
+    leases: HashMap<usize, [u64; 4]>,
+}
+
+impl FakeBudget {
+    fn grant(&mut self, gateway: usize, ask: &LeaseAsk) -> LeaseGrant {
+        let own = self.leases.entry(gateway).or_default();
+        for (o, b) in own.iter_mut().zip(ask.back) {
+            *o = o.saturating_sub(b);
+        }
+        let leased: [u64; 4] =
+            std::array::from_fn(|i| self.leases.values().map(|l| l[i]).sum::<u64>());
+        let room: [i128; 4] = std::array::from_fn(|i| {
+            ask.limit[i].map_or(i128::MAX, |l| {
+                i128::from(l) - i128::from(self.used[i]) - i128::from(leased[i])
+            })
+        });
+        let fits = (0..4).all(|i| room[i] > 0 && room[i] >= i128::from(ask.hold[i]));
+        let open = (0..4).all(|i| room[i] > 0);
+        let (verdict, granted): (Verdict, [u64; 4]) = if fits {
+            let g = std::array::from_fn(|i| match ask.limit[i] {
+                None => 0,
+                Some(_) => {
+                    let extra = u64::try_from((room[i] - i128::from(ask.hold[i])) / 2).unwrap();
+                    ask.hold[i] + ask.want[i].min(extra)
+                }
+            });
+            (Verdict::Fit, g)
+        } else if open {
+            (
+                Verdict::Last,
+                std::array::from_fn(|i| ask.limit[i].map_or(0, |_| ask.hold[i])),
+            )
+        } else {
+            let slot = [2, 3, 0, 1].into_iter().find(|&i| room[i] <= 0).unwrap();
+            (Verdict::Refused(slot), [0; 4])
+        };
+        let own = self.leases.get_mut(&gateway).unwrap();
+        for (o, g) in own.iter_mut().zip(granted) {
+            *o += g;
+        }
+        LeaseGrant {
+            verdict,
+            granted,
+            used: self.used,
+            elsewhere: leased,
+        }
+    }
+
+    /// A gateway's row is written: its usage moves from the lease to the rows (day and month).
+    fn written(&mut self, gateway: usize, tokens: u64) {
+        let own = self.leases.entry(gateway).or_default();
+        for i in [0, 2] {
+            self.used[i] += tokens;
+            own[i] = own[i].saturating_sub(tokens);
+        }
+    }
+}
+
+fn shared_rig(daily: u64) -> Rig {
+    let r = rig("UTC", "2026-03-10T12:00:00", limits(daily, u64::MAX / 4));
+    r.ledger.share(Arc::new(Shared::new(Fence::always())));
+    r
+}
+
+/// Admit through the fake store, as the proxy does.
+fn admit_shared(
+    r: &Rig,
+    store: &Mutex<FakeBudget>,
+    gateway: usize,
+    who: &Arc<str>,
+    hold: u64,
+) -> Result<Reservation<FakeRelativeClock>, Denied> {
+    match r.ledger.try_admit(who, tokens_only(hold)) {
+        Ok(res) => Ok(res),
+        Err(Admission::Denied(d)) => Err(d),
+        Err(Admission::Short(ask)) => {
+            let grant = store.lock().grant(gateway, &ask);
+            match r.ledger.admit_granted(&ask, &grant) {
+                Ok(res) => Ok(res),
+                Err(Admission::Denied(d)) => Err(d),
+                Err(Admission::Short(_)) => panic!("asked twice in one window"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_shared_ledger_asks_only_when_its_lease_is_spent_and_returns_what_idle_users_left() {
+    let r = shared_rig(10_000);
+    let store = Mutex::new(FakeBudget::default());
+    let ann = user("ann");
+    let mut asks = 0;
+    for _ in 0..20 {
+        match r.ledger.try_admit(&ann, tokens_only(100)) {
+            Ok(res) => drop(res),
+            Err(Admission::Short(ask)) => {
+                asks += 1;
+                // Never sent: what it took out of the lease goes back.
+                r.ledger.unask(&ask);
+            }
+            Err(Admission::Denied(d)) => panic!("{d:?}"),
+        }
+        let res = admit_shared(&r, &store, 0, &ann, 100).unwrap();
+        res.settle(100, 0);
+        store.lock().written(0, 100);
+    }
+    // A sixteenth of the limit or four holds per grant: far fewer asks than calls.
+    assert!(asks <= 6, "{asks} asks for 20 calls");
+    let lease = store.lock().leases[&0][0];
+    assert!(lease > 0, "some lease is left");
+    assert!(
+        r.ledger.idle_leases(Duration::from_secs(2)).is_empty(),
+        "not idle yet"
+    );
+    r.clock.advance(Duration::from_secs(3));
+    let back = r.ledger.idle_leases(Duration::from_secs(2));
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].back[0], lease, "everything unspent goes back");
+    assert_eq!(
+        (back[0].day.as_str(), back[0].month.as_str()),
+        ("2026-03-10", "2026-03-01")
+    );
+    // Taken out of memory: the next call asks again.
+    assert!(matches!(
+        r.ledger.try_admit(&ann, tokens_only(100)),
+        Err(Admission::Short(_))
+    ));
+}
+
+#[test]
+fn a_grant_the_store_refuses_is_a_quota_refusal_naming_the_window() {
+    let r = shared_rig(1_000);
+    let store = Mutex::new(FakeBudget::default());
+    store.lock().written(1, 1_000);
+    let denied = admit_shared(&r, &store, 0, &user("bob"), 10).unwrap_err();
+    let Denied::Quota {
+        window,
+        kind,
+        limit,
+        used,
+        ..
+    } = denied
+    else {
+        panic!("{denied:?}");
+    };
+    assert_eq!(
+        (window, kind, limit, used),
+        (Window::Day, LimitKind::Tokens, 1_000, 1_000)
+    );
+    // The view of the usage followed the store: the next call is refused without asking.
+    assert!(matches!(
+        r.ledger.try_admit(&user("bob"), tokens_only(10)),
+        Err(Admission::Denied(Denied::Quota { .. }))
+    ));
+}
+
+#[test]
+fn without_the_fence_a_covered_call_asks_the_store() {
+    let r = rig("UTC", "2026-03-10T12:00:00", limits(10_000, u64::MAX / 4));
+    let shared = Arc::new(Shared::new(Fence::new()));
+    r.ledger.share(Arc::clone(&shared));
+    let store = Mutex::new(FakeBudget::default());
+    let ann = user("ann");
+    // Never renewed: every call asks (and gets its grant).
+    admit_shared(&r, &store, 0, &ann, 10).unwrap().settle(10, 0);
+    let Err(Admission::Short(ask)) = r.ledger.try_admit(&ann, tokens_only(10)) else {
+        panic!("a lease behind a lapsed fence admitted a call");
+    };
+    r.ledger.unask(&ask);
+    shared
+        .fence
+        .renew(std::time::Instant::now(), Duration::from_secs(60));
+    admit_shared(&r, &store, 0, &ann, 10).unwrap().settle(10, 0);
+    assert!(
+        r.ledger.try_admit(&ann, tokens_only(10)).is_ok(),
+        "covered, fenced in"
+    );
+    shared.fence.lapse();
+    assert!(matches!(
+        r.ledger.try_admit(&ann, tokens_only(10)),
+        Err(Admission::Short(_))
+    ));
+}
+
+#[test]
+fn three_ledgers_on_one_store_go_past_a_limit_by_at_most_one_call() {
+    // Three gateways, eight callers each, random holds and usage (never above the hold), rows
+    // written when calls end: the recorded total ends below the limit plus one hold.
+    const LIMIT: u64 = 50_000;
+    const MAX_HOLD: u64 = 2_000;
+    for round in 0..20u64 {
+        let rigs: Vec<Rig> = (0..3).map(|_| shared_rig(LIMIT)).collect();
+        let store = Mutex::new(FakeBudget::default());
+        let who = user("racer");
+        let barrier = Barrier::new(24);
+        std::thread::scope(|s| {
+            for t in 0..24u64 {
+                let (rigs, store, who, barrier) = (&rigs, &store, &who, &barrier);
+                s.spawn(move || {
+                    let gateway = usize::try_from(t % 3).unwrap();
+                    let mut seed = round * 1_000 + t + 1;
+                    let mut next = move || {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed
+                    };
+                    barrier.wait();
+                    for _ in 0..40 {
+                        let hold = 1 + next() % MAX_HOLD;
+                        if let Ok(res) = admit_shared(&rigs[gateway], store, gateway, who, hold) {
+                            let used = next() % (hold + 1);
+                            res.settle(used, 0);
+                            store.lock().written(gateway, used);
+                        }
+                    }
+                });
+            }
+        });
+        let used = store.lock().used[0];
+        assert!(
+            used < LIMIT + MAX_HOLD,
+            "round {round}: {used} recorded, past {LIMIT} by more than one call"
+        );
+        assert!(
+            used > LIMIT / 2,
+            "round {round}: only {used} of {LIMIT} admitted"
+        );
+    }
+}

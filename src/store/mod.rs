@@ -167,6 +167,27 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Whether the store takes writes right now.
     async fn ready(&self) -> Result<(), StoreError>;
+
+    // --- limits shared by several gateways ---
+
+    /// Make `ledger` share its limits with the other gateways on this store, when the store
+    /// is one several gateways use (PostgreSQL): its admissions then spend leases
+    /// ([`crate::quota::lease`]), and operators' changes made through any gateway reach it.
+    /// Nothing for a store of one gateway (SQLite).
+    fn share_limits(&self, ledger: &Arc<crate::quota::Ledger>) {
+        let _ = ledger;
+    }
+
+    /// Ask for what a call's [`LeaseAsk`](crate::quota::LeaseAsk) needs: one round trip.
+    async fn lease(
+        &self,
+        ask: &crate::quota::LeaseAsk,
+    ) -> Result<crate::quota::LeaseGrant, StoreError> {
+        let _ = ask;
+        Err(StoreError::Backend(
+            "this store does not share limits".into(),
+        ))
+    }
 }
 
 /// Store failures.
@@ -732,6 +753,7 @@ pub async fn open(
                 &journal::dir_for(&settings.path),
                 tz,
                 replica,
+                std::time::Duration::from_millis(settings.lease_ms),
                 options,
             )
             .await?;

@@ -581,18 +581,7 @@ impl Harness {
     /// text, or NULL, on both SQLite and PostgreSQL), on whichever database the gateway uses.
     pub fn text_rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
         match &self.pg {
-            Some(db) => pg_sync(db.url(), sql, |c, sql| async move {
-                c.query(&sql, &[])
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| r.get::<_, Option<String>>(i))
-                            .collect()
-                    })
-                    .collect()
-            }),
+            Some(db) => pg_text_rows(db.url(), sql),
             None => {
                 let conn = self.db_conn();
                 let mut stmt = conn.prepare(sql).unwrap();
@@ -1016,6 +1005,22 @@ where
 }
 
 /// Every call row in the PostgreSQL database at `url`, oldest first (as [`read_rows`]).
+/// The rows of `sql` on the PostgreSQL database at `url`, every column as text.
+pub fn pg_text_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    pg_sync(url, sql, |c, sql| async move {
+        c.query(&sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.get::<_, Option<String>>(i))
+                    .collect()
+            })
+            .collect()
+    })
+}
+
 pub fn read_pg_rows(url: &str) -> Vec<Row> {
     let url = url.to_string();
     // On a thread of its own: callers may be inside the test's runtime.

@@ -101,6 +101,11 @@ pub fn start_gateway(dir: &Path, port: u16) -> Child {
 
 /// [`start_gateway`] under a wrapper command (`prlimit --nofile=… --`).
 pub fn start_gateway_under(dir: &Path, port: u16, wrapper: &[&str]) -> Child {
+    start_gateway_with(dir, port, wrapper, &[])
+}
+
+/// [`start_gateway_under`] with more environment variables (`DATABASE_URL`).
+pub fn start_gateway_with(dir: &Path, port: u16, wrapper: &[&str], env: &[(&str, &str)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -120,6 +125,7 @@ pub fn start_gateway_under(dir: &Path, port: u16, wrapper: &[&str]) -> Child {
         .env("OPENAI_API_KEY", OPENAI_KEY)
         .env("GEMINI_API_KEY", GEMINI_KEY)
         .env("JWT_SECRET", JWT_SECRET)
+        .envs(env.iter().copied())
         .args(["serve", "--config", "gateway.toml"])
         .stdout(Stdio::null())
         .stderr(log)

@@ -189,7 +189,13 @@ pub(crate) async fn user_usage(
     } else {
         None
     };
-    let status = state.ledger.status(&id);
+    let mut status = state.ledger.status(&id);
+    if state.ledger.shared().is_some() {
+        // Several gateways: what all of them recorded, not only what this one counted.
+        let (t, m) = (&usage.summary.today, &usage.summary.month);
+        status.day.recorded(t.total_tokens, t.cost_nano_usd);
+        status.month.recorded(m.total_tokens, m.cost_nano_usd);
+    }
     Ok(Json(UserUsage {
         user: user_view(&state, usage.summary),
         days: n_days,

@@ -24,6 +24,7 @@ pub mod accounts;
 pub mod audit;
 pub mod controls;
 pub mod import;
+pub mod lease;
 pub mod reads;
 pub mod rows;
 pub mod schema;
@@ -102,6 +103,42 @@ impl Settings {
             }
         });
         Ok(client)
+    }
+}
+
+impl Settings {
+    /// A connection outside the pool that `LISTEN`s on `channel`: each notice's payload
+    /// arrives on the receiver (bounded: a reader that falls behind holds the connection back),
+    /// which ends when the connection does. Keep the client: dropping it ends the connection.
+    pub async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<(tokio_postgres::Client, tokio::sync::mpsc::Receiver<String>), StoreError> {
+        let (client, mut connection) = self
+            .config
+            .connect(tls()?)
+            .await
+            .map_err(|e| self.target().error(&e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1_024);
+        tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                        if tx.send(n.payload().to_string()).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %describe(&e), "database listener ended");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        });
+        client.batch_execute(&format!("LISTEN {channel}")).await?;
+        Ok((client, rx))
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 
 use tokio_postgres::Transaction;
 
+use super::lease::Lowered;
 use crate::calendar::DayCache;
 use crate::store::UsageRow;
 use crate::store::rollup::{Rollups, users_seen};
@@ -116,7 +117,25 @@ pub async fn write_rows(
     }
     insert_rows(tx, batch, gateway).await?;
     upsert_users(tx, batch).await?;
-    upsert_rollups(tx, days, batch).await
+    let r = Rollups::of(days, batch);
+    upsert_rollups(tx, &r).await?;
+    // What these rows used is no longer this gateway's to spend (the rollups count it now).
+    let mut spent = Lowered::default();
+    for ((day, user), t) in &r.user_day {
+        spent.push("day", day, user, spent_of(t));
+    }
+    for ((month, user), t) in &r.user_month {
+        spent.push("month", month, user, spent_of(t));
+    }
+    super::lease::lower(tx, gateway, &spent).await
+}
+
+/// The tokens and cost a rollup's sums take off a lease.
+fn spent_of(t: &Totals) -> [u64; 2] {
+    [
+        u64::try_from(t.total_tokens).unwrap_or(0),
+        u64::try_from(t.cost_nano_usd).unwrap_or(0),
+    ]
 }
 
 async fn insert_rows(
@@ -340,10 +359,8 @@ async fn upsert(
 
 async fn upsert_rollups(
     tx: &Transaction<'_>,
-    days: &mut DayCache,
-    batch: &[UsageRow],
+    r: &Rollups<'_>,
 ) -> Result<(), tokio_postgres::Error> {
-    let r = Rollups::of(days, batch);
     {
         let mut keys: [Vec<&str>; 5] = Default::default();
         let mut sums = Sums::default();

@@ -12,7 +12,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::Settings;
-use crate::quota::QuotaSeed;
+use super::lease::{self, Registration};
+use crate::quota::{Fence, LeaseAsk, LeaseGrant, Ledger, QuotaSeed, Shared};
 use crate::store::queue::{Options, Queue, WriterThread};
 use crate::store::{
     AdminAccount, AuditRow, CallRow, Committed, ExportQuery, OpenCall, RowSlot, SeriesBy,
@@ -26,71 +27,15 @@ pub struct PgStore {
     pool: Pool,
     queue: Queue,
     writer: Mutex<Option<WriterThread>>,
-    /// This gateway's name in `tollgate_gateways` and on its rows.
-    replica: String,
-    /// Renews this gateway's row in `tollgate_gateways`.
-    heartbeat: Option<tokio::task::JoinHandle<()>>,
+    /// This gateway's name in `tollgate_gateways` and on its rows; `None` for a tool.
+    registration: Option<Registration>,
+    /// The ledger's side of the leases: its fence, renewed by the heartbeat.
+    shared: Arc<Shared>,
+    /// The heartbeat, and once the ledger shares its limits, the lease agent and the listener.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set by the writer while the database cannot be reached: new calls are refused (their
     /// rows could not be promised a place), until a batch is written again.
     down: Arc<AtomicBool>,
-}
-
-/// How often a running gateway renews its row in `tollgate_gateways`.
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
-/// A gateway row renewed within this long belongs to a gateway that is running.
-const ALIVE_MS: i64 = 20_000;
-
-/// Claim the database for `replica`: refused while another gateway's row is fresh (limits are
-/// not shared between gateways yet), so that two gateways never each allow a user the whole
-/// limit. A gateway that stopped cleanly removed its row; one that was killed is taken over
-/// once its row is [`ALIVE_MS`] old.
-async fn claim(client: &tokio_postgres::Client, replica: &str) -> Result<(), StoreError> {
-    let now = jiff::Timestamp::now().as_millisecond();
-    let others: Vec<String> = client
-        .query(
-            "SELECT replica_id FROM tollgate_gateways WHERE replica_id <> $1 AND seen_at > $2",
-            &[&replica, &(now - ALIVE_MS)],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if !others.is_empty() {
-        return Err(StoreError::Backend(format!(
-            "another gateway is running on this database ({}); several gateways on one \
-             database do not share limits yet, so a second one is refused",
-            others.join(", ")
-        )));
-    }
-    client
-        .execute(
-            "INSERT INTO tollgate_gateways (replica_id, started_at, seen_at) VALUES ($1, $2, $2) \
-             ON CONFLICT (replica_id) DO UPDATE SET started_at = $2, seen_at = $2",
-            &[&replica, &now],
-        )
-        .await?;
-    Ok(())
-}
-
-async fn heartbeat(pool: Pool, replica: String) {
-    let mut tick = tokio::time::interval(HEARTBEAT);
-    loop {
-        tick.tick().await;
-        let now = jiff::Timestamp::now().as_millisecond();
-        let renewed = async {
-            let c = pool.get().await?;
-            c.execute(
-                "UPDATE tollgate_gateways SET seen_at = $2 WHERE replica_id = $1",
-                &[&replica, &now],
-            )
-            .await?;
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        if let Err(e) = renewed {
-            tracing::warn!(error = %e, "store: this gateway's heartbeat was not written");
-        }
-    }
 }
 
 impl PgStore {
@@ -102,6 +47,7 @@ impl PgStore {
         journal_dir: &Path,
         tz: jiff::tz::TimeZone,
         replica: &str,
+        lease: std::time::Duration,
         options: Options,
     ) -> Result<Arc<PgStore>, StoreError> {
         let mut client = settings.connect().await?;
@@ -109,14 +55,19 @@ impl PgStore {
         if migrated.from != migrated.to {
             tracing::info!(from = migrated.from, to = migrated.to, database = %settings.target(), "store: database migrated");
         }
-        let gateway = options.owns_journal;
-        if gateway {
-            claim(&client, replica).await.map_err(|e| match e {
+        let registration = options
+            .owns_journal
+            .then(|| Registration::new(replica, lease));
+        let shared = Arc::new(Shared::new(Fence::new()));
+        if let Some(reg) = &registration {
+            let sent = std::time::Instant::now();
+            lease::claim(&client, reg).await.map_err(|e| match e {
                 StoreError::Backend(m) => {
                     StoreError::Backend(format!("{}: {m}", settings.target()))
                 }
                 other => other,
             })?;
+            shared.fence.renew(sent, reg.fence());
         }
         drop(client);
         let pool = settings.pool()?;
@@ -130,14 +81,24 @@ impl PgStore {
             Arc::clone(&down),
         )
         .await?;
-        let heartbeat = gateway.then(|| tokio::spawn(heartbeat(pool.clone(), replica.to_string())));
+        let tasks = registration
+            .iter()
+            .map(|reg| {
+                tokio::spawn(lease::heartbeat(
+                    pool.clone(),
+                    reg.clone(),
+                    Arc::clone(&shared),
+                ))
+            })
+            .collect();
         Ok(Arc::new(PgStore {
             settings,
             pool,
             queue,
             writer: Mutex::new(Some(writer)),
-            replica: replica.to_string(),
-            heartbeat,
+            registration,
+            shared,
+            tasks: Mutex::new(tasks),
             down,
         }))
     }
@@ -192,18 +153,18 @@ impl Store for PgStore {
         let writer = self.writer.lock().take();
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.close()).await;
-            let Some(heartbeat) = &self.heartbeat else {
+            for task in self.tasks.lock().drain(..) {
+                task.abort();
+            }
+            let Some(reg) = &self.registration else {
                 return;
             };
-            heartbeat.abort();
-            // Stopped cleanly: the next gateway need not wait for this one's row to age.
-            if let Ok(c) = self.pool.get().await {
-                let _ = c
-                    .execute(
-                        "DELETE FROM tollgate_gateways WHERE replica_id = $1",
-                        &[&self.replica],
-                    )
-                    .await;
+            // Stopped cleanly (every row written): its leases are given back now rather than
+            // when they lapse.
+            if let Ok(c) = self.pool.get().await
+                && let Err(e) = lease::leave(&**c, reg).await
+            {
+                tracing::warn!(error = %e, "store: this gateway's leases were not given back");
             }
         }
     }
@@ -308,5 +269,34 @@ impl Store for PgStore {
         let c = self.client().await?;
         c.execute("SELECT 1", &[]).await?;
         Ok(())
+    }
+
+    fn share_limits(&self, ledger: &Arc<Ledger>) {
+        let Some(reg) = &self.registration else {
+            return;
+        };
+        ledger.share(Arc::clone(&self.shared));
+        let mut tasks = self.tasks.lock();
+        tasks.push(tokio::spawn(lease::agent(
+            self.pool.clone(),
+            reg.replica.clone(),
+            Arc::clone(ledger),
+        )));
+        tasks.push(tokio::spawn(lease::listen(
+            self.settings.clone(),
+            self.pool.clone(),
+            Arc::clone(ledger),
+        )));
+    }
+
+    async fn lease(&self, ask: &LeaseAsk) -> Result<LeaseGrant, StoreError> {
+        let Some(reg) = &self.registration else {
+            return Err(StoreError::Backend("a tool does not lease budgets".into()));
+        };
+        if self.down.load(Ordering::Acquire) {
+            return Err(StoreError::Busy("the database cannot be reached".into()));
+        }
+        let c = self.client().await?;
+        lease::grant(&c, &reg.replica, ask).await
     }
 }

@@ -71,6 +71,21 @@ pub async fn commit_in(tx: &Transaction<'_>, work: &Work) -> Result<Committed, S
         Some(audit) => Some(write_audit(tx, &audit).await?),
         None => None,
     };
+    if let Op::Block { user, .. } | Op::Unblock { user } | Op::SetLimits { user, .. } = &work.op {
+        // Delivered at commit to every gateway listening (`lease::listen`), which re-reads the
+        // user's controls: the change applies to their next call on every gateway. A notice
+        // holds under 8000 bytes; for a longer id an empty one says "re-read everyone".
+        let payload = if user.len() < 4_000 {
+            user.as_str()
+        } else {
+            ""
+        };
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&super::lease::CONTROLS_CHANNEL, &payload],
+        )
+        .await?;
+    }
     Ok(with_audit_id(done, audit_id))
 }
 

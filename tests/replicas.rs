@@ -1,0 +1,406 @@
+//! Several real `tollgate serve` processes on one PostgreSQL database (made and dropped by each
+//! test), as an operator runs replicas behind a load balancer: a burst at a limit split across
+//! three gateways goes over by at most one call; an operator's block, unblock and limit change
+//! made on one gateway apply on another within a second; a gateway killed while holding leases
+//! frees its share of the budget within `store.lease_ms`, and its calls are recorded when it
+//! comes back; the request rate and the concurrency cap are each gateway's own.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the test's failure report"
+)]
+
+mod common;
+
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::process::{admin_jwt, jwt, start_gateway_with, write_config};
+use common::*;
+use tollgate::config::{RawConfig, StoreBackend};
+use tollgate::store::postgres::testing::TestDb;
+
+/// A call whose hold is its 40 output tokens plus the prompt's estimate, and whose answer
+/// (below) uses 40 tokens: never more than its hold.
+const CALL: &str =
+    r#"{"model":"gpt-4o-mini","max_tokens":40,"messages":[{"role":"user","content":"hi"}]}"#;
+const ANSWER: &str = r#"{"id":"chatcmpl-r","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":30,"total_tokens":40}}"#;
+
+struct Replica {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    raw: RawConfig,
+    port: u16,
+}
+
+impl Replica {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+    fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.raw.admin.listen)
+    }
+}
+
+/// Gateways `gw-0`, `gw-1`, … on one database, one fake upstream.
+struct Fleet {
+    db: Arc<TestDb>,
+    mock: MockUpstream,
+    replicas: Vec<Replica>,
+    client: reqwest::Client,
+}
+
+impl Fleet {
+    async fn start(n: usize, tweak: impl Fn(&mut RawConfig)) -> Fleet {
+        let db = Arc::new(TestDb::create().await);
+        let mock = MockUpstream::start().await;
+        mock.set_default(Reply::json(200, ANSWER));
+        let mut fleet = Fleet {
+            db,
+            mock,
+            replicas: Vec::new(),
+            client: reqwest::Client::new(),
+        };
+        for i in 0..n {
+            let dir = tempfile::tempdir().unwrap();
+            let (raw, port) = write_config(&fleet.mock.url(), dir.path(), |c| {
+                c.store.backend = StoreBackend::Postgres;
+                c.store.replica_id = Some(format!("gw-{i}"));
+                c.store.commit_interval_ms = 10;
+                tweak(c);
+            });
+            fleet.replicas.push(Replica {
+                child: None,
+                dir,
+                raw,
+                port,
+            });
+            fleet.launch(i);
+        }
+        fleet
+    }
+
+    /// Start (or start again) replica `i`'s process.
+    fn launch(&mut self, i: usize) {
+        let url = self.db.url().to_string();
+        let r = &mut self.replicas[i];
+        let child = tokio::task::block_in_place(|| {
+            start_gateway_with(r.dir.path(), r.port, &[], &[("DATABASE_URL", &url)])
+        });
+        r.child = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        let mut child = self.replicas[i].child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn token(&self, sub: &str) -> String {
+        jwt(&self.replicas[0].raw, sub)
+    }
+
+    async fn call(&self, i: usize, jwt: &str, body: &str) -> u16 {
+        let resp = self
+            .client
+            .post(self.replicas[i].url("/openai/v1/chat/completions"))
+            .bearer_auth(jwt)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let _ = resp.bytes().await;
+        status
+    }
+
+    async fn admin(&self, i: usize, method: reqwest::Method, path: &str, body: &str) -> u16 {
+        let r = &self.replicas[i];
+        self.client
+            .request(method, r.admin_url(path))
+            .bearer_auth(admin_jwt(&r.raw))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Call replica `i` every 10 ms until it answers `want`; how long that took.
+    async fn until(&self, i: usize, jwt: &str, want: u16, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let status = self.call(i, jwt, CALL).await;
+            if status == want {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "replica {i} still answers {status}, not {want}, after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Wait until the database holds `n` rows; return them.
+    async fn rows(&self, n: usize) -> Vec<Row> {
+        let url = self.db.url().to_string();
+        eventually("the rows", Duration::from_secs(15), || {
+            let rows = read_pg_rows(&url);
+            (rows.len() >= n).then_some(rows)
+        })
+        .await
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for r in &mut self.replicas {
+            if let Some(mut child) = r.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_at_a_limit_split_across_three_gateways_goes_over_by_at_most_one_call() {
+    const LIMIT: i64 = 1_000;
+    let fleet = Arc::new(
+        Fleet::start(3, |c| {
+            c.limits.daily_tokens = LIMIT as u64;
+        })
+        .await,
+    );
+    fleet
+        .mock
+        .set_default(Reply::json(200, ANSWER).head_delay(Duration::from_millis(20)));
+    let jwt = fleet.token("racer");
+    // 120 calls, 24 at a time, round-robin over the gateways: each gateway alone would let
+    // through about the whole limit.
+    let gate = Arc::new(tokio::sync::Semaphore::new(24));
+    let mut calls = Vec::new();
+    for n in 0..120 {
+        let (fleet, jwt, gate) = (Arc::clone(&fleet), jwt.clone(), Arc::clone(&gate));
+        calls.push(tokio::spawn(async move {
+            let _pass = gate.acquire().await.unwrap();
+            fleet.call(n % 3, &jwt, CALL).await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for c in calls {
+        statuses.push(c.await.unwrap());
+    }
+    let served = statuses.iter().filter(|&&s| s == 200).count();
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(served + refused, 120, "{statuses:?}");
+
+    let rows = fleet.rows(120).await;
+    assert_eq!(rows.len(), 120, "one row per call");
+    let complete: Vec<&Row> = rows.iter().filter(|r| r.outcome == "complete").collect();
+    assert_eq!(complete.len(), served);
+    assert_eq!(
+        fleet.mock.hits(),
+        served,
+        "refused calls never reached the upstream"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.outcome == "refused_quota").count(),
+        refused
+    );
+    let spent: i64 = complete.iter().map(|r| r.total_tokens).sum();
+    let one_call = complete.iter().map(|r| r.total_tokens).max().unwrap();
+    assert!(
+        spent <= LIMIT + one_call,
+        "{spent} tokens spent over three gateways: more than one call past the limit of {LIMIT}"
+    );
+    assert!(
+        spent >= LIMIT / 2,
+        "{spent} tokens: the gateways between them let through far less than the limit"
+    );
+    // Each gateway took its 40 calls and recorded them; which ones served how many is the
+    // order their leases were asked in.
+    let per_gateway = pg_text_rows(
+        fleet.db.url(),
+        "SELECT gateway, count(*)::text, (count(*) FILTER (WHERE outcome = 'complete'))::text \
+         FROM token_usage GROUP BY gateway ORDER BY gateway",
+    );
+    assert_eq!(per_gateway.len(), 3, "{per_gateway:?}");
+    assert!(
+        per_gateway.iter().all(|g| g[1].as_deref() == Some("40")),
+        "{per_gateway:?}"
+    );
+    eprintln!("{spent} tokens of {LIMIT} spent; (gateway, calls, served): {per_gateway:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_made_on_one_gateway_refuses_the_user_on_another_within_a_second() {
+    let fleet = Fleet::start(2, |_| {}).await;
+    let jwt = fleet.token("roamer");
+    assert_eq!(fleet.call(1, &jwt, CALL).await, 200);
+
+    let post = reqwest::Method::POST;
+    assert_eq!(
+        fleet
+            .admin(
+                0,
+                post.clone(),
+                "/api/admin/user/roamer/block",
+                r#"{"reason":"abuse"}"#
+            )
+            .await,
+        200
+    );
+    let took = fleet.until(1, &jwt, 403, Duration::from_secs(1)).await;
+    eprintln!("block on gw-0 → refused on gw-1 after {took:?}");
+
+    assert_eq!(
+        fleet
+            .admin(0, post, "/api/admin/user/roamer/unblock", "")
+            .await,
+        200
+    );
+    fleet.until(1, &jwt, 200, Duration::from_secs(1)).await;
+
+    // A limit set on the second gateway applies on the first.
+    assert_eq!(
+        fleet
+            .admin(
+                1,
+                reqwest::Method::PUT,
+                "/api/admin/user/roamer/limits",
+                r#"{"daily_tokens":0}"#
+            )
+            .await,
+        200
+    );
+    fleet.until(0, &jwt, 429, Duration::from_secs(1)).await;
+
+    // Both dashboards read the same figures.
+    let stats = |i: usize| {
+        let fleet = &fleet;
+        async move {
+            let r = &fleet.replicas[i];
+            fleet
+                .client
+                .get(r.admin_url("/api/admin/user/roamer/usage"))
+                .bearer_auth(admin_jwt(&r.raw))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // (once the last refusal's row is written)
+    let start = Instant::now();
+    let (a, b) = loop {
+        let (a, b) = (stats(0).await, stats(1).await);
+        if a == b || start.elapsed() > Duration::from_secs(3) {
+            break (a, b);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(a, b);
+    assert_eq!(
+        a["quota"]["day"]["used_tokens"], a["user"]["today"]["total_tokens"],
+        "the quota shows what every gateway recorded: {a}"
+    );
+    assert_eq!(a["user"]["blocked"], false, "{a}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_while_holding_leases_frees_the_budget_within_the_lease_time() {
+    const LEASE_MS: u64 = 3_000;
+    let mut fleet = Fleet::start(2, |c| {
+        c.limits.daily_tokens = 3_000;
+        c.store.lease_ms = LEASE_MS;
+    })
+    .await;
+    let jwt = fleet.token("holder");
+    const BIG: &str =
+        r#"{"model":"gpt-4o-mini","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
+    // Three calls on gw-0 that the upstream keeps waiting: their holds take the whole budget.
+    fleet
+        .mock
+        .set_default(Reply::json(200, ANSWER).head_delay(Duration::from_secs(60)));
+    let mut hanging = Vec::new();
+    let mock = fleet.mock.clone();
+    for n in 1..=3 {
+        let req = fleet
+            .client
+            .post(fleet.replicas[0].url("/openai/v1/chat/completions"))
+            .bearer_auth(&jwt)
+            .body(BIG)
+            .send();
+        hanging.push(tokio::spawn(req));
+        // In flight once the upstream has seen it; the third is the last call, past the limit.
+        eventually("the call upstream", Duration::from_secs(10), || {
+            (mock.hits() >= n).then_some(())
+        })
+        .await;
+    }
+    fleet.mock.set_default(Reply::json(200, ANSWER));
+    assert_eq!(
+        fleet.call(1, &jwt, CALL).await,
+        429,
+        "gw-0's leases hold the budget"
+    );
+
+    fleet.kill(0);
+    let killed = Instant::now();
+    assert_eq!(
+        fleet.call(1, &jwt, CALL).await,
+        429,
+        "leases outlive a kill"
+    );
+    let took = fleet
+        .until(1, &jwt, 200, Duration::from_millis(LEASE_MS + 1_500))
+        .await;
+    let since_kill = killed.elapsed();
+    eprintln!("gw-0 killed → its budget usable on gw-1 after {since_kill:?} ({took:?} polling)");
+    assert!(since_kill <= Duration::from_millis(LEASE_MS + 1_500));
+    for h in hanging {
+        assert!(
+            h.await.unwrap().is_err(),
+            "the killed gateway's calls broke"
+        );
+    }
+
+    // Back, gw-0 records the calls it was killed in (from its journal).
+    fleet.launch(0);
+    let rows = fleet.rows(7).await;
+    assert_eq!(
+        rows.iter().filter(|r| r.outcome == "recovered").count(),
+        3,
+        "{rows:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_rate_and_the_concurrency_cap_are_each_gateways_own() {
+    let fleet = Fleet::start(2, |c| {
+        c.limits.requests_per_minute = 3;
+    })
+    .await;
+    let jwt = fleet.token("rapid");
+    for i in 0..2 {
+        for n in 0..3 {
+            assert_eq!(fleet.call(i, &jwt, CALL).await, 200, "gw-{i} call {n}");
+        }
+        assert_eq!(
+            fleet.call(i, &jwt, CALL).await,
+            429,
+            "gw-{i}: its own rate is spent"
+        );
+    }
+    let rows = fleet.rows(8).await;
+    assert_eq!(
+        rows.iter().filter(|r| r.outcome == "refused_rate").count(),
+        2
+    );
+}
