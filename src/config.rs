@@ -330,6 +330,22 @@ pub struct StoreConfig {
     /// The call journal: how a call's existence is kept before it is forwarded, so that a
     /// gateway killed mid-call still records it (at the next start) and counts it.
     pub journal: JournalMode,
+    /// With PostgreSQL, what a gateway does with new calls while the database cannot be
+    /// reached (calls already admitted finish either way, their rows waiting for it).
+    pub when_unavailable: WhenUnavailable,
+}
+
+/// `store.when_unavailable`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenUnavailable {
+    /// 503 in the provider's shape: no call is admitted that the database did not lease.
+    #[default]
+    Refuse,
+    /// Admit out of what this gateway's leases still hold, and once per outage a local
+    /// allowance per user: a sixteenth of each limit (at least four of the call's holds). Each
+    /// gateway can so let a user past a limit by that much per outage.
+    AdmitLocally,
 }
 
 /// `store.backend`.
@@ -373,6 +389,7 @@ impl Default for StoreConfig {
             batch_max: 4_096,
             commit_interval_ms: 50,
             journal: JournalMode::Durable,
+            when_unavailable: WhenUnavailable::Refuse,
         }
     }
 }

@@ -243,6 +243,42 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
+/// How a lease request to the shared store ended (`tollgate_lease_requests_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseResult {
+    Fit = 0,
+    Last = 1,
+    Refused = 2,
+    Error = 3,
+}
+
+impl LeaseResult {
+    const ALL: [LeaseResult; 4] = [
+        LeaseResult::Fit,
+        LeaseResult::Last,
+        LeaseResult::Refused,
+        LeaseResult::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseResult::Fit => "fit",
+            LeaseResult::Last => "last",
+            LeaseResult::Refused => "refused",
+            LeaseResult::Error => "error",
+        }
+    }
+
+    /// The result of a grant's verdict.
+    pub fn of(verdict: crate::quota::Verdict) -> LeaseResult {
+        match verdict {
+            crate::quota::Verdict::Fit => LeaseResult::Fit,
+            crate::quota::Verdict::Last => LeaseResult::Last,
+            crate::quota::Verdict::Refused(_) => LeaseResult::Refused,
+        }
+    }
+}
+
 /// Every metric of the gateway. Create one with [`Metrics::new`], share it as `Arc<Metrics>`.
 pub struct Metrics {
     registry: Registry,
@@ -259,6 +295,8 @@ pub struct Metrics {
     refusals: Vec<Counter>,
     reloads_ok: Counter,
     reloads_refused: Counter,
+    /// Lease requests to a shared store, by [`LeaseResult`].
+    leases: [Counter; 4],
     /// Model names given a label value of their own, and their shared label strings.
     models: Mutex<HashMap<Box<str>, Arc<str>>>,
     other_model: Arc<str>,
@@ -360,6 +398,17 @@ impl Metrics {
             "Configuration reloads: ok = a changed file applied, refused = an invalid file kept out",
             reload_family,
         );
+        let lease_family = Family::<ResultLabels, Counter>::default();
+        let leases = LeaseResult::ALL
+            .map(|r| lease_family.get_or_create_owned(&ResultLabels { result: r.as_str() }));
+        registry.register(
+            "lease_requests",
+            "Round trips to the shared store for a lease on a user's budget (several gateways on \
+             one PostgreSQL database), by result: fit, last (the call past the limit), refused, \
+             error (the call was refused with 503); divided by tollgate_calls_total, the round \
+             trips a call costs",
+            lease_family,
+        );
         registry.register(
             "build",
             "The running Tollgate",
@@ -384,6 +433,7 @@ impl Metrics {
             refusals,
             reloads_ok,
             reloads_refused,
+            leases,
             models: Mutex::new(HashMap::new()),
             other_model: Arc::from("other"),
             no_model: Arc::from("none"),
@@ -428,6 +478,16 @@ impl Metrics {
             ReloadResult::Ok => self.reloads_ok.inc(),
             ReloadResult::Refused => self.reloads_refused.inc(),
         };
+    }
+
+    /// A lease request to the shared store ended with `result`.
+    pub fn leased(&self, result: LeaseResult) {
+        self.leases[result as usize].inc();
+    }
+
+    /// Lease requests so far that ended with `result`.
+    pub fn leases(&self, result: LeaseResult) -> u64 {
+        self.leases[result as usize].get()
     }
 
     /// The current count of refusals for `reason` (tests, the admin API's stats).

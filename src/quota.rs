@@ -509,6 +509,9 @@ struct UserState<R: RateClock> {
     day: Counters,
     month: Counters,
     in_flight: u32,
+    /// The local allowance of an outage of the shared store was added to the leases
+    /// ([`Ledger::admit_offline`]); cleared by the next grant.
+    offline: bool,
     /// When this gateway last admitted or asked for this user (ledger clock, ms): leases of a
     /// user idle for a while are given back.
     touched_ms: i64,
@@ -527,6 +530,7 @@ impl<R: RateClock> UserState<R> {
             day: Counters::new(calendar.day_start, calendar.day_end),
             month: Counters::new(calendar.month_start, calendar.month_end),
             in_flight: 0,
+            offline: false,
             touched_ms: 0,
             limiter: RateLimiter::direct_with_clock(Quota::per_minute(rpm), rate_clock.clone()),
             limiter_rpm: rpm,
@@ -765,6 +769,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
             drop(state);
             return self.try_admit(&ask.user, hold);
         }
+        state.offline = false;
         let (g, u) = (grant.granted, grant.used);
         state.day.granted([g[0], g[1]], [u[0], u[1]]);
         state.month.granted([g[2], g[3]], [u[2], u[3]]);
@@ -802,6 +807,46 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
             return Err(Admission::Denied(denied));
         }
         Ok(self.reserve(&mut state, &cell, hold, now_ms))
+    }
+
+    /// Admit the call of a [`LeaseAsk`] the store could not answer (`store.when_unavailable =
+    /// "admit_locally"`): out of what this gateway's leases still hold, after adding — once per
+    /// outage, until the store grants again — the ask's `want` (a sixteenth of each limit, at
+    /// least four holds) as a local allowance. `restore`: the store surely did not take what
+    /// the ask gave back (it failed, rather than not answering in time). `None` when the
+    /// allowance is spent too, or the user is blocked or at the cap on calls in flight.
+    pub fn admit_offline(&self, ask: &LeaseAsk, restore: bool) -> Option<Reservation<R>> {
+        let hold = Hold {
+            tokens: ask.hold[0],
+            cost_nano_usd: ask.hold[1],
+        };
+        let now_ms = self.clock.now_ms();
+        let (cell, calendar, defaults) = self.cell(&ask.user, now_ms);
+        let mut state = cell.lock();
+        state.roll(&calendar);
+        if state.day.start_ms != ask.day_start || state.month.start_ms != ask.month_start {
+            return None;
+        }
+        if restore {
+            // What the ask took out of the leases is this gateway's still.
+            let b = ask.back;
+            state.day.granted([b[0], b[1]], [0, 0]);
+            state.month.granted([b[2], b[3]], [0, 0]);
+        }
+        if !state.offline {
+            state.offline = true;
+            let w = ask.want;
+            state.day.granted([w[0], w[1]], [0, 0]);
+            state.month.granted([w[2], w[3]], [0, 0]);
+        }
+        let limits = defaults.with_overrides(&state.controls.overrides);
+        let covered = state.day.covers(Window::Day, &limits, hold)
+            && state.month.covers(Window::Month, &limits, hold);
+        let capped = limits
+            .max_concurrent
+            .is_some_and(|cap| state.in_flight >= cap.get());
+        (covered && !capped && !state.controls.blocked)
+            .then(|| self.reserve(&mut state, &cell, hold, now_ms))
     }
 
     /// The checks of every admission, in order: blocked, quota (month, then day, on the usage

@@ -396,3 +396,93 @@ async fn while_the_database_is_away_new_calls_are_refused_and_no_row_is_lost() {
     assert_eq!(ids.len(), n, "no row written twice");
     assert!(rows.iter().any(|r| r.outcome == "refused_store_full"));
 }
+
+/// `store.when_unavailable = "admit_locally"`: with the database away, a user is served out of
+/// the gateway's leases and then a local allowance of a sixteenth of their limit (at least four
+/// holds), once; past it, 503. Back, every call has its row, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admit_locally_serves_a_bounded_allowance_while_the_database_is_away() {
+    const SMALL: &str =
+        r#"{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
+    const ANSWER: &str = r#"{"id":"c","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":40,"total_tokens":50}}"#;
+    let mut h = Harness::start_pg_with(|c| {
+        c.store.commit_interval_ms = 10;
+        c.store.when_unavailable = tollgate::config::WhenUnavailable::AdmitLocally;
+        c.limits.daily_tokens = 1_600;
+    })
+    .await;
+    h.mock.set_default(Reply::json(200, ANSWER));
+    let db = std::sync::Arc::clone(h.pg.as_ref().unwrap());
+    let jwt = h.token("offline");
+    let call = |h: &Harness| {
+        let jwt = jwt.clone();
+        let url = h.url("/openai/v1/chat/completions");
+        let client = h.client.clone();
+        async move {
+            let resp = client
+                .post(url)
+                .bearer_auth(jwt)
+                .body(SMALL)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            resp.bytes().await.unwrap();
+            status
+        }
+    };
+    assert_eq!(call(&h).await, 200);
+    h.wait_rows(1).await;
+
+    let name = db.name().to_string();
+    db.on_server(&format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    let mut served_down = 0;
+    for _ in 0..100 {
+        let status = call(&h).await;
+        statuses.push(status);
+        if status == 503 {
+            break;
+        }
+        if h.running().store.writer_stats().unavailable {
+            served_down += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&503),
+        "the allowance ends: {statuses:?}"
+    );
+    assert!(
+        served_down > 0,
+        "served while the database was known away: {statuses:?}"
+    );
+    // The lease (hold + 420 of 1,600) and the allowance (420): at most ~19 calls of 50 tokens
+    // in all, nowhere near one per request forever.
+    let served = statuses.iter().filter(|&&s| s == 200).count();
+    assert!(
+        served <= 20,
+        "{served} calls served on the way: {statuses:?}"
+    );
+
+    db.on_server(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await;
+    h.stop().await;
+    let rows = h.rows();
+    let complete = rows.iter().filter(|r| r.outcome == "complete").count();
+    assert_eq!(
+        complete,
+        h.mock.hits(),
+        "every served call has its row, once"
+    );
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no row written twice");
+}

@@ -62,7 +62,7 @@ use crate::auth::{self, Verifier};
 use crate::config::{Config, Provider, UnknownEndpoints};
 use crate::error::GatewayError;
 use crate::meter::MeteredBody;
-use crate::metrics::Metrics;
+use crate::metrics::{LeaseResult, Metrics};
 use crate::provider::{self, Endpoint, ProviderKind, ResponseTap};
 use crate::quota::{self, Denied, Ledger, QuotaStatus};
 use crate::store::Store;
@@ -183,6 +183,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     gate: Arc<gate::UserGate>,
     ids: RequestIds,
+    /// A store that cannot lease is warned about once a minute, not per call.
+    lease_warnings: crate::telemetry::Throttle,
 }
 
 /// Response headers that tell the app where its user stands.
@@ -207,6 +209,7 @@ impl Proxy {
             metrics,
             gate: Arc::default(),
             ids: RequestIds::new(),
+            lease_warnings: crate::telemetry::Throttle::new(Duration::from_secs(60)),
         }
     }
 
@@ -377,7 +380,9 @@ impl Proxy {
         // 4b admit: room for the row (else 503), then blocked 403, quota or rate 429; the
         // upstream is never contacted
         call.row_reserved(self.store.reserve_row().ok_or(GatewayError::StoreFull)?);
-        call.admitted(self.admit(&user, held.hold()).await?);
+        let admit_locally =
+            rt.config.raw.store.when_unavailable == crate::config::WhenUnavailable::AdmitLocally;
+        call.admitted(self.admit(&user, held.hold(), admit_locally).await?);
 
         // 4c journal: the call exists durably before the upstream can serve it
         if let Some(jid) = self.store.journal_id()
@@ -462,6 +467,7 @@ impl Proxy {
         &self,
         user: &Arc<str>,
         hold: quota::Hold,
+        admit_locally: bool,
     ) -> Result<quota::Reservation, GatewayError> {
         let mut ask = match self.ledger.try_admit(user, hold) {
             Ok(reservation) => return Ok(reservation),
@@ -471,18 +477,42 @@ impl Proxy {
         // A grant made for windows that ended meanwhile is asked again, a few times at most.
         for _ in 0..3 {
             let grant = match tokio::time::timeout(LEASE_WAIT, self.store.lease(&ask)).await {
-                Ok(Ok(grant)) => grant,
+                Ok(Ok(grant)) => {
+                    self.metrics.leased(LeaseResult::of(grant.verdict));
+                    grant
+                }
                 Ok(Err(e)) => {
+                    self.metrics.leased(LeaseResult::Error);
                     // Nothing was granted nor given back: the leases are this gateway's still.
+                    if admit_locally {
+                        return self
+                            .ledger
+                            .admit_offline(&ask, true)
+                            .ok_or(GatewayError::StoreFull);
+                    }
                     self.ledger.unask(&ask);
-                    tracing::warn!(error = %e, "no lease on the user's budget: call refused");
+                    if let Some(held_back) = self.lease_warnings.admit("error") {
+                        tracing::warn!(error = %e, held_back, "no lease on a user's budget: calls refused");
+                    }
                     return Err(GatewayError::StoreFull);
                 }
                 Err(_) => {
-                    tracing::warn!(
-                        waited_ms = LEASE_WAIT.as_millis() as u64,
-                        "no lease on the user's budget in time: call refused"
-                    );
+                    self.metrics.leased(LeaseResult::Error);
+                    // The ask may have been granted and its answer lost: what it gave back
+                    // stays out of memory (the store counts it as this gateway's lease).
+                    if admit_locally {
+                        return self
+                            .ledger
+                            .admit_offline(&ask, false)
+                            .ok_or(GatewayError::StoreFull);
+                    }
+                    if let Some(held_back) = self.lease_warnings.admit("timeout") {
+                        tracing::warn!(
+                            waited_ms = LEASE_WAIT.as_millis() as u64,
+                            held_back,
+                            "no lease on a user's budget in time: calls refused"
+                        );
+                    }
                     return Err(GatewayError::StoreFull);
                 }
             };

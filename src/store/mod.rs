@@ -754,6 +754,7 @@ pub async fn open(
                 tz,
                 replica,
                 std::time::Duration::from_millis(settings.lease_ms),
+                settings.when_unavailable == crate::config::WhenUnavailable::AdmitLocally,
                 options,
             )
             .await?;

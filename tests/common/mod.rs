@@ -22,6 +22,7 @@ use tollgate::config::{Config, ProviderConfig, RawConfig};
 use tollgate::provider::ProviderKind;
 use tollgate::serve::{Options, Running};
 
+pub mod pg_server;
 pub mod process;
 pub mod rng;
 

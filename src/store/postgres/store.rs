@@ -36,6 +36,9 @@ pub struct PgStore {
     /// Set by the writer while the database cannot be reached: new calls are refused (their
     /// rows could not be promised a place), until a batch is written again.
     down: Arc<AtomicBool>,
+    /// `store.when_unavailable = "admit_locally"`: rows are promised a place in the queue even
+    /// while the database is down.
+    admit_locally: bool,
 }
 
 impl PgStore {
@@ -48,6 +51,7 @@ impl PgStore {
         tz: jiff::tz::TimeZone,
         replica: &str,
         lease: std::time::Duration,
+        admit_locally: bool,
         options: Options,
     ) -> Result<Arc<PgStore>, StoreError> {
         let mut client = settings.connect().await?;
@@ -72,6 +76,14 @@ impl PgStore {
         drop(client);
         let pool = settings.pool()?;
         let down = Arc::new(AtomicBool::new(false));
+        // A database that went away is usually back within a second (a restart, a fail-over):
+        // new calls are refused until the next batch goes in, so try it at least twice a second.
+        let options = Options {
+            max_backoff: options
+                .max_backoff
+                .min(std::time::Duration::from_millis(500)),
+            ..options
+        };
         let (queue, writer) = super::writer::open_queue(
             &settings,
             journal_dir,
@@ -100,6 +112,7 @@ impl PgStore {
             shared,
             tasks: Mutex::new(tasks),
             down,
+            admit_locally,
         }))
     }
 
@@ -124,7 +137,7 @@ impl Store for PgStore {
     }
 
     fn reserve_row(&self) -> Option<RowSlot> {
-        if self.down.load(Ordering::Acquire) {
+        if self.down.load(Ordering::Acquire) && !self.admit_locally {
             return None;
         }
         self.queue.reserve()

@@ -20,26 +20,37 @@ pub fn server_url() -> String {
 pub struct TestDb {
     name: String,
     url: String,
+    /// The server's administrator URL.
+    server: String,
 }
 
 impl TestDb {
     /// Create a database named after this process and a counter. Panics when the server
     /// cannot be reached: a test that needs PostgreSQL must not pass without it.
     pub async fn create() -> TestDb {
+        TestDb::create_on(&server_url()).await
+    }
+
+    /// [`TestDb::create`] on the server at `server` (an administrator's URL).
+    pub async fn create_on(server: &str) -> TestDb {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos = jiff::Timestamp::now().as_nanosecond() % 1_000_000_000;
         let name = format!("tollgate_test_{}_{n}_{nanos}", std::process::id());
-        let admin = admin_client().await;
+        let admin = admin_client(server).await;
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        let mut config: tokio_postgres::Config = server_url()
+        let mut config: tokio_postgres::Config = server
             .parse()
-            .unwrap_or_else(|e| panic!("TOLLGATE_TEST_DATABASE_URL: {e}"));
+            .unwrap_or_else(|e| panic!("the test server's URL: {e}"));
         config.dbname(&name);
         let url = url_of(&config, &name);
-        TestDb { name, url }
+        TestDb {
+            name,
+            url,
+            server: server.to_string(),
+        }
     }
 
     /// The database's URL (no password: the test server trusts local connections; no TLS).
@@ -55,7 +66,7 @@ impl TestDb {
     /// Run `sql` on the server as its administrator (outside this database): to cut this
     /// database off and let it back in, say.
     pub async fn on_server(&self, sql: &str) {
-        admin_client()
+        admin_client(&self.server)
             .await
             .batch_execute(sql)
             .await
@@ -72,6 +83,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = std::mem::take(&mut self.name);
+        let server = std::mem::take(&mut self.server);
         // On a thread of its own: the test's runtime may be the one dropping this.
         let dropped = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -79,7 +91,7 @@ impl Drop for TestDb {
                 .build()
                 .unwrap_or_else(|e| panic!("{e}"));
             rt.block_on(async {
-                let admin = admin_client().await;
+                let admin = admin_client(&server).await;
                 admin
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .await
@@ -92,9 +104,8 @@ impl Drop for TestDb {
     }
 }
 
-async fn admin_client() -> tokio_postgres::Client {
-    let url = server_url();
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("the test PostgreSQL at {url} is not reachable: {e}"));
     tokio::spawn(connection);
