@@ -405,8 +405,8 @@ impl Metrics {
             "lease_requests",
             "Round trips to the shared store for a lease on a user's budget (several gateways on \
              one PostgreSQL database), by result: fit, last (the call past the limit), refused, \
-             error (the call was refused with 503); divided by tollgate_calls_total, the round \
-             trips a call costs",
+             error (the call was refused with 503); per recorded call, the round trips a call \
+             costs",
             lease_family,
         );
         registry.register(
@@ -739,6 +739,8 @@ mod tests {
             "tollgate_store_rows_dropped_total 0",
             "tollgate_store_rows_failed_total 0",
             "tollgate_store_rows_committed_total 0",
+            "tollgate_lease_requests_total{result=\"fit\"} 0",
+            "tollgate_lease_requests_total{result=\"error\"} 0",
             "# TYPE tollgate_log_lines_dropped_total counter",
             "tollgate_log_lines_dropped_total 0",
         ] {

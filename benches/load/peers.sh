@@ -16,6 +16,9 @@
 #   RESULTS_DIR   where the results are copied             (default benches/load/results/peers-<date>)
 #   BACKEND       postgres: the gateway on PostgreSQL (a database per start on 127.0.0.1:5432,
 #                 dropped at the end); also VARIANT, JOURNAL, PRICES (see gateway_config.py)
+#   OUR_GATEWAY_CMD  what "ours" is (default benches/load/peers-gateway.sh, one gateway);
+#                 benches/load/peers-replicas.sh: nginx in front of REPLICAS gateways on one
+#                 PostgreSQL database (with BACKEND=postgres)
 #   anything run-peers.sh reads (DURATION, WARMUP, CONNS, STREAM_N, PIN, ...)
 #
 # Tollgate is plugged in through OUR_GATEWAY_CMD = benches/load/peers-gateway.sh, which writes a
@@ -58,7 +61,7 @@ UPSTREAM=http://127.0.0.1:1 LISTEN=127.0.0.1:1 ADMIN=127.0.0.1:2 DB="$WORK/unuse
   bash "$HERE/gateway-config.sh" > "$WORK/mint.toml"
 JWT="$("$TG_BENCH_BIN" token --sub peers-bench --ttl 2d --config "$WORK/mint.toml")" || die "tollgate token failed"
 
-export OUR_GATEWAY_CMD="$HERE/peers-gateway.sh"
+export OUR_GATEWAY_CMD="${OUR_GATEWAY_CMD:-$HERE/peers-gateway.sh}"
 export OUR_GATEWAY_HEADERS="Authorization: Bearer $JWT"
 export OUR_GATEWAY_OPENAI_PREFIX=/openai
 export OUR_GATEWAY_GEMINI_PREFIX=/gemini

@@ -667,14 +667,39 @@ impl Harness {
     /// Start from a config file, `gateway.toml` in the temp dir (adjusted by `tweak`), which
     /// the gateway watches and reloads; secrets come from [`test_env`].
     pub async fn start_with_file(tweak: impl FnOnce(&mut RawConfig)) -> Harness {
+        Harness::start_with_file_on(Backend::Sqlite, tweak).await
+    }
+
+    /// [`Harness::start_with_file`] on the store `backend` names (PostgreSQL: a database of
+    /// its own, its URL in the environment the gateway and its reloads read).
+    pub async fn start_with_file_on(
+        backend: Backend,
+        tweak: impl FnOnce(&mut RawConfig),
+    ) -> Harness {
         let mock = MockUpstream::start().await;
         let dir = tempfile::tempdir().unwrap();
         let mut raw = test_config(&mock.url(), dir.path());
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                raw.store.backend = tollgate::config::StoreBackend::Postgres;
+                Some(std::sync::Arc::new(
+                    tollgate::store::postgres::testing::TestDb::create().await,
+                ))
+            }
+        };
         tweak(&mut raw);
         let file = dir.path().join("gateway.toml");
         std::fs::write(&file, config_toml(&raw)).unwrap();
-        let running = start_from_file(&file).await;
-        Harness::around(mock, dir, raw, running, Some(file))
+        let url = pg.as_ref().map(|db| db.url().to_string());
+        let env = move |name: &str| match (name, &url) {
+            ("DATABASE_URL", Some(url)) => Some(url.clone()),
+            (other, _) => test_env(other),
+        };
+        let running = start_from_file(&file, env).await;
+        let mut h = Harness::around(mock, dir, raw, running, Some(file));
+        h.pg = pg;
+        h
     }
 
     /// The running gateway.
@@ -700,6 +725,27 @@ impl Harness {
 
     /// Every `admin_audit` row, newest first.
     pub fn audit_rows(&self) -> Vec<tollgate::store::AuditRow> {
+        if let Some(db) = &self.pg {
+            let url = db.url().to_string();
+            // On a thread of its own: callers may be inside the test's runtime.
+            return std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                    tokio::spawn(conn);
+                    tollgate::store::postgres::audit::audit_page(&client, None, None, 1_000)
+                        .await
+                        .unwrap()
+                })
+            })
+            .join()
+            .unwrap();
+        }
         let conn = rusqlite::Connection::open_with_flags(
             &self.db,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -800,7 +846,7 @@ impl Harness {
             return;
         }
         if let Some(file) = &self.config_file {
-            let running = start_from_file(file).await;
+            let running = start_from_file(file, test_env).await;
             self.addr = running.addr;
             self.running = Some(running);
             return;
@@ -849,15 +895,18 @@ pub fn config_toml(raw: &RawConfig) -> String {
 }
 
 /// Start a gateway from `file`, reloadable, with secrets from [`test_env`].
-async fn start_from_file(file: &Path) -> Running {
-    let config = Config::load_with(file, &test_env).expect("valid test config file");
+async fn start_from_file(
+    file: &Path,
+    env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+) -> Running {
+    let config = Config::load_with(file, &env).expect("valid test config file");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     tollgate::serve::start_on_with(
         config,
         listener,
         Options {
             config_path: None,
-            env: Some(Arc::new(test_env)),
+            env: Some(Arc::new(env)),
         },
     )
     .await
