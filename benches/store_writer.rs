@@ -192,3 +192,55 @@ fn batch_4096(bencher: Bencher<'_, '_>) {
 fn batch_1024(bencher: Bencher<'_, '_>) {
     bench_writer(bencher, 1024);
 }
+
+/// The PostgreSQL writer (`store.backend = "postgres"`) on a fresh database of the machine's
+/// server (`TOLLGATE_TEST_DATABASE_URL`, default 127.0.0.1:5432; made and dropped per sample):
+/// the same rows through `Store::record`, and `Store::close`, which commits every queued row —
+/// one `INSERT … UNNEST` per batch with users and rollups in the same transaction.
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn postgres_batch_4096(bencher: Bencher<'_, '_>) {
+    use tollgate::store::postgres::testing::TestDb;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    bencher
+        .counter(ItemsCount::new(ROWS))
+        .with_inputs(|| {
+            rt.block_on(async {
+                let db = TestDb::create().await;
+                let dir = tempfile::tempdir().unwrap();
+                let settings = tollgate::config::StoreConfig {
+                    backend: tollgate::config::StoreBackend::Postgres,
+                    path: dir.path().join("tollgate.db"),
+                    queue_capacity: ROWS,
+                    batch_max: 4096,
+                    journal: tollgate::config::JournalMode::Off,
+                    ..tollgate::config::StoreConfig::default()
+                };
+                let url = db.url().to_string();
+                let env = move |name: &str| (name == "DATABASE_URL").then(|| url.clone());
+                let store = tollgate::store::open(
+                    &settings,
+                    TimeZone::UTC,
+                    None,
+                    &env,
+                    "bench",
+                    tollgate::store::Role::Tool,
+                )
+                .await
+                .unwrap();
+                (db, dir, store, rows())
+            })
+        })
+        .bench_values(|(db, dir, store, rows)| {
+            for row in rows {
+                assert!(store.record(row), "the queue holds every row");
+            }
+            rt.block_on(store.close());
+            let stats = store.writer_stats();
+            assert_eq!(stats.rows_committed, ROWS as u64);
+            (db, dir)
+        });
+}

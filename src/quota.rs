@@ -509,6 +509,9 @@ struct UserState<R: RateClock> {
     day: Counters,
     month: Counters,
     in_flight: u32,
+    /// The limits changed since the leases were granted: the next call asks the store (giving
+    /// them back) rather than spending them; cleared by the next grant.
+    must_ask: bool,
     /// The local allowance of an outage of the shared store was added to the leases
     /// ([`Ledger::admit_offline`]); cleared by the next grant.
     offline: bool,
@@ -530,6 +533,7 @@ impl<R: RateClock> UserState<R> {
             day: Counters::new(calendar.day_start, calendar.day_end),
             month: Counters::new(calendar.month_start, calendar.month_end),
             in_flight: 0,
+            must_ask: false,
             offline: false,
             touched_ms: 0,
             limiter: RateLimiter::direct_with_clock(Quota::per_minute(rpm), rate_clock.clone()),
@@ -708,6 +712,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
         state.roll(&calendar);
         let limits = self.check(&mut state, &defaults, now_ms)?;
         if shared.fence.holds()
+            && !state.must_ask
             && state.day.covers(Window::Day, &limits, hold)
             && state.month.covers(Window::Month, &limits, hold)
         {
@@ -770,6 +775,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
             return self.try_admit(&ask.user, hold);
         }
         state.offline = false;
+        state.must_ask = false;
         let (g, u) = (grant.granted, grant.used);
         state.day.granted([g[0], g[1]], [u[0], u[1]]);
         state.month.granted([g[2], g[3]], [u[2], u[3]]);
@@ -997,6 +1003,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
                 let mut s = cell.lock();
                 let now = all.get(&**user).cloned().unwrap_or_default();
                 if s.controls != now {
+                    s.must_ask |= s.controls.overrides != now.overrides;
                     s.controls = now;
                     changed += 1;
                 }
@@ -1048,7 +1055,16 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
     /// are kept; a user whose rate changes starts with a full burst.
     pub fn set_defaults(&self, defaults: Limits) {
         for shard in &*self.shards {
-            shard.inner.lock().defaults = defaults;
+            let mut shard = shard.inner.lock();
+            let changed = shard.defaults != defaults;
+            shard.defaults = defaults;
+            if changed && self.shared.get().is_some() {
+                // Leases were granted under the old limits: each user's next call asks again
+                // (giving its lease back), and the store judges it by the new ones.
+                for cell in shard.users.values() {
+                    cell.lock().must_ask = true;
+                }
+            }
         }
     }
 
@@ -1122,6 +1138,10 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
         let (cell, calendar, _) = self.cell(&Arc::from(user), now_ms);
         let mut state = cell.lock();
         state.roll(&calendar);
+        if state.controls.overrides != controls.overrides {
+            // A lease granted under other limits: the next call asks again (see set_defaults).
+            state.must_ask = true;
+        }
         state.controls = controls.clone();
     }
 

@@ -1194,3 +1194,37 @@ fn three_ledgers_on_one_store_go_past_a_limit_by_at_most_one_call() {
         );
     }
 }
+
+#[test]
+fn a_limit_changed_under_a_lease_sends_the_next_call_to_the_store() {
+    let r = shared_rig(10_000);
+    let store = Mutex::new(FakeBudget::default());
+    let ann = user("ann");
+    admit_shared(&r, &store, 0, &ann, 100)
+        .unwrap()
+        .settle(100, 0);
+    assert!(
+        r.ledger.try_admit(&ann, tokens_only(100)).is_ok(),
+        "covered by the lease"
+    );
+    // The operator lowers the default: the lease (granted under 10,000) is not spent.
+    r.ledger.set_defaults(limits(150, u64::MAX / 4));
+    let Err(Admission::Short(ask)) = r.ledger.try_admit(&ann, tokens_only(100)) else {
+        panic!("a lease granted under the old limit was spent");
+    };
+    assert_eq!(ask.limit[0], Some(150));
+    assert!(ask.back[0] > 0, "the lease goes back with the ask");
+    r.ledger.unask(&ask);
+    // An override does the same for one user.
+    r.ledger.set_defaults(limits(10_000, u64::MAX / 4));
+    let bob = user("bob");
+    admit_shared(&r, &store, 0, &bob, 10).unwrap().settle(10, 0);
+    assert!(r.ledger.try_admit(&bob, tokens_only(10)).is_ok());
+    let mut controls = r.ledger.controls("bob");
+    controls.overrides.daily_tokens = Some(20);
+    r.ledger.apply_controls("bob", &controls);
+    assert!(matches!(
+        r.ledger.try_admit(&bob, tokens_only(10)),
+        Err(Admission::Short(_))
+    ));
+}

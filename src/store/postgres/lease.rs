@@ -11,7 +11,8 @@
 //! writer     each batch lowers this gateway's leases by its rows' usage (rows::write_rows),
 //!            in the transaction that adds it to the rollups
 //! agent      every second: leases of users idle for 2 s are given back; every 5 s: every
-//!            user's controls re-read
+//!            user's controls re-read; every hour: this gateway's leases of past days and
+//!            months deleted
 //! listen     LISTEN tollgate_controls: a block, unblock or limit change committed by any
 //!            gateway names the user; their controls are re-read and applied
 //! leave      a clean stop gives back every lease and removes the row
@@ -356,13 +357,23 @@ pub async fn agent(pool: Pool, gateway: String, ledger: Arc<Ledger>) {
         n += 1;
         let idle = ledger.idle_leases(IDLE);
         let reread = n.is_multiple_of(5);
-        if idle.is_empty() && !reread {
+        if idle.is_empty() && !reread && !n.is_multiple_of(3_600) {
             continue;
         }
         let result = async {
             let c = pool.get().await?;
             if !idle.is_empty() {
                 give_back(&**c, &gateway, &idle).await?;
+            }
+            if n.is_multiple_of(3_600) {
+                // Leases of days and months that are over limit nobody: this gateway's go.
+                let (today, month) = ledger.seed_days();
+                c.execute(
+                    "DELETE FROM tollgate_leases WHERE gateway = $1 AND \
+                     ((span = 'day' AND period < $2) OR (span = 'month' AND period < $3))",
+                    &[&gateway, &today, &month],
+                )
+                .await?;
             }
             if reread {
                 let all = all_controls(&**c).await?;
