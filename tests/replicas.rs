@@ -562,3 +562,50 @@ async fn postgresql_crashed_and_restarted_under_load_loses_no_row_and_writes_non
     drop(fleet);
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_while_the_database_is_away_records_its_calls_exactly_once_both_are_back()
+{
+    let mut fleet = Fleet::start(1, |c| {
+        c.store.when_unavailable = tollgate::config::WhenUnavailable::AdmitLocally;
+    })
+    .await;
+    let jwt = fleet.token("spooled");
+    assert_eq!(fleet.call(0, &jwt, CALL).await, 200);
+    fleet.rows(1).await;
+
+    let name = fleet.db.name().to_string();
+    fleet
+        .db
+        .on_server(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await;
+    for n in 0..5 {
+        assert_eq!(fleet.call(0, &jwt, CALL).await, 200, "call {n} while away");
+    }
+    // The writer tried, failed, and kept the rows in the journal; then the power goes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fleet.kill(0);
+    fleet
+        .db
+        .on_server(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await;
+    fleet.launch(0);
+    let rows = fleet.rows(6).await;
+    assert_eq!(rows.len(), 6, "{rows:#?}");
+    for r in &rows {
+        assert_eq!(
+            (
+                r.outcome.as_str(),
+                r.usage_source.as_str(),
+                r.status,
+                r.total_tokens
+            ),
+            ("complete", "reported", 200, 40),
+            "every call as it ended, not as its estimate: {r:#?}"
+        );
+    }
+    assert_eq!(fleet.mock.hits(), 6);
+}

@@ -17,6 +17,9 @@
 //! - **Closed by the row.** The store's writer calls [`Journal::closed`] once the rows carrying
 //!   the entries' ids are committed (durably, with `"durable"`); a row that could not be written
 //!   leaves its entry open.
+//! - **Rows kept while the database is away.** When a batch cannot be committed for a while
+//!   (PostgreSQL unreachable), the writer writes each waiting row into the journal in place of
+//!   its call's entry ([`Journal::spool`]): the next start records the call as it ended.
 //! - **Bounded on disk.** When a segment is full the next append starts a new one and first
 //!   copies into it every entry still open (at most the calls in flight), so every older segment
 //!   can go: at once with `"process"`, after the new segment's first fsync with `"durable"`.
@@ -44,8 +47,8 @@ use tokio::sync::watch;
 
 use crate::config::JournalMode;
 use crate::provider::Endpoint;
-use crate::store::{OpenCall, StoreError};
-use crate::usage::{MAX_COST_NANO_USD_PER_CALL, MAX_TOKENS_PER_CALL, Usage};
+use crate::store::{OpenCall, StoreError, UsageRow};
+use crate::usage::{MAX_COST_NANO_USD_PER_CALL, MAX_TOKENS_PER_CALL, Outcome, Usage, UsageSource};
 
 /// A segment past this many bytes is followed by a new one.
 pub const SEGMENT_BYTES: u64 = 4 << 20;
@@ -53,8 +56,12 @@ pub const SEGMENT_BYTES: u64 = 4 << 20;
 /// The longest record [`read_dir`] believes: a length past it is damage, not an entry.
 const MAX_RECORD_BYTES: u32 = 1 << 20;
 
-/// The one kind of record so far: a call about to be forwarded.
+/// A call about to be forwarded.
 const KIND_OPEN: u8 = 1;
+/// A call that ended, with its exact row: written by the store's writer while it cannot commit
+/// the row (the database is away), so that a kill meanwhile records the call as it ended, not
+/// as its estimate. Replaces the call's open entry.
+const KIND_FINISHED: u8 = 2;
 
 /// `u32` length + `u32` CRC-32 of the payload.
 const HEADER_BYTES: usize = 8;
@@ -175,10 +182,24 @@ pub struct Ticket(u64);
 pub struct Leftovers {
     /// Every entry, once each (a copy carried forward is the same entry), oldest id first.
     pub calls: Vec<OpenCall>,
+    /// The exact rows of the calls that ended before the kill but could not be committed
+    /// ([`Journal::spool`]), by journal id: recorded instead of the estimate.
+    pub finished: HashMap<u64, UsageRow>,
     /// The highest journal id seen.
     pub max_id: u64,
     /// Segments whose end was damaged or torn (a record cut short by the kill, most often).
     pub torn_segments: usize,
+}
+
+impl Leftovers {
+    /// The row to record for `call`, an entry whose row the database lacks: the exact row when
+    /// the call finished and was spooled, else its reservation as an estimate (`recovered`).
+    pub fn row_for(&mut self, call: OpenCall) -> UsageRow {
+        match self.finished.remove(&call.journal_id) {
+            Some(row) => row,
+            None => call.recovered_row(),
+        }
+    }
 }
 
 impl Journal {
@@ -271,6 +292,25 @@ impl Journal {
         } else {
             Err(StoreError::Busy("the call journal's fsync failed".into()))
         }
+    }
+
+    /// Keep the exact rows of calls that ended but cannot be committed yet (the database is
+    /// away): each replaces its call's entry, so a kill before the commit records the call as
+    /// it ended. Rows without a journal id, and calls whose entry is already closed, are
+    /// skipped. Called by the store's writer, never on the request path; fsynced by the journal
+    /// thread like any append.
+    pub fn spool(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        for row in rows {
+            let Some(id) = row.journal_id else { continue };
+            if !self.inner.state.lock().open.contains_key(&id) {
+                continue;
+            }
+            buf.clear();
+            encode_finished(row, id, &mut buf);
+            self.inner.append(id, &buf)?;
+        }
+        Ok(())
     }
 
     /// The rows of these entries are committed: forget them.
@@ -547,9 +587,46 @@ fn io_error(path: &Path, what: &str, e: &io::Error) -> StoreError {
 /// (all little-endian): kind, id, ts, hold in, hold out, cost (with a presence byte), streamed,
 /// and the texts, each a `u32` length (`u32::MAX` = none) and its bytes.
 fn encode(call: &OpenCall, out: &mut Vec<u8>) {
+    encode_kind(KIND_OPEN, call, out, |_| {});
+}
+
+/// A finished call's record: the open record's fields (its usage in place of the hold), then
+/// cached and reasoning tokens, status, latency, time to first byte (with a presence byte), and
+/// the outcome and usage source as texts.
+fn encode_finished(row: &UsageRow, journal_id: u64, out: &mut Vec<u8>) {
+    let call = OpenCall {
+        journal_id,
+        request_id: row.request_id.clone(),
+        ts_ms: row.ts_ms,
+        user_id: Arc::clone(&row.user_id),
+        user_email: row.user_email.clone(),
+        user_name: row.user_name.clone(),
+        provider: Arc::clone(&row.provider),
+        model: row.model.clone(),
+        endpoint: row.endpoint,
+        streamed: row.streamed,
+        hold: row.usage,
+        hold_cost_nano_usd: row.cost_nano_usd,
+    };
+    encode_kind(KIND_FINISHED, &call, out, |out| {
+        out.extend_from_slice(&row.usage.cached_input_tokens.to_le_bytes());
+        out.extend_from_slice(&row.usage.reasoning_tokens.to_le_bytes());
+        out.extend_from_slice(&u64::from(row.status).to_le_bytes());
+        out.extend_from_slice(&row.latency_ms.to_le_bytes());
+        out.push(u8::from(row.ttfb_ms.is_some()));
+        out.extend_from_slice(&row.ttfb_ms.unwrap_or(0).to_le_bytes());
+        for text in [row.outcome.as_str(), row.usage_source.as_str()] {
+            let n = u32::try_from(text.len()).unwrap_or(0);
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&text.as_bytes()[..n as usize]);
+        }
+    });
+}
+
+fn encode_kind(kind: u8, call: &OpenCall, out: &mut Vec<u8>, trailer: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_BYTES]);
-    out.push(KIND_OPEN);
+    out.push(kind);
     out.extend_from_slice(&call.journal_id.to_le_bytes());
     out.extend_from_slice(&call.ts_ms.to_le_bytes());
     out.extend_from_slice(&call.hold.input_tokens.to_le_bytes());
@@ -575,6 +652,7 @@ fn encode(call: &OpenCall, out: &mut Vec<u8>) {
             None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
         }
     }
+    trailer(out);
     let payload = start + HEADER_BYTES;
     let payload_len = u32::try_from(out.len() - payload).unwrap_or(u32::MAX);
     let crc = crc32fast::hash(&out[payload..]);
@@ -582,8 +660,11 @@ fn encode(call: &OpenCall, out: &mut Vec<u8>) {
     out[start + 4..payload].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// A record read back: the call, and its exact row when it finished.
+type Decoded = (OpenCall, Option<UsageRow>);
+
 /// The records of one segment, until the first that is cut short or damaged (`torn`).
-fn decode_segment(bytes: &[u8]) -> (Vec<OpenCall>, bool) {
+fn decode_segment(bytes: &[u8]) -> (Vec<Decoded>, bool) {
     let mut calls = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -598,7 +679,7 @@ fn decode_segment(bytes: &[u8]) -> (Vec<OpenCall>, bool) {
 
 /// One record off the front of `rest`, or `None` (leaving `rest` as it was) when what is
 /// there is not a whole, intact record.
-fn decode_record(rest: &mut &[u8]) -> Option<OpenCall> {
+fn decode_record(rest: &mut &[u8]) -> Option<Decoded> {
     let header = rest.get(..HEADER_BYTES)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?);
     let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
@@ -614,7 +695,7 @@ fn decode_record(rest: &mut &[u8]) -> Option<OpenCall> {
     Some(call)
 }
 
-fn decode_payload(mut p: &[u8]) -> Option<OpenCall> {
+fn decode_payload(mut p: &[u8]) -> Option<Decoded> {
     fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = p.split_at_checked(n)?;
         *p = tail;
@@ -632,7 +713,8 @@ fn decode_payload(mut p: &[u8]) -> Option<OpenCall> {
             String::from_utf8_lossy(take(p, n as usize)?).into_owned(),
         ))
     }
-    if take(&mut p, 1)? != [KIND_OPEN] {
+    let kind = take(&mut p, 1)?[0];
+    if kind != KIND_OPEN && kind != KIND_FINISHED {
         return None;
     }
     let journal_id = u64_(&mut p)?;
@@ -649,7 +731,7 @@ fn decode_payload(mut p: &[u8]) -> Option<OpenCall> {
     let provider = text(&mut p)?.unwrap_or_default();
     let model = text(&mut p)?;
     let endpoint = text(&mut p)?.unwrap_or_default();
-    Some(OpenCall {
+    let call = OpenCall {
         journal_id,
         request_id,
         ts_ms,
@@ -666,7 +748,43 @@ fn decode_payload(mut p: &[u8]) -> Option<OpenCall> {
             ..Usage::default()
         },
         hold_cost_nano_usd: has_cost.then(|| cost.clamp(0, MAX_COST_NANO_USD_PER_CALL)),
-    })
+    };
+    if kind == KIND_OPEN {
+        return Some((call, None));
+    }
+    let cached = u64_(&mut p)?.min(MAX_TOKENS_PER_CALL);
+    let reasoning = u64_(&mut p)?.min(MAX_TOKENS_PER_CALL);
+    let status = u16::try_from(u64_(&mut p)?).unwrap_or(0);
+    let latency_ms = u64_(&mut p)?;
+    let has_ttfb = take(&mut p, 1)? != [0];
+    let ttfb = u64_(&mut p)?;
+    let outcome = Outcome::parse(&text(&mut p)?.unwrap_or_default())?;
+    let usage_source = UsageSource::parse(&text(&mut p)?.unwrap_or_default())?;
+    let row = UsageRow {
+        request_id: call.request_id.clone(),
+        ts_ms: call.ts_ms,
+        user_id: Arc::clone(&call.user_id),
+        user_email: call.user_email.clone(),
+        user_name: call.user_name.clone(),
+        provider: Arc::clone(&call.provider),
+        model: call.model.clone(),
+        endpoint: call.endpoint,
+        streamed: call.streamed,
+        status,
+        usage: Usage {
+            input_tokens,
+            cached_input_tokens: cached.min(input_tokens),
+            output_tokens,
+            reasoning_tokens: reasoning.min(output_tokens),
+        },
+        cost_nano_usd: call.hold_cost_nano_usd,
+        usage_source,
+        latency_ms,
+        ttfb_ms: has_ttfb.then_some(ttfb),
+        outcome,
+        journal_id: Some(journal_id),
+    };
+    Some((call, Some(row)))
 }
 
 /// Every entry the segments in `dir` hold (none when `dir` does not exist). Nothing is removed:
@@ -681,7 +799,12 @@ pub fn read_dir(dir: &Path) -> Result<Leftovers, StoreError> {
             found.torn_segments += 1;
             tracing::warn!(segment = %path.display(), entries = calls.len(), "call journal: a segment ends in a damaged record; the entries before it are kept");
         }
-        found.calls.extend(calls);
+        for (call, row) in calls {
+            if let Some(row) = row {
+                found.finished.insert(call.journal_id, row);
+            }
+            found.calls.push(call);
+        }
     }
     found.calls.sort_by_key(|c| c.journal_id);
     found.calls.dedup_by_key(|c| c.journal_id);
@@ -754,6 +877,49 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_spooled_row_replaces_its_entry_and_reads_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, thread) = Journal::start(dir.path(), JournalMode::Process, 0)
+            .unwrap()
+            .unwrap();
+        let (a, b, c) = (
+            call(journal.next_id(), "ann"),
+            call(journal.next_id(), "bo"),
+            call(journal.next_id(), "cy"),
+        );
+        for entry in [&a, &b, &c] {
+            journal.append(entry).unwrap();
+        }
+        // `a` ended and waits for the database; `b` is still in flight; `c`'s row is in.
+        let mut row = a.clone().recovered_row();
+        row.status = 200;
+        row.outcome = Outcome::Complete;
+        row.usage_source = UsageSource::Reported;
+        row.usage = Usage {
+            input_tokens: 120,
+            cached_input_tokens: 64,
+            output_tokens: 30,
+            reasoning_tokens: 12,
+        };
+        row.cost_nano_usd = Some(4_321);
+        row.latency_ms = 812;
+        row.ttfb_ms = Some(95);
+        journal.closed(std::iter::once(c.journal_id));
+        let mut late = c.clone().recovered_row();
+        late.outcome = Outcome::Complete;
+        journal.spool(&[row.clone(), late]).unwrap();
+        // A kill now: what the next start reads.
+        std::mem::forget(thread);
+        let mut left = read_dir(dir.path()).unwrap();
+        let calls = std::mem::take(&mut left.calls);
+        assert_eq!(calls.len(), 3);
+        assert_eq!(left.finished.len(), 1, "a closed entry is not spooled");
+        let rows: Vec<UsageRow> = calls.into_iter().map(|c| left.row_for(c)).collect();
+        assert_eq!(rows[0], row, "the exact row, not the estimate");
+        assert_eq!(rows[1], b.recovered_row());
+    }
+
     fn files(dir: &Path) -> usize {
         segments(dir).unwrap().len()
     }
@@ -769,10 +935,10 @@ mod tests {
         encode(&wild, &mut buf);
         let (calls, torn) = decode_segment(&buf);
         assert!(!torn);
-        assert_eq!(calls[0], call(42, "ann"));
-        assert_eq!(calls[1].hold.input_tokens, MAX_TOKENS_PER_CALL);
+        assert_eq!(calls[0], (call(42, "ann"), None));
+        assert_eq!(calls[1].0.hold.input_tokens, MAX_TOKENS_PER_CALL);
         assert_eq!(
-            calls[1].hold_cost_nano_usd,
+            calls[1].0.hold_cost_nano_usd,
             Some(MAX_COST_NANO_USD_PER_CALL)
         );
         // Every cut of the second record keeps the first and reports the damage; a flipped bit

@@ -192,6 +192,8 @@ impl Queue {
             linger: options.linger,
             observer: options.observer,
             journal: journal.clone(),
+            held: std::collections::VecDeque::new(),
+            stop_seen: false,
         };
         let thread = std::thread::Builder::new()
             .name("tollgate-store".into())
@@ -428,6 +430,11 @@ struct Writer<S> {
     observer: Option<Arc<dyn RowObserver>>,
     /// Told which entries' rows each commit made durable.
     journal: Option<Journal>,
+    /// Rows taken off the queue while a batch could not be committed, to be kept in the
+    /// journal (they stay counted as pending: the queue's bound still holds), committed next.
+    held: std::collections::VecDeque<UsageRow>,
+    /// A stop arrived among them.
+    stop_seen: bool,
 }
 
 impl<S: Sink> Writer<S> {
@@ -438,7 +445,8 @@ impl<S: Sink> Writer<S> {
         let mut stopping = false;
         loop {
             let had_rows = !batch.is_empty();
-            if !stopping && batch.is_empty() {
+            let from_held = !self.held.is_empty();
+            if !stopping && batch.is_empty() && !from_held {
                 // Nothing to do: block for the next message. All senders gone means nobody can
                 // record any more.
                 match self.rx.recv() {
@@ -456,11 +464,18 @@ impl<S: Sink> Writer<S> {
                 }
             }
             while batch.len() < self.batch_max {
+                let Some(row) = self.held.pop_front() else {
+                    break;
+                };
+                batch.push(row);
+            }
+            while batch.len() < self.batch_max {
                 match self.rx.try_recv() {
                     Ok(msg) => take(msg, &mut batch, &mut stopping),
                     Err(_) => break,
                 }
             }
+            stopping |= self.stop_seen;
             if !had_rows && !batch.is_empty() {
                 batch_since = Instant::now();
             }
@@ -471,6 +486,7 @@ impl<S: Sink> Writer<S> {
                 continue;
             }
             let rows_due = stopping
+                || from_held
                 || batch.len() >= self.batch_max
                 || batch_since.elapsed() >= self.linger
                 || self.shared.pending.load(Ordering::Relaxed) >= self.batch_max;
@@ -497,7 +513,8 @@ impl<S: Sink> Writer<S> {
     }
 
     /// Commit the rows `batch`, retrying transient failures with backoff: forever while
-    /// running, a few times when stopping. A permanent failure is retried row by row so one bad
+    /// running, a few times when stopping. At the first transient failure the rows are kept in
+    /// the call journal (`Journal::spool`), so a kill while they wait loses none of them. A permanent failure is retried row by row so one bad
     /// row cannot take its batch down with it. The journal entries of the rows committed are
     /// closed; a row given up leaves its entry open, so the next start records it.
     fn commit_with_retry(&mut self, batch: &[UsageRow], stopping: bool) {
@@ -526,6 +543,9 @@ impl<S: Sink> Writer<S> {
                 Err(e) => e,
             };
             attempt += 1;
+            if self.sink.is_transient(&error) {
+                self.spool_waiting(batch, attempt == 1);
+            }
             if !self.sink.is_transient(&error) {
                 if batch.len() > 1 {
                     tracing::error!(error = %error, rows = batch.len(), "store: batch refused; writing its rows one by one");
@@ -551,6 +571,28 @@ impl<S: Sink> Writer<S> {
             );
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(self.max_backoff);
+        }
+    }
+
+    /// The rows waiting for the store (this batch the first time, and every row queued since)
+    /// go into the call journal in place of their calls' entries, so a kill while the store is
+    /// away records each call as it ended. The queued rows are taken off the queue for that and
+    /// committed after this batch, in order.
+    fn spool_waiting(&mut self, batch: &[UsageRow], first: bool) {
+        let Some(journal) = &self.journal else { return };
+        let mut fresh = Vec::new();
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Row(row) => fresh.push(*row),
+                Msg::Stop => self.stop_seen = true,
+            }
+        }
+        let kept =
+            if first { journal.spool(batch) } else { Ok(()) }.and_then(|()| journal.spool(&fresh));
+        self.held.extend(fresh);
+        if let Err(e) = kept {
+            // Their open entries stay: a kill now records these calls by their estimate.
+            tracing::warn!(error = %e, "store: rows waiting for the database not kept in the call journal");
         }
     }
 

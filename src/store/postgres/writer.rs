@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::calendar::DayCache;
 use crate::store::journal::{self, Journal};
 use crate::store::queue::{Options, Queue, Sink, WriterThread};
-use crate::store::{OpenCall, StoreError, UsageRow};
+use crate::store::{StoreError, UsageRow};
 
 use super::Settings;
 use super::rows::{Month, ensure_partitions, months_of, write_rows};
@@ -250,7 +250,7 @@ async fn recover(
     days: &mut DayCache,
     gateway: &str,
 ) -> Result<u64, StoreError> {
-    let left = journal::read_dir(dir)?;
+    let mut left = journal::read_dir(dir)?;
     if left.calls.is_empty() {
         journal::clear_dir(dir)?;
         return Ok(left.max_id);
@@ -258,7 +258,8 @@ async fn recover(
     let seen = left.calls.len();
     let mut client = settings.connect().await?;
     let mut missing: Vec<UsageRow> = Vec::new();
-    for call in left.calls {
+    let calls = std::mem::take(&mut left.calls);
+    for call in calls {
         let id = i64::try_from(call.journal_id).unwrap_or(i64::MAX);
         let found = client
             .query_opt(
@@ -267,7 +268,7 @@ async fn recover(
             )
             .await?;
         if found.is_none() {
-            missing.push(OpenCall::recovered_row(call));
+            missing.push(left.row_for(call));
         }
     }
     if !missing.is_empty() {
@@ -299,6 +300,7 @@ mod tests {
 
     use super::*;
     use crate::config::JournalMode;
+    use crate::store::OpenCall;
     use crate::store::postgres::schema::migrate;
     use crate::store::postgres::testing::TestDb;
     use crate::usage::{Outcome, Usage, UsageSource};

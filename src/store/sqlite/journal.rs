@@ -31,7 +31,7 @@ pub(super) fn recover_file(
     days: &mut DayCache,
     dir: &Path,
 ) -> Result<u64, StoreError> {
-    let left = journal::read_dir(dir)?;
+    let mut left = journal::read_dir(dir)?;
     if !left.calls.is_empty() {
         let seen = left.calls.len();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -40,7 +40,8 @@ pub(super) fn recover_file(
             let mut has_row = tx.prepare(
                 "SELECT 1 FROM token_usage WHERE user_id = ?1 AND ts = ?2 AND journal_id = ?3",
             )?;
-            for call in left.calls {
+            let calls = std::mem::take(&mut left.calls);
+            for call in calls {
                 let id = i64::try_from(call.journal_id).unwrap_or(i64::MAX);
                 let found = has_row
                     .query_row(
@@ -49,7 +50,7 @@ pub(super) fn recover_file(
                     )
                     .optional()?;
                 if found.is_none() {
-                    rows.push(call.recovered_row());
+                    rows.push(left.row_for(call));
                 }
             }
         }
