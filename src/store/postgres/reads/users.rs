@@ -161,15 +161,6 @@ const SEARCH: &str = "($1::text IS NULL \
      OR lower(email COLLATE \"C\") LIKE $1 ESCAPE '\\' \
      OR lower(name COLLATE \"C\") LIKE $1 ESCAPE '\\')";
 
-/// Every user's figure of one day (or month), for ranking: one row per user who called then.
-const DAY_RANKS_SQL: &str =
-    "SELECT user_id, total_tokens, cost_nano_usd FROM usage_user_daily WHERE day = $1";
-const MONTH_RANKS_SQL: &str =
-    "SELECT user_id, total_tokens, cost_nano_usd FROM usage_user_monthly WHERE month = $1";
-/// What the days after today add to the month's ranks (nothing, unless a clock disagrees).
-const LATER_RANKS_SQL: &str = "SELECT user_id, total_tokens, cost_nano_usd FROM usage_user_daily \
-     WHERE day > $1 AND day < $2";
-
 /// The page query of a sort on a `users` column: ids compared as bytes, and a user who never
 /// called (`last_seen_at` NULL) first when ascending, last when descending — SQLite's order.
 fn users_page_sql(sort: UserSort, desc: bool) -> Option<String> {
@@ -194,8 +185,8 @@ fn users_page_sql(sort: UserSort, desc: bool) -> Option<String> {
 /// usage count as 0; ties go by id in the same direction), and how many match.
 ///
 /// Sorts on a `users` column are one query. Sorts on usage rank every matching user by one
-/// per-user rollup row of the day or month (a user without one counts 0), then read the page's
-/// users by key.
+/// per-user rollup row of the day or month (a user without one counts 0) in one query on the
+/// server, then read the page's users by key.
 pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersPage, StoreError> {
     let pattern = q
         .search
@@ -220,49 +211,65 @@ pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersP
     }
     let month_sort = matches!(q.sort, UserSort::TokensMonth | UserSort::CostMonth);
     let cost = matches!(q.sort, UserSort::CostToday | UserSort::CostMonth);
-    let (sql, key) = if month_sort {
-        (MONTH_RANKS_SQL, &q.month_start)
+    let column = if cost {
+        "cost_nano_usd"
     } else {
-        (DAY_RANKS_SQL, &q.today)
+        "total_tokens"
     };
-    let column = if cost { 2 } else { 1 };
-    let mut figures: HashMap<String, i64> = HashMap::new();
-    for row in c.query(sql, &[key]).await? {
-        figures.insert(row.try_get(0)?, row.try_get(column)?);
-    }
-    if month_sort {
-        let next = next_month(&q.month_start)?;
-        for row in c.query(LATER_RANKS_SQL, &[&q.today, &next]).await? {
-            let later: i64 = row.try_get(column)?;
-            if let Some(figure) = figures.get_mut(row.try_get::<_, &str>(0)?) {
-                *figure = figure.saturating_sub(later);
-            }
-        }
-    }
-    let ids_sql = format!("SELECT id FROM users WHERE {SEARCH}");
-    let mut ranked: Vec<(i64, String)> = c
-        .query(&ids_sql, &[&pattern])
-        .await?
-        .iter()
-        .map(|r| {
-            let id: String = r.try_get(0)?;
-            Ok((figures.get(&id).copied().unwrap_or(0), id))
-        })
-        .collect::<Result<_, StoreError>>()?;
-    let total = ranked.len() as u64;
-    if q.desc {
-        ranked.sort_unstable_by(|a, b| b.cmp(a));
+    let dir = if q.desc { "DESC" } else { "ASC" };
+    // Ranked on the server: every matching user joined with one rollup row of the day or month
+    // (0 without one; the month less what days after today add), the page taken from the top.
+    let (figure, join) = if month_sort {
+        (
+            format!("COALESCE(r.{column}, 0) - COALESCE(l.{column}, 0)"),
+            format!(
+                "LEFT JOIN usage_user_monthly r ON r.month = $2 AND r.user_id = u.id \
+                 LEFT JOIN (SELECT user_id, \
+                     LEAST(SUM({column}), 9223372036854775807)::BIGINT AS {column} \
+                     FROM usage_user_daily WHERE day > $3 AND day < $4 GROUP BY user_id) l \
+                     ON l.user_id = u.id"
+            ),
+        )
     } else {
-        ranked.sort_unstable();
-    }
-    let offset = usize::try_from(q.offset).unwrap_or(usize::MAX);
-    let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
-    let page: Vec<String> = ranked
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(|(_, id)| id)
-        .collect();
+        (
+            format!("COALESCE(r.{column}, 0)"),
+            "LEFT JOIN usage_user_daily r ON r.day = $2 AND r.user_id = u.id".to_string(),
+        )
+    };
+    let search = SEARCH
+        .replace("(id ", "(u.id ")
+        .replace("(email ", "(u.email ")
+        .replace("(name ", "(u.name ");
+    let (limit_at, offset_at) = if month_sort { (5, 6) } else { (3, 4) };
+    let page_sql = format!(
+        "SELECT u.id, COUNT(*) OVER () FROM users u {join} WHERE {search} \
+         ORDER BY {figure} {dir}, u.id COLLATE \"C\" {dir} LIMIT ${limit_at} OFFSET ${offset_at}"
+    );
+    let next = next_month(&q.month_start)?;
+    let (limit, offset) = (i64::from(q.limit), i64::from(q.offset));
+    let rows = if month_sort {
+        c.query(
+            &page_sql,
+            &[&pattern, &q.month_start, &q.today, &next, &limit, &offset],
+        )
+        .await?
+    } else {
+        c.query(&page_sql, &[&pattern, &q.today, &limit, &offset])
+            .await?
+    };
+    let page: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let total = match rows.first() {
+        Some(r) => u64::try_from(r.try_get::<_, i64>(1)?).unwrap_or(0),
+        // Past the last page: how many match, on their own.
+        None => {
+            let count_sql = format!("SELECT COUNT(*) FROM users WHERE {SEARCH}");
+            let n: i64 = c.query_one(&count_sql, &[&pattern]).await?.try_get(0)?;
+            u64::try_from(n).unwrap_or(0)
+        }
+    };
     if page.is_empty() {
         return Ok(UsersPage {
             users: Vec::new(),
