@@ -44,6 +44,9 @@ enum Command {
     /// audit trail) into the PostgreSQL store the configuration names. Safe to run again: it
     /// continues where it stopped and adds nothing twice.
     Import(ImportArgs),
+    /// Copy the SQLite database, consistently, while the gateway serves (`VACUUM INTO`), and
+    /// check the copy. Restore: stop the gateway, put the copy at `store.path`, start it.
+    Backup(BackupArgs),
     /// Mint a JWT with the configured HS256 secret, for trials; prints it on stdout.
     Token(TokenArgs),
     /// Manage the admin accounts that sign in to the dashboard and admin API.
@@ -62,6 +65,14 @@ enum AdminCommand {
     List(ConfigArg),
     /// Remove an account and end its sessions.
     Remove(AdminName),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Where to write the copy (a new file).
+    file: std::path::PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Args)]
@@ -129,6 +140,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(&args),
         Command::Migrate(args) => migrate(&args),
         Command::Import(args) => import(&args),
+        Command::Backup(args) => backup(&args),
         Command::Token(args) => token(&args),
         Command::Admin(command) => admin(&command),
     }
@@ -219,6 +231,40 @@ fn check_config(args: &ConfigArg) -> ExitCode {
 }
 
 /// `tollgate migrate`: reads only `[store]` and `limits.timezone`.
+/// `tollgate backup FILE`: the SQLite store only (PostgreSQL has its own tools).
+fn backup(args: &BackupArgs) -> ExitCode {
+    let raw = match RawConfig::load(&args.config.path()) {
+        Ok(raw) => raw,
+        Err(e) => return invalid(&e),
+    };
+    if raw.store.backend != tollgate::config::StoreBackend::Sqlite {
+        eprintln!(
+            "error: store.backend is \"postgres\": back up the database with PostgreSQL's own \
+             tools (pg_dump, or the server's base backups); `tollgate backup` copies the SQLite file"
+        );
+        return ExitCode::from(EXIT_INVALID);
+    }
+    let started = std::time::Instant::now();
+    match tollgate::store::sqlite::backup::backup(&raw.store.path, &args.file) {
+        Ok(b) => {
+            println!(
+                "backed up {} to {}: {} calls, {} users, {:.1} MB in {:.1} s; integrity check ok",
+                raw.store.path.display(),
+                args.file.display(),
+                b.calls,
+                b.users,
+                b.bytes as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot back up {}: {e}", raw.store.path.display());
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
 fn migrate(args: &ConfigArg) -> ExitCode {
     let raw = match RawConfig::load(&args.path()) {
         Ok(raw) => raw,

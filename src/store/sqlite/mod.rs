@@ -37,6 +37,7 @@ use crate::store::{
 
 pub mod accounts;
 pub mod audit;
+pub mod backup;
 mod checkpoint;
 pub mod controls;
 pub mod dump;
