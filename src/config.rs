@@ -333,6 +333,9 @@ pub struct StoreConfig {
     /// With PostgreSQL, what a gateway does with new calls while the database cannot be
     /// reached (calls already admitted finish either way, their rows waiting for it).
     pub when_unavailable: WhenUnavailable,
+    /// Calls older than this many days are deleted (hourly, in small batches); their rollups —
+    /// the dashboard's history and every total — stay. 0 keeps everything.
+    pub retain_days: u32,
 }
 
 /// `store.when_unavailable`.
@@ -390,6 +393,7 @@ impl Default for StoreConfig {
             commit_interval_ms: 50,
             journal: JournalMode::Durable,
             when_unavailable: WhenUnavailable::Refuse,
+            retain_days: 0,
         }
     }
 }
@@ -824,6 +828,12 @@ pub fn database_url(
     }
     if !(1..=1_000).contains(&store.pool_size) {
         return Err(invalid("store.pool_size", "must be between 1 and 1000"));
+    }
+    if store.retain_days > 36_500 {
+        return Err(invalid(
+            "store.retain_days",
+            "must be at most 36500 (0 keeps everything)",
+        ));
     }
     if !(1_000..=600_000).contains(&store.lease_ms) {
         return Err(invalid("store.lease_ms", "must be between 1000 and 600000"));

@@ -47,6 +47,10 @@ enum Command {
     /// Copy the SQLite database, consistently, while the gateway serves (`VACUUM INTO`), and
     /// check the copy. Restore: stop the gateway, put the copy at `store.path`, start it.
     Backup(BackupArgs),
+    /// Delete the calls recorded before a day (midnight in `limits.timezone`), in small
+    /// batches, while the gateway serves; the rollups — the dashboard's history and every total
+    /// — stay. What `store.retain_days` does hourly.
+    Prune(PruneArgs),
     /// Mint a JWT with the configured HS256 secret, for trials; prints it on stdout.
     Token(TokenArgs),
     /// Manage the admin accounts that sign in to the dashboard and admin API.
@@ -65,6 +69,15 @@ enum AdminCommand {
     List(ConfigArg),
     /// Remove an account and end its sessions.
     Remove(AdminName),
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// The first day to keep, `YYYY-MM-DD`: every call before its midnight goes.
+    #[arg(long)]
+    before: String,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Args)]
@@ -141,6 +154,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate(&args),
         Command::Import(args) => import(&args),
         Command::Backup(args) => backup(&args),
+        Command::Prune(args) => prune(&args),
         Command::Token(args) => token(&args),
         Command::Admin(command) => admin(&command),
     }
@@ -231,6 +245,63 @@ fn check_config(args: &ConfigArg) -> ExitCode {
 }
 
 /// `tollgate migrate`: reads only `[store]` and `limits.timezone`.
+/// `tollgate prune --before DAY`.
+fn prune(args: &PruneArgs) -> ExitCode {
+    let raw = match RawConfig::load(&args.config.path()) {
+        Ok(raw) => raw,
+        Err(e) => return invalid(&e),
+    };
+    let tz = jiff::tz::TimeZone::get(&raw.limits.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let before = match args
+        .before
+        .parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| tollgate::calendar::midnight(d, &tz))
+    {
+        Some(midnight) => midnight,
+        None => {
+            eprintln!(
+                "error: --before {:?} is not a day (YYYY-MM-DD)",
+                args.before
+            );
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    let done = current_thread().and_then(|rt| {
+        rt.block_on(async {
+            let store = tollgate::store::open(
+                &raw.store,
+                tz.clone(),
+                None,
+                &env,
+                "prune",
+                tollgate::store::Role::Tool,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let deleted = store.prune(before, 1_000).await.map_err(|e| e.to_string());
+            store.close().await;
+            deleted
+        })
+    });
+    match done {
+        Ok(n) => {
+            println!(
+                "deleted {n} calls recorded before {} ({}) from {}; the rollups stay",
+                args.before,
+                raw.limits.timezone,
+                tollgate::store::describe(&raw.store, &env)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
 /// `tollgate backup FILE`: the SQLite store only (PostgreSQL has its own tools).
 fn backup(args: &BackupArgs) -> ExitCode {
     let raw = match RawConfig::load(&args.config.path()) {

@@ -180,6 +180,9 @@ pub async fn start_on_with(
     let seeded = ledger.seed(&seed);
     // Several gateways on one database: admissions spend leases on the shared budgets.
     store.share_limits(&ledger);
+    if config.raw.store.retain_days > 0 {
+        tokio::spawn(retention(Arc::clone(&store), config.raw.store.retain_days));
+    }
     tracing::debug!(users = seeded, "quota counters seeded from the store");
     metrics.attach_store(Arc::clone(&store));
     let runtime = crate::upstream::client(&config)
@@ -231,6 +234,27 @@ pub async fn start_on_with(
         stop,
         task,
     })
+}
+
+/// `store.retain_days`: a minute after start, then hourly, the calls older than that go (the
+/// rollups stay). Runs until the process ends; a failure is logged and tried again next hour.
+async fn retention(store: Arc<dyn crate::store::Store>, days: u32) {
+    const ROWS_PER_BATCH: usize = 1_000;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let mut tick = tokio::time::interval(Duration::from_secs(3_600));
+    loop {
+        tick.tick().await;
+        let before = jiff::Timestamp::now().as_millisecond() - i64::from(days) * 86_400_000;
+        match store.prune(before, ROWS_PER_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                calls = n,
+                days,
+                "store: calls past store.retain_days deleted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "store: old calls not deleted; next hour again"),
+        }
+    }
 }
 
 /// This gateway's default name in a shared database: the host name and the listen port.

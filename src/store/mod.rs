@@ -168,6 +168,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Whether the store takes writes right now.
     async fn ready(&self) -> Result<(), StoreError>;
 
+    /// Delete the calls recorded before `before_ms` (unix ms UTC), at most `batch` rows per
+    /// transaction so the writer never waits behind a long delete; the rollups — and so the
+    /// dashboard's history and every total — stay. Returns the rows deleted.
+    async fn prune(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError>;
+
     // --- limits shared by several gateways ---
 
     /// Make `ledger` share its limits with the other gateways on this store, when the store

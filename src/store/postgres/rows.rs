@@ -61,6 +61,62 @@ pub fn partition(month: Month) -> (String, i64, i64) {
     (format!("token_usage_y{y:04}m{m:02}"), ms(start), ms(next))
 }
 
+/// Delete the calls before `before_ms`: every monthly partition that ends by then is dropped
+/// whole (a month at a time, no row by row), then what is left before it — in the cut month and
+/// the default partition — is deleted `batch` rows per statement. The rollups stay.
+pub async fn prune(
+    c: &deadpool_postgres::Client,
+    before_ms: i64,
+    batch: usize,
+) -> Result<u64, crate::store::StoreError> {
+    let parts = c
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent \
+             WHERE p.relname = 'token_usage'",
+            &[],
+        )
+        .await?;
+    let mut deleted = 0u64;
+    for row in parts {
+        let name: String = row.try_get(0)?;
+        let Some(month) = month_of_partition(&name) else {
+            continue;
+        };
+        let (_, _, end) = partition(month);
+        if end <= before_ms {
+            let n: i64 = c
+                .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+                .await?
+                .try_get(0)?;
+            c.batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                .await?;
+            deleted += u64::try_from(n).unwrap_or(0);
+        }
+    }
+    let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+    loop {
+        let n = c
+            .execute(
+                "DELETE FROM token_usage WHERE id IN \
+                 (SELECT id FROM token_usage WHERE ts < $1 LIMIT $2)",
+                &[&before_ms, &batch],
+            )
+            .await?;
+        deleted += n;
+        if i64::try_from(n).unwrap_or(i64::MAX) < batch {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// The month of a partition's name (`token_usage_yYYYYmMM`).
+fn month_of_partition(name: &str) -> Option<Month> {
+    let rest = name.strip_prefix("token_usage_y")?;
+    let (y, m) = rest.split_once('m')?;
+    Some((y.parse().ok()?, m.parse().ok()?))
+}
+
 /// Make sure every month in `months` has its partition. Returns the months now known.
 pub async fn ensure_partitions(
     client: &mut impl GenericClientMut,

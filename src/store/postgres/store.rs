@@ -284,6 +284,11 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn prune(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        super::rows::prune(&c, before_ms, batch).await
+    }
+
     fn share_limits(&self, ledger: &Arc<Ledger>) {
         let Some(reg) = &self.registration else {
             return;

@@ -236,6 +236,31 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn prune(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let mut deleted = 0u64;
+        loop {
+            // One short transaction per batch (the oldest first, by the `ts` index): the
+            // writer waits for one batch at most.
+            let n = self
+                .blocking(move |s| {
+                    s.write(|c| {
+                        Ok(c.execute(
+                            "DELETE FROM token_usage WHERE id IN (SELECT id FROM token_usage \
+                             WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+                            rusqlite::params![before_ms, batch],
+                        )?)
+                    })
+                })
+                .await?;
+            deleted += n as u64;
+            if (n as i64) < batch {
+                return Ok(deleted);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
         let name = name.to_string();
         self.blocking(move |s| s.read(|c| accounts::password_hash(c, &name)))
