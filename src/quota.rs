@@ -541,6 +541,20 @@ impl<R: RateClock> UserState<R> {
         }
     }
 
+    /// What refuses a call that waited for the store (a lease): the checks that can change
+    /// meanwhile — a block, the cap on calls in flight. Its rate token is already taken.
+    fn refused_meanwhile(&self, limits: &Limits) -> Option<Denied> {
+        if self.controls.blocked {
+            return Some(Denied::Blocked {
+                reason: self.controls.blocked_reason.clone(),
+            });
+        }
+        limits
+            .max_concurrent
+            .filter(|cap| self.in_flight >= cap.get())
+            .map(|cap| Denied::Concurrency { limit: cap.get() })
+    }
+
     fn roll(&mut self, calendar: &Windows) {
         self.day.roll(calendar.day_start, calendar.day_end);
         self.month.roll(calendar.month_start, calendar.month_end);
@@ -799,17 +813,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
             }
         };
         let limits = defaults.with_overrides(&state.controls.overrides);
-        let refused = if state.controls.blocked {
-            Some(Denied::Blocked {
-                reason: state.controls.blocked_reason.clone(),
-            })
-        } else {
-            limits
-                .max_concurrent
-                .filter(|cap| state.in_flight >= cap.get())
-                .map(|cap| Denied::Concurrency { limit: cap.get() })
-        };
-        if let Some(denied) = refused {
+        if let Some(denied) = state.refused_meanwhile(&limits) {
             return Err(Admission::Denied(denied));
         }
         Ok(self.reserve(&mut state, &cell, hold, now_ms))
@@ -848,10 +852,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
         let limits = defaults.with_overrides(&state.controls.overrides);
         let covered = state.day.covers(Window::Day, &limits, hold)
             && state.month.covers(Window::Month, &limits, hold);
-        let capped = limits
-            .max_concurrent
-            .is_some_and(|cap| state.in_flight >= cap.get());
-        (covered && !capped && !state.controls.blocked)
+        (covered && state.refused_meanwhile(&limits).is_none())
             .then(|| self.reserve(&mut state, &cell, hold, now_ms))
     }
 

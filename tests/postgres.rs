@@ -325,36 +325,14 @@ async fn while_the_database_is_away_new_calls_are_refused_and_no_row_is_lost() {
         .set_default(Reply::json(200, fixture("openai/chat.json")));
     let db = std::sync::Arc::clone(h.pg.as_ref().unwrap());
     let jwt = h.token("away");
-    let call = |h: &Harness| {
-        let jwt = jwt.clone();
-        let url = h.url("/openai/v1/chat/completions");
-        let client = h.client.clone();
-        async move {
-            let resp = client
-                .post(url)
-                .bearer_auth(jwt)
-                .body(CHAT)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            resp.bytes().await.unwrap();
-            status
-        }
-    };
-    assert_eq!(call(&h).await, 200);
+    assert_eq!(status_of(&h, &jwt, CHAT).await, 200);
     h.wait_rows(1).await;
 
     // Cut off: no new connections, and the open ones ended.
-    let name = db.name().to_string();
-    db.on_server(&format!(
-        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    ))
-    .await;
+    cut_off(&db).await;
     let mut statuses = Vec::new();
     for _ in 0..200 {
-        let status = call(&h).await;
+        let status = status_of(&h, &jwt, CHAT).await;
         statuses.push(status);
         if status == 503 {
             break;
@@ -365,15 +343,14 @@ async fn while_the_database_is_away_new_calls_are_refused_and_no_row_is_lost() {
     assert!(h.running().store.writer_stats().unavailable);
     assert!(h.running().store.ready().await.is_err(), "not ready");
     let served_while_away = h.mock.hits();
-    assert_eq!(call(&h).await, 503);
+    assert_eq!(status_of(&h, &jwt, CHAT).await, 503);
     assert_eq!(h.mock.hits(), served_while_away, "refused, not forwarded");
 
     // Back.
-    db.on_server(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .await;
+    let_in(&db).await;
     let mut back = false;
     for _ in 0..400 {
-        if call(&h).await == 200 {
+        if status_of(&h, &jwt, CHAT).await == 200 {
             back = true;
             break;
         }
@@ -389,11 +366,7 @@ async fn while_the_database_is_away_new_calls_are_refused_and_no_row_is_lost() {
         h.mock.hits(),
         "every served call has its row, once"
     );
-    let mut ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
-    ids.sort_unstable();
-    let n = ids.len();
-    ids.dedup();
-    assert_eq!(ids.len(), n, "no row written twice");
+    assert_no_row_twice(&rows);
     assert!(rows.iter().any(|r| r.outcome == "refused_store_full"));
 }
 
@@ -414,36 +387,14 @@ async fn admit_locally_serves_a_bounded_allowance_while_the_database_is_away() {
     h.mock.set_default(Reply::json(200, ANSWER));
     let db = std::sync::Arc::clone(h.pg.as_ref().unwrap());
     let jwt = h.token("offline");
-    let call = |h: &Harness| {
-        let jwt = jwt.clone();
-        let url = h.url("/openai/v1/chat/completions");
-        let client = h.client.clone();
-        async move {
-            let resp = client
-                .post(url)
-                .bearer_auth(jwt)
-                .body(SMALL)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            resp.bytes().await.unwrap();
-            status
-        }
-    };
-    assert_eq!(call(&h).await, 200);
+    assert_eq!(status_of(&h, &jwt, SMALL).await, 200);
     h.wait_rows(1).await;
 
-    let name = db.name().to_string();
-    db.on_server(&format!(
-        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    ))
-    .await;
+    cut_off(&db).await;
     let mut statuses = Vec::new();
     let mut served_down = 0;
     for _ in 0..100 {
-        let status = call(&h).await;
+        let status = status_of(&h, &jwt, SMALL).await;
         statuses.push(status);
         if status == 503 {
             break;
@@ -470,8 +421,7 @@ async fn admit_locally_serves_a_bounded_allowance_while_the_database_is_away() {
         "{served} calls served on the way: {statuses:?}"
     );
 
-    db.on_server(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .await;
+    let_in(&db).await;
     h.stop().await;
     let rows = h.rows();
     let complete = rows.iter().filter(|r| r.outcome == "complete").count();
@@ -480,6 +430,44 @@ async fn admit_locally_serves_a_bounded_allowance_while_the_database_is_away() {
         h.mock.hits(),
         "every served call has its row, once"
     );
+    assert_no_row_twice(&rows);
+}
+
+/// POST `body` as `jwt`'s call; the status, the body read to its end.
+async fn status_of(h: &Harness, jwt: &str, body: &'static str) -> u16 {
+    let resp = h
+        .client
+        .post(h.url("/openai/v1/chat/completions"))
+        .bearer_auth(jwt)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    resp.bytes().await.unwrap();
+    status
+}
+
+/// The database away: no new connections, and the open ones ended.
+async fn cut_off(db: &TestDb) {
+    let name = db.name();
+    db.on_server(&format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .await;
+}
+
+/// The database back.
+async fn let_in(db: &TestDb) {
+    db.on_server(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+        db.name()
+    ))
+    .await;
+}
+
+fn assert_no_row_twice(rows: &[Row]) {
     let mut ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
     ids.sort_unstable();
     let n = ids.len();

@@ -571,7 +571,6 @@ impl Harness {
             Some(db) => {
                 pg_sync(db.url(), sql, |c, sql| async move {
                     c.batch_execute(&sql).await.unwrap();
-                    Vec::new()
                 });
             }
             None => self.db_conn().execute_batch(sql).unwrap(),
@@ -726,25 +725,11 @@ impl Harness {
     /// Every `admin_audit` row, newest first.
     pub fn audit_rows(&self) -> Vec<tollgate::store::AuditRow> {
         if let Some(db) = &self.pg {
-            let url = db.url().to_string();
-            // On a thread of its own: callers may be inside the test's runtime.
-            return std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                        .await
-                        .unwrap();
-                    tokio::spawn(conn);
-                    tollgate::store::postgres::audit::audit_page(&client, None, None, 1_000)
-                        .await
-                        .unwrap()
-                })
-            })
-            .join()
-            .unwrap();
+            return pg_sync(db.url(), "", |client, _| async move {
+                tollgate::store::postgres::audit::audit_page(&client, None, None, 1_000)
+                    .await
+                    .unwrap()
+            });
         }
         let conn = rusqlite::Connection::open_with_flags(
             &self.db,
@@ -1031,10 +1016,11 @@ pub async fn start_pg(
 
 /// Run `f` with a client of the PostgreSQL database at `url` on a thread of its own (callers
 /// may be inside the test's runtime, or past the gateway's stop).
-fn pg_sync<F, Fut>(url: &str, sql: &str, f: F) -> Vec<Vec<Option<String>>>
+fn pg_sync<T, F, Fut>(url: &str, sql: &str, f: F) -> T
 where
+    T: Send + 'static,
     F: FnOnce(tokio_postgres::Client, String) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Vec<Vec<Option<String>>>>,
+    Fut: std::future::Future<Output = T>,
 {
     let (url, sql) = (url.to_string(), sql.to_string());
     std::thread::spawn(move || {
@@ -1072,59 +1058,45 @@ pub fn pg_text_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
 }
 
 pub fn read_pg_rows(url: &str) -> Vec<Row> {
-    let url = url.to_string();
-    // On a thread of its own: callers may be inside the test's runtime.
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let table = client
-                .query_opt("SELECT to_regclass('token_usage')::text", &[])
-                .await
-                .unwrap()
-                .and_then(|r| r.get::<_, Option<String>>(0));
-            if table.is_none() {
-                return Vec::new();
-            }
-            client
-                .query(
-                    "SELECT request_id, user_id, provider, model, endpoint, streamed, status, \
+    pg_sync(url, "", |client, _| async move {
+        let table = client
+            .query_opt("SELECT to_regclass('token_usage')::text", &[])
+            .await
+            .unwrap()
+            .and_then(|r| r.get::<_, Option<String>>(0));
+        if table.is_none() {
+            return Vec::new();
+        }
+        client
+            .query(
+                "SELECT request_id, user_id, provider, model, endpoint, streamed, status, \
                      input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, \
                      total_tokens, cost_nano_usd, usage_source, outcome FROM token_usage \
                      ORDER BY id",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| Row {
-                    request_id: r.get(0),
-                    user_id: r.get(1),
-                    provider: r.get(2),
-                    model: r.get(3),
-                    endpoint: r.get(4),
-                    streamed: r.get(5),
-                    status: r.get(6),
-                    input_tokens: r.get(7),
-                    cached_input_tokens: r.get(8),
-                    output_tokens: r.get(9),
-                    reasoning_tokens: r.get(10),
-                    total_tokens: r.get(11),
-                    cost_nano_usd: r.get(12),
-                    usage_source: r.get(13),
-                    outcome: r.get(14),
-                })
-                .collect()
-        })
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| Row {
+                request_id: r.get(0),
+                user_id: r.get(1),
+                provider: r.get(2),
+                model: r.get(3),
+                endpoint: r.get(4),
+                streamed: r.get(5),
+                status: r.get(6),
+                input_tokens: r.get(7),
+                cached_input_tokens: r.get(8),
+                output_tokens: r.get(9),
+                reasoning_tokens: r.get(10),
+                total_tokens: r.get(11),
+                cost_nano_usd: r.get(12),
+                usage_source: r.get(13),
+                outcome: r.get(14),
+            })
+            .collect()
     })
-    .join()
-    .unwrap()
 }
 
 /// Read a response body to the end, or the error that ended it.

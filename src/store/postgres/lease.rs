@@ -360,35 +360,51 @@ pub async fn agent(pool: Pool, gateway: String, ledger: Arc<Ledger>) {
         if idle.is_empty() && !reread && !n.is_multiple_of(3_600) {
             continue;
         }
-        let result = async {
-            let c = pool.get().await?;
-            if !idle.is_empty() {
-                give_back(&**c, &gateway, &idle).await?;
+        let c = match pool.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Not given back: the leases stay this gateway's, in memory as in the database.
+                ledger.restore_leases(&idle);
+                tracing::debug!(error = %e, "store: lease upkeep deferred");
+                continue;
             }
-            if n.is_multiple_of(3_600) {
-                // Leases of days and months that are over limit nobody: this gateway's go.
-                let (today, month) = ledger.seed_days();
-                c.execute(
+        };
+        if !idle.is_empty()
+            && let Err(e) = give_back(&**c, &gateway, &idle).await
+        {
+            ledger.restore_leases(&idle);
+            tracing::debug!(error = %super::describe(&e), "store: idle leases not given back yet");
+        }
+        // Only the give-back touches the leases: a failure below must not restore them.
+        if n.is_multiple_of(3_600) {
+            // Leases of days and months that are over limit nobody: this gateway's go.
+            let (today, month) = ledger.seed_days();
+            if let Err(e) = c
+                .execute(
                     "DELETE FROM tollgate_leases WHERE gateway = $1 AND \
                      ((span = 'day' AND period < $2) OR (span = 'month' AND period < $3))",
                     &[&gateway, &today, &month],
                 )
-                .await?;
+                .await
+            {
+                tracing::debug!(error = %super::describe(&e), "store: past leases not deleted yet");
             }
-            if reread {
-                let all = all_controls(&**c).await?;
-                let changed = ledger.replace_controls(&all);
-                if changed > 0 {
-                    tracing::info!(users = changed, "store: controls re-read from the database");
+        }
+        if reread {
+            match all_controls(&**c).await {
+                Ok(all) => {
+                    let changed = ledger.replace_controls(&all);
+                    if changed > 0 {
+                        tracing::info!(
+                            users = changed,
+                            "store: controls re-read from the database"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %super::describe(&e), "store: controls not re-read");
                 }
             }
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        if let Err(e) = result {
-            // Not given back: the leases stay this gateway's, in memory as in the database.
-            ledger.restore_leases(&idle);
-            tracing::debug!(error = %e, "store: lease upkeep deferred");
         }
     }
 }
