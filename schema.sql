@@ -209,4 +209,24 @@ CREATE INDEX IF NOT EXISTS users_last_seen ON users (last_seen_at);
 CREATE INDEX IF NOT EXISTS users_blocked ON users (blocked) WHERE blocked != 0;
 CREATE INDEX IF NOT EXISTS users_created ON users (created_at);
 
+-- Alerts the [[alerts]] rules fired (src/alerts/). The unique key is what makes a rule fire
+-- once per subject and window: a second insert of the same key is ignored, also after a
+-- restart. `delivery` is 'none' (no webhook), 'pending', 'delivered' or 'failed'.
+CREATE TABLE IF NOT EXISTS alerts (
+    id           INTEGER PRIMARY KEY,
+    ts           INTEGER NOT NULL,                  -- unix ms UTC, when it fired
+    rule         TEXT    NOT NULL,                  -- [[alerts]] name
+    kind         TEXT    NOT NULL,                  -- user_limit, spend, upstream_errors, …
+    subject      TEXT    NOT NULL,                  -- a user id, or the gateway
+    period       TEXT    NOT NULL,                  -- the day, the month, or an episode's start
+    level        TEXT    NOT NULL,                  -- the threshold passed, e.g. 'day tokens 80%'
+    message      TEXT    NOT NULL,
+    details      TEXT    NOT NULL,                  -- JSON
+    delivery     TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    delivered_at INTEGER,                           -- unix ms UTC
+    UNIQUE (rule, subject, period, level)
+);
+CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
+
 PRAGMA user_version = 4;

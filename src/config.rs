@@ -20,6 +20,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::alerts::rules::{AlertRule, WebhookConfig};
 pub use crate::auth::{AuthConfig, JwtAlgorithm};
 use crate::auth::{Verifier, VerifierError};
 use crate::pricing::{Price, PriceTable};
@@ -63,6 +64,12 @@ pub struct RawConfig {
     /// USD per million tokens, by model name (longest prefix match).
     #[serde(default)]
     pub pricing: BTreeMap<String, Price>,
+    /// Alert rules ([`crate::alerts`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertRule>,
+    /// Where alerts are delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// `[server]`: the proxy listener and the edges of the request path.
@@ -500,6 +507,8 @@ pub struct Config {
     /// The file this configuration was read from ([`Config::load`]); `None` when it was built
     /// from a [`RawConfig`] in memory. Hot reload reads this file again.
     pub source: Option<PathBuf>,
+    /// The signing secret of each `[[webhooks]]` (same order), from its `secret_env`.
+    pub webhook_secrets: Vec<Option<Secret>>,
 }
 
 /// A configuration that cannot be used, naming the key at fault.
@@ -961,6 +970,27 @@ impl Config {
             StoreBackend::Sqlite => None,
             StoreBackend::Postgres => Some(database_url(&raw.store, env)?),
         };
+        crate::alerts::rules::validate(&raw.alerts, &raw.webhooks)
+            .map_err(|e| invalid(e.key, e.message))?;
+        let webhook_secrets = raw
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let Some(name) = &w.secret_env else {
+                    return Ok(None);
+                };
+                let key = format!("webhooks[{i}].secret_env");
+                let name = env_name(&key, name)?;
+                match env(name) {
+                    Some(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+                    _ => Err(invalid(
+                        key,
+                        format!("the environment variable {name} is not set"),
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         tracing_subscriber::EnvFilter::try_new(&raw.log.level).map_err(|e| {
             invalid(
                 "log.level",
@@ -979,6 +1009,7 @@ impl Config {
             prices,
             database_url,
             source: None,
+            webhook_secrets,
         })
     }
 
@@ -1026,6 +1057,9 @@ impl Config {
                         if set { "set" } else { "missing" }
                     ))
                 }
+                ("webhooks", Some(("secret_env", name))) => {
+                    Some(format!("env {} (set)", name.trim_matches('"')))
+                }
                 _ => None,
             };
             if let Some(note) = note {
@@ -1072,6 +1106,18 @@ impl Config {
         }
         if self.providers.is_empty() {
             warnings.push("providers: none configured; every call will be answered 404".into());
+        }
+        for (i, w) in self.raw.webhooks.iter().enumerate() {
+            if w.secret_env.is_none() && w.format == crate::alerts::rules::WebhookFormat::Json {
+                warnings.push(format!(
+                    "webhooks[{i}].secret_env: not set; the receiver cannot tell Tollgate's alerts from anyone else's (no X-Tollgate-Signature)"
+                ));
+            }
+        }
+        if !self.raw.alerts.is_empty() && self.raw.webhooks.is_empty() {
+            warnings.push(
+                "alerts: rules without [[webhooks]] are only recorded (the dashboard's alerts page)".into(),
+            );
         }
         warnings
     }

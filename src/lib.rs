@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod calendar;
 pub mod config;

@@ -237,6 +237,42 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// How a webhook delivery attempt ended (`tollgate_webhook_deliveries_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookResult {
+    /// The receiver answered 2xx.
+    Delivered = 0,
+    /// It failed and will be tried again.
+    Retry = 1,
+    /// It failed for good (retries used up, or a 4xx answer).
+    Failed = 2,
+    /// Never attempted: too many deliveries were already waiting.
+    Dropped = 3,
+}
+
+impl WebhookResult {
+    const ALL: [WebhookResult; 4] = [
+        WebhookResult::Delivered,
+        WebhookResult::Retry,
+        WebhookResult::Failed,
+        WebhookResult::Dropped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookResult::Delivered => "delivered",
+            WebhookResult::Retry => "retry",
+            WebhookResult::Failed => "failed",
+            WebhookResult::Dropped => "dropped",
+        }
+    }
+}
+
 type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -297,6 +333,10 @@ pub struct Metrics {
     reloads_refused: Counter,
     /// Lease requests to a shared store, by [`LeaseResult`].
     leases: [Counter; 4],
+    /// Alerts fired (recorded), by rule kind.
+    alerts: Family<KindLabels, Counter>,
+    /// Webhook delivery attempts, by [`WebhookResult`].
+    webhooks: [Counter; 4],
     /// Model names given a label value of their own, and their shared label strings.
     models: Mutex<HashMap<Box<str>, Arc<str>>>,
     other_model: Arc<str>,
@@ -409,6 +449,21 @@ impl Metrics {
              costs",
             lease_family,
         );
+        let alerts = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "alerts",
+            "Alerts fired by the [[alerts]] rules (each once per subject and window), by kind",
+            alerts.clone(),
+        );
+        let webhook_family = Family::<ResultLabels, Counter>::default();
+        let webhooks = WebhookResult::ALL
+            .map(|r| webhook_family.get_or_create_owned(&ResultLabels { result: r.as_str() }));
+        registry.register(
+            "webhook_deliveries",
+            "Attempts to deliver an alert to a webhook, by result: delivered, retry (failed, \
+             tried again with backoff), failed (for good), dropped (too many waiting)",
+            webhook_family,
+        );
         registry.register(
             "build",
             "The running Tollgate",
@@ -434,6 +489,8 @@ impl Metrics {
             reloads_ok,
             reloads_refused,
             leases,
+            alerts,
+            webhooks,
             models: Mutex::new(HashMap::new()),
             other_model: Arc::from("other"),
             no_model: Arc::from("none"),
@@ -488,6 +545,21 @@ impl Metrics {
     /// Lease requests so far that ended with `result`.
     pub fn leases(&self, result: LeaseResult) -> u64 {
         self.leases[result as usize].get()
+    }
+
+    /// An alert of `kind` fired.
+    pub fn alert_fired(&self, kind: &'static str) {
+        self.alerts.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// A webhook delivery attempt ended with `result`.
+    pub fn webhook(&self, result: WebhookResult) {
+        self.webhooks[result as usize].inc();
+    }
+
+    /// Webhook delivery attempts so far that ended with `result`.
+    pub fn webhooks(&self, result: WebhookResult) -> u64 {
+        self.webhooks[result as usize].get()
     }
 
     /// The current count of refusals for `reason` (tests, the admin API's stats).

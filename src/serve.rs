@@ -144,10 +144,13 @@ pub async fn start_on_with(
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
     let path = || crate::store::describe(&config.raw.store, &*env);
-    // Counted, then logged (the access log), on the writer's thread.
+    // Counted, then logged (the access log), then seen by the alert rules, on the writer's
+    // thread.
+    let alert_tap = Arc::new(crate::alerts::watch::Tap::default());
     let observers: Vec<Arc<dyn RowObserver>> = vec![
         Arc::clone(&metrics) as Arc<dyn RowObserver>,
         Arc::new(AccessLog::new()),
+        Arc::clone(&alert_tap) as Arc<dyn RowObserver>,
     ];
     let observer = Arc::new(observers) as Arc<dyn RowObserver>;
     let replica = replica_name(addr);
@@ -185,7 +188,10 @@ pub async fn start_on_with(
     }
     tracing::debug!(users = seeded, "quota counters seeded from the store");
     metrics.attach_store(Arc::clone(&store));
-    let runtime = crate::upstream::client(&config)
+    let client = crate::upstream::client(&config);
+    // Webhooks go out through a client of their own (the upstream's may be rebuilt by a reload).
+    let alert_client = client.as_ref().ok().cloned();
+    let runtime = client
         .map_err(StartError::from)
         .and_then(|client| Runtime::new(Arc::clone(&config), client).map_err(StartError::Runtime));
     let runtime = match runtime {
@@ -216,6 +222,19 @@ pub async fn start_on_with(
         if let Err(e) = reloader.watch(stop_rx.clone()) {
             tracing::warn!(error = %e, "the configuration file is not watched; reload it with SIGHUP");
         }
+    }
+    if let Some(client) = alert_client {
+        let gateway = config.raw.store.replica_id.clone().unwrap_or(replica);
+        crate::alerts::start(
+            alert_tap,
+            Arc::clone(&store),
+            Arc::clone(&ledger),
+            reloader.clone(),
+            Arc::clone(&metrics),
+            client,
+            gateway,
+            stop_rx.clone(),
+        );
     }
     let task = tokio::spawn(accept_loop(
         listener,

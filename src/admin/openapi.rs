@@ -33,6 +33,7 @@ use super::{api, session};
         api::usage::series,
         api::usage::usage_csv,
         api::audit::audit,
+        api::alerts::alerts,
         api::config::config,
         api::config::reload,
         api::ops::openapi,
@@ -44,6 +45,7 @@ use super::{api, session};
         (name = "actions", description = "Blocking, unblocking and limits (audited)"),
         (name = "usage", description = "System-wide usage and exports"),
         (name = "audit", description = "The audit trail"),
+        (name = "alerts", description = "Alerts the [[alerts]] rules fired"),
         (name = "configuration", description = "The configuration in force and reloads"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

@@ -537,3 +537,60 @@ pub struct ConfigView {
 #[derive(Serialize, ToSchema)]
 #[schema(value_type = Object)]
 pub struct ReloadView(pub crate::reload::ReloadOutcome);
+
+/// One alert a `[[alerts]]` rule fired.
+#[derive(Serialize, ToSchema)]
+pub struct AlertView {
+    pub id: i64,
+    /// When it fired (unix ms UTC).
+    pub ts: i64,
+    /// The rule's name.
+    pub rule: String,
+    /// `user_limit`, `spend`, `upstream_errors`, `refusals` or `store_behind`.
+    pub kind: String,
+    /// A user id, `gateway` (spend), or the gateway's name (rates, the store).
+    pub subject: String,
+    /// The day (`YYYY-MM-DD`), the month (`YYYY-MM`), or the minute an episode began.
+    pub period: String,
+    /// The threshold passed, e.g. `day tokens 80%`.
+    pub level: String,
+    pub message: String,
+    /// The figures behind it.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    /// `none` (no webhook), `pending`, `delivered` or `failed`.
+    pub delivery: String,
+    /// Delivery attempts over every webhook.
+    pub attempts: i64,
+    /// When the last webhook took it (unix ms UTC).
+    pub delivered_at: Option<i64>,
+}
+
+impl From<crate::store::alerts::AlertRow> for AlertView {
+    fn from(a: crate::store::alerts::AlertRow) -> AlertView {
+        AlertView {
+            id: a.id,
+            ts: a.ts_ms,
+            rule: a.rule,
+            kind: a.kind,
+            subject: a.subject,
+            period: a.period,
+            level: a.level,
+            message: a.message,
+            details: a.details,
+            delivery: a.delivery.as_str().to_string(),
+            attempts: a.attempts,
+            delivered_at: a.delivered_ms,
+        }
+    }
+}
+
+/// A page of alerts, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct AlertsPageView {
+    pub alerts: Vec<AlertView>,
+    /// Pass it as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<i64>,
+    /// Alerts fired in the last 24 hours (the dashboard's badge).
+    pub last_24h: i64,
+}

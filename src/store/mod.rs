@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::quota::{Change, OverridesPatch, QuotaSeed, UserControls, UserOverrides};
 use crate::usage::{Outcome, Totals, Usage, UsageSource};
 
+pub mod alerts;
 pub mod import;
 pub mod journal;
 pub mod postgres;
@@ -172,6 +173,38 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// transaction so the writer never waits behind a long delete; the rollups — and so the
     /// dashboard's history and every total — stay. Returns the rows deleted.
     async fn prune(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError>;
+
+    // --- alerts ---
+
+    /// Record an alert unless one with its rule, subject, period and level is already there:
+    /// `Some(id)` for a new row, `None` when it had fired before (here or on another gateway).
+    async fn record_alert(&self, alert: alerts::NewAlert) -> Result<Option<i64>, StoreError>;
+
+    /// Set an alert's delivery state and add `attempts` to its count.
+    async fn alert_delivered(
+        &self,
+        id: i64,
+        delivery: alerts::Delivery,
+        attempts: u32,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// A page of alerts, newest first (ids below `before_id`), and the number since `since_ms`.
+    async fn alerts_page(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+        since_ms: i64,
+    ) -> Result<alerts::AlertsPage, StoreError>;
+
+    /// `users`' usage recorded `today` and in the month starting `month_start` (`YYYY-MM-DD`
+    /// in `limits.timezone`), and every user's spend in both.
+    async fn alert_totals(
+        &self,
+        users: Vec<String>,
+        today: &str,
+        month_start: &str,
+    ) -> Result<alerts::AlertTotals, StoreError>;
 
     // --- limits shared by several gateways ---
 

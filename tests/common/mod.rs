@@ -29,6 +29,8 @@ pub mod rng;
 pub const OPENAI_KEY: &str = "sk-test-openai-REALKEY-0123456789";
 pub const GEMINI_KEY: &str = "AIza-test-gemini-REALKEY-0123456789";
 pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
+/// The webhook signing secret [`test_env`] gives `TOLLGATE_WEBHOOK_SECRET`.
+pub const WEBHOOK_SECRET: &str = "whsec-test-0123456789abcdef";
 
 /// A fixture file's bytes.
 pub fn fixture(path: &str) -> Vec<u8> {
@@ -541,6 +543,7 @@ pub fn test_env(name: &str) -> Option<String> {
         "OPENAI_API_KEY" => Some(OPENAI_KEY.into()),
         "GEMINI_API_KEY" => Some(GEMINI_KEY.into()),
         "JWT_SECRET" => Some(JWT_SECRET.into()),
+        "TOLLGATE_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.into()),
         _ => None,
     }
 }

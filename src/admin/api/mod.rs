@@ -1,6 +1,6 @@
 //! The admin API's endpoints, by group — `ops` (health, readiness, metrics, the OpenAPI
 //! document), `users` (the list and one user's usage), `actions` (block, unblock, limits),
-//! `usage` (system statistics, series, the CSV export), `audit`, `config` (the configuration in
+//! `usage` (system statistics, series, the CSV export), `audit`, `alerts`, `config` (the configuration in
 //! force, reloads) — and the router that mounts them behind sign-in.
 //!
 //! Handlers turn parameters into a store query or an action and the store's plain values into
@@ -24,6 +24,7 @@ pub(crate) use super::ErrorBody;
 use super::{AdminState, ApiError, session};
 
 pub(crate) mod actions;
+pub(crate) mod alerts;
 pub(crate) mod audit;
 pub(crate) mod config;
 pub(crate) mod ops;
@@ -47,6 +48,7 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route("/api/admin/usage/series", get(usage::series))
         .route("/api/admin/usage.csv", get(usage::usage_csv))
         .route("/api/admin/audit", get(audit::audit))
+        .route("/api/admin/alerts", get(alerts::alerts))
         .route("/api/admin/config", get(config::config))
         .route("/api/admin/reload", post(config::reload))
         .route("/api/admin/openapi.json", get(ops::openapi))

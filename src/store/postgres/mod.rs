@@ -21,6 +21,7 @@ use crate::store::StoreError;
 pub use store::PgStore;
 
 pub mod accounts;
+pub mod alerts;
 pub mod audit;
 pub mod controls;
 pub mod import;

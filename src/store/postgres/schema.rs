@@ -17,10 +17,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0002_users_id_bytes.sql"),
     ),
     (3, "leases", include_str!("migrations/0003_leases.sql")),
+    (4, "alerts", include_str!("migrations/0004_alerts.sql")),
 ];
 
 /// The newest schema version this Tollgate writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `pg_advisory_xact_lock` key of the migrations ("tollgate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;

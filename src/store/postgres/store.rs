@@ -289,6 +289,45 @@ impl Store for PgStore {
         super::rows::prune(&c, before_ms, batch).await
     }
 
+    async fn record_alert(
+        &self,
+        alert: crate::store::alerts::NewAlert,
+    ) -> Result<Option<i64>, StoreError> {
+        let c = self.client().await?;
+        super::alerts::record(&**c, &alert).await
+    }
+
+    async fn alert_delivered(
+        &self,
+        id: i64,
+        delivery: crate::store::alerts::Delivery,
+        attempts: u32,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        super::alerts::delivered(&**c, id, delivery, attempts, at_ms).await
+    }
+
+    async fn alerts_page(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+        since_ms: i64,
+    ) -> Result<crate::store::alerts::AlertsPage, StoreError> {
+        let c = self.client().await?;
+        super::alerts::page(&**c, before_id, limit, since_ms).await
+    }
+
+    async fn alert_totals(
+        &self,
+        users: Vec<String>,
+        today: &str,
+        month_start: &str,
+    ) -> Result<crate::store::alerts::AlertTotals, StoreError> {
+        let c = self.client().await?;
+        super::alerts::totals(&**c, &users, today, month_start).await
+    }
+
     fn share_limits(&self, ledger: &Arc<Ledger>) {
         let Some(reg) = &self.registration else {
             return;

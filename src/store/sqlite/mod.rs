@@ -36,6 +36,7 @@ use crate::store::{
 };
 
 pub mod accounts;
+pub mod alerts;
 pub mod audit;
 pub mod backup;
 mod checkpoint;
@@ -352,6 +353,48 @@ impl Store for SqliteStore {
             let _ = tx.blocking_send(last);
         });
         rx
+    }
+
+    async fn record_alert(
+        &self,
+        alert: crate::store::alerts::NewAlert,
+    ) -> Result<Option<i64>, StoreError> {
+        self.blocking(move |s| s.write(|c| Ok(alerts::record(c, &alert)?)))
+            .await
+    }
+
+    async fn alert_delivered(
+        &self,
+        id: i64,
+        delivery: crate::store::alerts::Delivery,
+        attempts: u32,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.blocking(move |s| {
+            s.write(|c| Ok(alerts::delivered(c, id, delivery, attempts, at_ms)?))
+        })
+        .await
+    }
+
+    async fn alerts_page(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+        since_ms: i64,
+    ) -> Result<crate::store::alerts::AlertsPage, StoreError> {
+        self.blocking(move |s| s.read(|c| alerts::page(c, before_id, limit, since_ms)))
+            .await
+    }
+
+    async fn alert_totals(
+        &self,
+        users: Vec<String>,
+        today: &str,
+        month_start: &str,
+    ) -> Result<crate::store::alerts::AlertTotals, StoreError> {
+        let (today, month_start) = (today.to_string(), month_start.to_string());
+        self.blocking(move |s| s.read(|c| alerts::totals(c, &users, &today, &month_start)))
+            .await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
