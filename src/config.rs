@@ -20,12 +20,14 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
-pub use crate::alerts::rules::{AlertRule, WebhookConfig};
+pub mod alerts;
+
 pub use crate::auth::{AuthConfig, JwtAlgorithm};
 use crate::auth::{Verifier, VerifierError};
 use crate::pricing::{Price, PriceTable};
 use crate::provider::ProviderKind;
 pub use crate::secret::Secret;
+pub use alerts::{AlertRule, WebhookConfig};
 
 /// The environment variable prefix for overrides: `TOLLGATE_SERVER__LISTEN=0.0.0.0:5002`.
 pub const ENV_PREFIX: &str = "TOLLGATE_";
@@ -970,7 +972,7 @@ impl Config {
             StoreBackend::Sqlite => None,
             StoreBackend::Postgres => Some(database_url(&raw.store, env)?),
         };
-        crate::alerts::rules::validate(&raw.alerts, &raw.webhooks)
+        crate::config::alerts::validate(&raw.alerts, &raw.webhooks)
             .map_err(|e| invalid(e.key, e.message))?;
         let webhook_secrets = raw
             .webhooks
@@ -1108,7 +1110,7 @@ impl Config {
             warnings.push("providers: none configured; every call will be answered 404".into());
         }
         for (i, w) in self.raw.webhooks.iter().enumerate() {
-            if w.secret_env.is_none() && w.format == crate::alerts::rules::WebhookFormat::Json {
+            if w.secret_env.is_none() && w.format == crate::config::alerts::WebhookFormat::Json {
                 warnings.push(format!(
                     "webhooks[{i}].secret_env: not set; the receiver cannot tell Tollgate's alerts from anyone else's (no X-Tollgate-Signature)"
                 ));

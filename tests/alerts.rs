@@ -469,3 +469,58 @@ async fn rules_added_by_a_reload_apply_to_the_next_pass() {
     .await;
     assert_eq!(hook.bodies()[0]["level"], "day tokens 100%");
 }
+
+#[tokio::test]
+async fn two_gateways_on_one_database_send_each_alert_once() {
+    let (hook, addr, _server) = receiver().await;
+    let mut a = Harness::start_pg_with(|raw| {
+        limits_rule(raw, addr);
+        raw.store.replica_id = Some("gw-a".into());
+    })
+    .await;
+    a.mock.set_default(chat_reply(450));
+    let mut raw_b = a.raw.clone();
+    raw_b.store.replica_id = Some("gw-b".into());
+    raw_b.store.path = a.dir.path().join("b").join("tollgate.db");
+    std::fs::create_dir_all(a.dir.path().join("b")).unwrap();
+    let b = start_pg(&raw_b, a.pg.as_ref().unwrap()).await;
+    let alice = a.token("alice");
+    let on = |addr: SocketAddr, body: &'static str| {
+        let client = a.client.clone();
+        let jwt = alice.clone();
+        async move {
+            client
+                .post(format!("http://{addr}/openai/v1/chat/completions"))
+                .bearer_auth(jwt)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(on(a.addr, CHAT).await, 200); // 45 % on A
+    assert_eq!(on(b.addr, CHAT).await, 200); // 90 % on B: B sends the 80 % alert
+    eventually("the 80 % alert", Duration::from_secs(10), || {
+        (hook.count() == 1).then_some(())
+    })
+    .await;
+    // A call on A the upstream turns down (no usage): A looks at alice too and sees the same
+    // 80 % — already recorded, by B, so A sends nothing.
+    a.mock.push(Reply::json(
+        400,
+        r#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}"#,
+    ));
+    assert_eq!(on(a.addr, CHAT).await, 400);
+    a.wait_rows(3).await;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(hook.count(), 1, "{:?}", hook.bodies());
+    assert_eq!(hook.bodies()[0]["gateway"], "gw-b");
+    let rows = pg_text_rows(
+        a.pg.as_ref().unwrap().url(),
+        "SELECT subject, level, delivery FROM alerts",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    b.shutdown().await;
+    a.stop().await;
+}

@@ -439,6 +439,133 @@ fn invalid_values_name_their_key() {
 }
 
 #[test]
+fn alert_rules_and_webhooks_are_checked_by_name() {
+    let hook = "[[webhooks]]\nname = \"ops\"\nurl = \"https://hooks.example.com/t\"\n";
+    // (file content, the key the message must start with, a word it must hold)
+    let cases: &[(String, &str, &str)] = &[
+        (
+            "[[alerts]]\nkind = \"user_limit\"\nusd = 5.0\n".into(),
+            "`alerts[0].usd`",
+            "does not apply",
+        ),
+        (
+            "[[alerts]]\nkind = \"user_limit\"\npercent = 80\n".into(),
+            "`alerts[0].percent`",
+            "list",
+        ),
+        (
+            "[[alerts]]\nkind = \"user_limit\"\npercent = [0]\n".into(),
+            "`alerts[0].percent`",
+            "between",
+        ),
+        (
+            "[[alerts]]\nkind = \"spend\"\nusd = 10.0\n".into(),
+            "`alerts[0].window`",
+            "day",
+        ),
+        (
+            "[[alerts]]\nkind = \"spend\"\nwindow = \"day\"\nusd = -1.0\n".into(),
+            "`alerts[0].usd`",
+            "positive",
+        ),
+        (
+            "[[alerts]]\nkind = \"refusals\"\npercent = [50]\n".into(),
+            "`alerts[0].percent`",
+            "one share",
+        ),
+        (
+            "[[alerts]]\nkind = \"upstream_errors\"\npercent = 20\nminutes = 90\n".into(),
+            "`alerts[0].minutes`",
+            "60",
+        ),
+        (
+            "[[alerts]]\nkind = \"store_behind\"\n[[alerts]]\nkind = \"store_behind\"\n".into(),
+            "`alerts[1].name`",
+            "two rules",
+        ),
+        (
+            format!("{hook}[[alerts]]\nkind = \"store_behind\"\nwebhooks = [\"pager\"]\n"),
+            "`alerts[0].webhooks`",
+            "pager",
+        ),
+        (
+            "[[webhooks]]\nurl = \"ftp://example.com/\"\n".into(),
+            "`webhooks[0].url`",
+            "https://",
+        ),
+        (format!("{hook}{hook}"), "`webhooks[1].name`", "twice"),
+        (
+            format!("{hook}secret_env = \"NOT_SET_ANYWHERE\"\n"),
+            "`webhooks[0].secret_env`",
+            "NOT_SET_ANYWHERE",
+        ),
+    ];
+    Jail::expect_with(|jail| {
+        set_secrets(jail);
+        for (file, key, word) in cases {
+            let message = refused(jail, &format!("{file}{MINIMAL}"));
+            assert!(
+                message.starts_with(key) && message.contains(word),
+                "{file:?}: {message}"
+            );
+        }
+        // An unknown kind is refused by the parser, naming the key.
+        let message = refused(jail, &format!("[[alerts]]\nkind = \"vibes\"\n{MINIMAL}"));
+        assert!(
+            message.contains("kind") && message.contains("vibes"),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn the_alert_examples_in_gateway_toml_load_when_uncommented() {
+    let text = std::fs::read_to_string(shipped()).unwrap();
+    // The commented [[alerts]] and [[webhooks]] examples, uncommented.
+    let start = text.find("# [[alerts]]").unwrap();
+    let end = text.find("# The upstream APIs").unwrap();
+    let examples: String = text[start..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    Jail::expect_with(|jail| {
+        set_secrets(jail);
+        jail.set_env("TOLLGATE_WEBHOOK_SECRET", "whsec-config-test");
+        jail.create_file("gateway.toml", &format!("{examples}{MINIMAL}"))?;
+        let config = Config::load(Path::new("gateway.toml")).map_err(|e| e.to_string())?;
+        let kinds: Vec<&str> = config.raw.alerts.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "user_limit",
+                "spend",
+                "upstream_errors",
+                "refusals",
+                "store_behind"
+            ]
+        );
+        assert_eq!(config.raw.webhooks.len(), 1);
+        assert_eq!(
+            config.webhook_secrets[0]
+                .as_ref()
+                .map(|s| s.expose().to_string()),
+            Some("whsec-config-test".into())
+        );
+        assert!(
+            !config.masked().contains("whsec-config-test"),
+            "{}",
+            config.masked()
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn invalid_providers_name_their_index_and_field() {
     let second = |field: &str, value: &str| {
         let mut p = MINIMAL

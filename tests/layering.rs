@@ -27,6 +27,7 @@ const ORDER: &[&str] = &[
     "upstream",
     "proxy",
     "reload",
+    "alerts",
     "admin",
     "serve",
     "main",

@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::rules::{WebhookConfig, WebhookFormat};
+use crate::config::alerts::{WebhookConfig, WebhookFormat};
 use crate::config::{Config, Secret};
 use crate::metrics::{Metrics, WebhookResult};
 use crate::store::Store;
@@ -134,7 +134,7 @@ impl Sender {
     pub fn send(
         &self,
         config: &Config,
-        rule: &super::rules::AlertRule,
+        rule: &crate::config::alerts::AlertRule,
         alert: &AlertBody,
     ) -> Option<Arc<Tracker>> {
         let targets: Vec<(WebhookConfig, Option<Secret>)> = config

@@ -1,7 +1,8 @@
 //! Alerts: `[[alerts]]` rules watched off the request path, recorded once per subject and
 //! window in the `alerts` table, and delivered to `[[webhooks]]`.
 //!
-//! - [`rules`]: the rules and webhooks as gateway.toml writes them, and their validation.
+//! The rules and webhooks as gateway.toml writes them, and their validation, are
+//! [`crate::config::alerts`] (the configuration owns what the file may say).
 //! - [`watch`]: the [`Tap`](watch::Tap) the writer feeds with every written row, and the
 //!   [`Watcher`](watch::Watcher) task that evaluates the rules in force (hot reload applies at
 //!   its next pass) against the store's totals and the tap's counts.
@@ -11,7 +12,6 @@
 //! writer's thread, and everything else is the watcher's own task.
 
 pub mod deliver;
-pub mod rules;
 pub mod watch;
 
 use std::sync::Arc;

@@ -29,8 +29,8 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
 use super::deliver::{AlertBody, Sender, Tracker};
-use super::rules::{AlertRule, Span, When};
 use crate::config::Config;
+use crate::config::alerts::{AlertRule, Span, When};
 use crate::metrics::Metrics;
 use crate::quota::Ledger;
 use crate::reload::Reloader;

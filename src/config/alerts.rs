@@ -1,6 +1,6 @@
-//! `[[alerts]]` and `[[webhooks]]` as written in gateway.toml, and their validation. The types
-//! live with the code that gives them meaning; `config` holds them in `RawConfig` and reads the
-//! webhooks' secrets from the environment.
+//! `[[alerts]]` and `[[webhooks]]` as written in gateway.toml, and their validation;
+//! `Config::from_raw` reads the webhooks' secrets from the environment. The watcher and the
+//! webhook sender that give the rules their meaning are `crate::alerts`.
 
 use serde::{Deserialize, Serialize};
 
