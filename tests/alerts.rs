@@ -524,3 +524,64 @@ async fn two_gateways_on_one_database_send_each_alert_once() {
     b.shutdown().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn refusals_fire_to_a_slack_compatible_webhook() {
+    let (hook, addr, _server) = receiver().await;
+    let h = Harness::start_with(|raw| {
+        raw.alerts = vec![rule(
+            r#"
+            name = "refusing"
+            kind = "refusals"
+            percent = 50
+            minutes = 1
+            min_calls = 4
+            "#,
+        )];
+        raw.webhooks = vec![
+            toml::from_str(&format!(
+                "name = \"chat\"\nurl = \"http://{addr}/hook\"\nformat = \"slack\"\n"
+            ))
+            .unwrap(),
+        ];
+    })
+    .await;
+    h.mock.set_default(chat_reply(100));
+    let mallory = h.token("mallory");
+    assert_eq!(
+        h.post_openai("/openai/v1/chat/completions", &mallory, CHAT)
+            .await
+            .status(),
+        200
+    );
+    h.actions()
+        .block("test", "mallory", Some("abuse".into()))
+        .await
+        .unwrap();
+    // One call forwarded, then three refused: 75 % of four calls.
+    for _ in 0..3 {
+        assert_eq!(
+            h.post_openai("/openai/v1/chat/completions", &mallory, CHAT)
+                .await
+                .status(),
+            403
+        );
+    }
+    eventually("the refusals alert", Duration::from_secs(10), || {
+        (hook.count() == 1).then_some(())
+    })
+    .await;
+    let got = hook.got.lock().unwrap().clone();
+    let (headers, body) = &got[0];
+    assert!(
+        headers.get("x-tollgate-signature").is_none(),
+        "no secret, no signature"
+    );
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
+    let text = v["text"].as_str().unwrap();
+    assert!(
+        text.contains("refusing") && text.contains("3 of 4 calls"),
+        "{text}"
+    );
+}

@@ -48,6 +48,8 @@ const MAX_TOUCHED: usize = 50_000;
 const BUCKET_SECS: i64 = 5;
 /// Buckets kept: the longest window a rule may take (60 minutes).
 const MAX_BUCKETS: usize = (3_600 / BUCKET_SECS) as usize;
+/// Keys remembered as recorded; past it the memory starts over (the table still dedupes).
+const MAX_FIRED: usize = 100_000;
 /// Alerts the store could not record, kept to record later.
 const MAX_UNRECORDED: usize = 256;
 
@@ -266,7 +268,7 @@ impl Watcher {
         }
         self.record_waiting().await;
         let (today, month_start) = self.ledger.seed_days();
-        if self.fired_day != today {
+        if self.fired_day != today || self.fired.len() > MAX_FIRED {
             self.fired.clear();
             self.fired_day.clone_from(&today);
         }
@@ -276,7 +278,16 @@ impl Watcher {
             _ => false,
         });
         if needs_totals {
-            let ids = users.iter().map(|u| u.to_string()).collect();
+            let user_rules = config
+                .raw
+                .alerts
+                .iter()
+                .any(|r| matches!(r.when(), When::UserLimit { .. }));
+            let ids = if user_rules {
+                users.iter().map(|u| u.to_string()).collect()
+            } else {
+                Vec::new()
+            };
             match self.store.alert_totals(ids, &today, &month_start).await {
                 Ok(totals) => {
                     self.limits_and_spend(&config, &totals, &today, &month_start)
