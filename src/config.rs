@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub mod alerts;
 
 pub use crate::auth::{AuthConfig, JwtAlgorithm};
-use crate::auth::{Verifier, VerifierError};
+use crate::auth::{Jwks, JwksSettings, JwksUrl, Verifier, VerifierError};
 use crate::pricing::{Price, PriceTable};
 use crate::provider::ProviderKind;
 pub use crate::secret::Secret;
@@ -41,6 +41,8 @@ pub const CONFIG_PATH_ENV: &str = "TOLLGATE_CONFIG";
 const MIN_HS256_SECRET_BYTES: usize = 32;
 /// Most clock skew `auth.leeway_secs` may tolerate.
 const MAX_LEEWAY_SECS: u64 = 3_600;
+/// Largest `auth.jwks_refresh_min_secs`: the key set is refreshed at least daily anyway.
+const MAX_JWKS_REFRESH_MIN_SECS: u64 = 86_400;
 /// Smallest `server.max_header_bytes`: hyper's HTTP/1 read buffer cannot be smaller.
 const MIN_HEADER_BYTES: u32 = 8_192;
 
@@ -498,7 +500,9 @@ pub struct Config {
     pub jwt_public_key_pem: Option<Vec<u8>>,
     /// The end-user JWT verifier built from `[auth]` and the two above, with its cache of
     /// verified tokens; the proxy and the admin side both use this one. A reload builds a new
-    /// `Config`, and so a new verifier whose cache starts empty.
+    /// `Config`, and so a new verifier whose cache starts empty. With `auth.jwks_url` it holds
+    /// the key set ([`Config::jwks`]), empty until the gateway starts it; a reload that keeps
+    /// the key set's settings keeps the running one ([`Config::adopt_jwks`]).
     pub verifier: Arc<Verifier>,
     /// The certificates of `server.upstream_ca_file`, trusted besides the public roots.
     pub upstream_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
@@ -868,6 +872,24 @@ pub fn database_url(
     Ok(Secret::new(url))
 }
 
+/// `auth.jwks_url` and `auth.jwks_refresh_min_secs`, checked: the key set's settings, if any.
+fn jwks_settings(auth: &AuthConfig) -> Result<Option<JwksSettings>, ConfigError> {
+    if !(1..=MAX_JWKS_REFRESH_MIN_SECS).contains(&auth.jwks_refresh_min_secs) {
+        return Err(invalid(
+            "auth.jwks_refresh_min_secs",
+            format!("must be between 1 and {MAX_JWKS_REFRESH_MIN_SECS} seconds"),
+        ));
+    }
+    let Some(url) = &auth.jwks_url else {
+        return Ok(None);
+    };
+    let url = JwksUrl::parse(url).map_err(|m| invalid("auth.jwks_url", m))?;
+    let refresh_min = Duration::from_secs(auth.jwks_refresh_min_secs);
+    JwksSettings::new(url, &auth.algorithms, refresh_min)
+        .map(Some)
+        .map_err(|m| invalid("auth.jwks_url", m))
+}
+
 /// Check that a `*_env` key holds a variable *name*. The value is not echoed: a common slip is
 /// to paste the secret itself here.
 fn env_name<'a>(key: &str, name: &'a str) -> Result<&'a str, ConfigError> {
@@ -907,6 +929,7 @@ impl Config {
             None
         };
         let asymmetric = auth.algorithms.iter().any(|a| *a != JwtAlgorithm::HS256);
+        let jwks_settings = jwks_settings(auth)?;
         let jwt_public_key_pem = match (&auth.public_key_file, asymmetric) {
             (Some(path), true) => Some(std::fs::read(path).map_err(|e| {
                 invalid(
@@ -914,13 +937,13 @@ impl Config {
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?),
-            (None, true) => {
+            (None, true) if jwks_settings.is_none() => {
                 return Err(invalid(
                     "auth.public_key_file",
-                    "RS256/ES256 need a PEM public key file",
+                    "RS256/ES256 need a PEM public key file (or auth.jwks_url)",
                 ));
             }
-            (_, false) => None,
+            (_, _) => None,
         };
         if auth.leeway_secs > MAX_LEEWAY_SECS {
             return Err(invalid(
@@ -939,14 +962,21 @@ impl Config {
                 ));
             }
         }
-        // The one verifier of this configuration, built here so that a bad key or claim setting
-        // is refused at start, naming its key, rather than on the first call.
-        let verifier = Verifier::new(auth, jwt_secret.as_ref(), jwt_public_key_pem.as_deref())?;
-
         let upstream_roots = match &raw.server.upstream_ca_file {
             Some(path) => read_ca_file(path)?,
             None => Vec::new(),
         };
+        // The key set trusts what upstreams are trusted with: the public roots and
+        // server.upstream_ca_file. No I/O here: the gateway fetches it when it starts.
+        let jwks = jwks_settings.map(|s| Arc::new(Jwks::new(s, upstream_roots.clone())));
+        // The one verifier of this configuration, built here so that a bad key or claim setting
+        // is refused at start, naming its key, rather than on the first call.
+        let verifier = Verifier::new_with_jwks(
+            auth,
+            jwt_secret.as_ref(),
+            jwt_public_key_pem.as_deref(),
+            jwks,
+        )?;
 
         validate_limits(&raw.limits)?;
         let timezone = jiff::tz::TimeZone::get(&raw.limits.timezone)
@@ -1013,6 +1043,32 @@ impl Config {
             source: None,
             webhook_secrets,
         })
+    }
+
+    /// The key set of `auth.jwks_url`, when configured (see [`Verifier::jwks`]).
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.verifier.jwks()
+    }
+
+    /// Verify with `running`'s key set instead of this configuration's own (not started) one,
+    /// when both come from the same settings and trust: a reload that leaves `auth.jwks_url`
+    /// alone keeps the keys in use and their refresh task, and fetches nothing. Returns whether
+    /// it did (only then is the verifier rebuilt, around the running key set).
+    pub fn adopt_jwks(&mut self, running: &Config) -> Result<bool, ConfigError> {
+        let (Some(mine), Some(theirs)) = (self.jwks(), running.jwks()) else {
+            return Ok(false);
+        };
+        if !mine.same_source(theirs) {
+            return Ok(false);
+        }
+        let verifier = Verifier::new_with_jwks(
+            &self.raw.auth,
+            self.jwt_secret.as_ref(),
+            self.jwt_public_key_pem.as_deref(),
+            Some(Arc::clone(theirs)),
+        )?;
+        self.verifier = Arc::new(verifier);
+        Ok(true)
     }
 
     /// The effective configuration as TOML, every key shown with its value (defaults included),

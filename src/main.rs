@@ -228,6 +228,19 @@ fn check_config(args: &ConfigArg) -> ExitCode {
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }
+    if let Some(jwks) = config.jwks() {
+        match current_thread().and_then(|rt| rt.block_on(jwks.check()).map_err(|e| e.to_string())) {
+            Ok(keys) => println!(
+                "# auth.jwks_url: {} usable keys: {}",
+                keys.len(),
+                keys.join(", ")
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    }
     if config.raw.store.backend == tollgate::config::StoreBackend::Postgres {
         let env = |name: &str| std::env::var(name).ok();
         match current_thread().and_then(|rt| {

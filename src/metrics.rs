@@ -28,6 +28,9 @@
 //!   front ([`Refusal::ALL`]), so counting one takes no lock and allocates nothing.
 //! - The writer's gauges (`tollgate_store_*`) are read from the [`Store`] when the page is
 //!   rendered; `tollgate_config_reloads_total{result}` is counted by `reload`.
+//! - `tollgate_jwks_refreshes_total{result}` counts the fetches of `auth.jwks_url`'s key set
+//!   (`ok`, `error`: the keys in use stayed), told by the key set's refresh task
+//!   ([`RefreshObserver`]).
 //!
 //! **Cardinality is bounded.** `provider` comes from gateway.toml and `status` is an HTTP status,
 //! but `model` comes from the client's request (or the provider's answer): the first
@@ -52,6 +55,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::auth::{RefreshObserver, RefreshResult};
 use crate::error::GatewayError;
 use crate::quota::{Denied, LimitKind, Window};
 use crate::store::{RowObserver, Store, UsageRow};
@@ -315,6 +319,12 @@ impl LeaseResult {
     }
 }
 
+impl RefreshObserver for Metrics {
+    fn jwks_refreshed(&self, result: RefreshResult) {
+        self.jwks_refreshes[result as usize].inc();
+    }
+}
+
 /// Every metric of the gateway. Create one with [`Metrics::new`], share it as `Arc<Metrics>`.
 pub struct Metrics {
     registry: Registry,
@@ -337,6 +347,8 @@ pub struct Metrics {
     alerts: Family<KindLabels, Counter>,
     /// Webhook delivery attempts, by [`WebhookResult`].
     webhooks: [Counter; 4],
+    /// Fetches of the key set of `auth.jwks_url`: ok, error.
+    jwks_refreshes: [Counter; 2],
     /// Model names given a label value of their own, and their shared label strings.
     models: Mutex<HashMap<Box<str>, Arc<str>>>,
     other_model: Arc<str>,
@@ -464,6 +476,15 @@ impl Metrics {
              tried again with backoff), failed (for good), dropped (too many waiting)",
             webhook_family,
         );
+        let jwks_family = Family::<ResultLabels, Counter>::default();
+        let jwks_refreshes = [RefreshResult::Ok, RefreshResult::Error]
+            .map(|r| jwks_family.get_or_create_owned(&ResultLabels { result: r.as_str() }));
+        registry.register(
+            "jwks_refreshes",
+            "Fetches of the login provider's key set (auth.jwks_url), at start, on schedule and \
+             for unknown kids, by result: ok, error (the keys fetched before stayed in use)",
+            jwks_family,
+        );
         registry.register(
             "build",
             "The running Tollgate",
@@ -491,6 +512,7 @@ impl Metrics {
             leases,
             alerts,
             webhooks,
+            jwks_refreshes,
             models: Mutex::new(HashMap::new()),
             other_model: Arc::from("other"),
             no_model: Arc::from("none"),
@@ -535,6 +557,11 @@ impl Metrics {
             ReloadResult::Ok => self.reloads_ok.inc(),
             ReloadResult::Refused => self.reloads_refused.inc(),
         };
+    }
+
+    /// Fetches of the key set so far that ended with `result`.
+    pub fn jwks_refreshes(&self, result: RefreshResult) -> u64 {
+        self.jwks_refreshes[result as usize].get()
     }
 
     /// A lease request to the shared store ended with `result`.

@@ -18,7 +18,10 @@
 //! it to its end, so calls in flight finish on the configuration they started with (their price
 //! included) and no connection is dropped; the next call uses the new one. Limits, pricing,
 //! providers (added, removed, other upstream or key), `[auth]`, request size and the upstream
-//! timeouts apply at once. The keys in [`RESTART_ONLY`] cannot change while running (listeners,
+//! timeouts apply at once. A changed `auth.jwks_url` (or `auth.jwks_refresh_min_secs`, the
+//! accepted algorithms, `server.upstream_ca_file`) is fetched before the reload applies, and
+//! refuses the reload when it cannot be; otherwise the running key set and its refresh task
+//! carry on. The keys in [`RESTART_ONLY`] cannot change while running (listeners,
 //! threads, the store, log set-up, the time zone of the day windows): a change to them is logged
 //! as needing a restart, said so in the audit row, and the running value stays in force — so
 //! [`Reloader::config`] always shows what is actually running.
@@ -40,6 +43,7 @@ use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::auth::RefreshObserver;
 use crate::config::Config;
 use crate::metrics::{Metrics, ReloadResult};
 use crate::proxy::{Proxy, Runtime};
@@ -260,6 +264,22 @@ impl Reloader {
             return Ok(ReloadOutcome::Unchanged);
         }
         let running = inner.proxy.runtime();
+        // The key set of auth.jwks_url: the running one while its settings stay; a new one is
+        // fetched now, and a reload whose key set cannot be fetched is refused like an invalid
+        // file (the running keys stay).
+        let mut candidate = candidate;
+        match candidate.adopt_jwks(&running.config) {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Some(jwks) = candidate.jwks() {
+                    let observer = Arc::clone(&inner.metrics) as Arc<dyn RefreshObserver>;
+                    if let Err(e) = jwks.start(Some(observer)).await {
+                        return Err(self.refuse(&path, &trigger, e.to_string()).await);
+                    }
+                }
+            }
+            Err(e) => return Err(self.refuse(&path, &trigger, e.to_string()).await),
+        }
         let effective = pin_restart_only(candidate.clone(), &running.config);
         let pending: Vec<String> = diff(&running.config, &candidate)
             .into_iter()

@@ -1,6 +1,7 @@
 //! Listeners and the process lifecycle — the top of the program, which wires the others: binds
-//! the proxy listener, serves HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on it, builds the
-//! upstream client, opens the store and seeds the quota ledger from it, creates the metrics and
+//! the proxy listener, serves HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on it, fetches the
+//! key set of `auth.jwks_url` (and starts its refresh task), builds the upstream client, opens
+//! the store and seeds the quota ledger from it, creates the metrics and
 //! the configuration [`Reloader`] (with its file watch; SIGHUP in [`run`]), starts the admin
 //! listener with the handles it needs ([`AdminHandles`]), and on shutdown stops accepting, lets
 //! in-flight calls finish within the grace period, cuts the rest (their rows are still written),
@@ -20,6 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::access_log::AccessLog;
 use crate::admin::AdminHandles;
+use crate::auth::RefreshObserver;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Runtime};
@@ -30,6 +32,9 @@ use crate::store::{RowObserver, Store, StoreError};
 /// Why the gateway did not start. Each message names the setting involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The key set of `auth.jwks_url` could not be fetched, or holds no usable key.
+    #[error(transparent)]
+    Jwks(#[from] crate::auth::JwksError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({key}): {source}")]
     Listen {
@@ -143,6 +148,13 @@ pub async fn start_on_with(
     let config = Arc::new(config);
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
+    // The login provider's keys before anything else: without them no user could call.
+    if let Some(jwks) = config.jwks() {
+        let keys = jwks
+            .start(Some(Arc::clone(&metrics) as Arc<dyn RefreshObserver>))
+            .await?;
+        tracing::info!(url = %jwks.settings().url, keys, "auth.jwks_url: signing keys fetched");
+    }
     let path = || crate::store::describe(&config.raw.store, &*env);
     // Counted, then logged (the access log), then seen by the alert rules, on the writer's
     // thread.

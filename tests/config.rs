@@ -93,7 +93,7 @@ fn the_shipped_gateway_toml_shows_every_default_and_documents_every_key() {
             );
         }
     }
-    for optional in ["public_key_file", "issuer", "audience"] {
+    for optional in ["public_key_file", "jwks_url", "issuer", "audience"] {
         assert!(
             text.contains(&format!("\n# {optional} = ")),
             "auth.{optional} is not documented"
@@ -414,6 +414,22 @@ fn invalid_values_name_their_key() {
         (
             "[auth]\nalgorithms = [\"RS256\"]\npublic_key_file = \"not-a-key.pem\"\n",
             "`auth.public_key_file`",
+        ),
+        (
+            "[auth]\nalgorithms = [\"RS256\"]\njwks_url = \"http://login.example/jwks\"\n",
+            "`auth.jwks_url`",
+        ),
+        (
+            "[auth]\nalgorithms = [\"RS256\"]\njwks_url = \"login.example/jwks\"\n",
+            "`auth.jwks_url`",
+        ),
+        (
+            "[auth]\njwks_url = \"https://login.example/jwks\"\n",
+            "`auth.jwks_url`",
+        ),
+        (
+            "[auth]\njwks_refresh_min_secs = 0\n",
+            "`auth.jwks_refresh_min_secs`",
         ),
         ("[auth]\nuser_claim = \"\"\n", "`auth.user_claim`"),
         ("[auth]\nadmin_value = \"\"\n", "`auth.admin_value`"),

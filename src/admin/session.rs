@@ -164,7 +164,8 @@ async fn authenticate(state: &Arc<AdminState>, headers: &HeaderMap) -> Result<Ad
         let config = state.config();
         let caller = config
             .verifier
-            .verify(token)
+            .verify_with_refresh(token)
+            .await
             .map_err(|e| ApiError::unauthorized(format!("the bearer token was refused: {e}")))?;
         if !caller.is_admin {
             return Err(ApiError::forbidden(

@@ -1,7 +1,9 @@
 //! The cache of verified tokens: a bounded, sharded map from a token to the [`Caller`] it
 //! verified into, so that a client sending the same JWT on every call pays for the signature
-//! once. Bounded in memory (capacity and token length), never served at or past `exp`, and a
-//! hit is authorised only by comparing the whole token in constant time.
+//! once. Bounded in memory (capacity and token length), never served at or past `exp`, never
+//! served once the key that verified it has left the key set of `auth.jwks_url` (the entry
+//! remembers the key's id), and a hit is authorised only by comparing the whole token in
+//! constant time.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -29,6 +31,9 @@ struct CachedToken {
     token: Box<str>,
     caller: Arc<Caller>,
     exp: u64,
+    /// The key set's id of the key that verified the token; `None` for keys that live as long
+    /// as the verifier.
+    key: Option<u64>,
 }
 
 impl TokenCache {
@@ -48,7 +53,9 @@ impl TokenCache {
         (hash, shard)
     }
 
-    pub(super) fn get(&self, token: &str, now: u64) -> Option<Caller> {
+    /// The caller of `token`, if cached, before its `exp`, and verified by a key that `held`
+    /// says is still in the key set.
+    pub(super) fn get(&self, token: &str, now: u64, held: impl Fn(u64) -> bool) -> Option<Caller> {
         if self.shard_capacity == 0 {
             return None;
         }
@@ -58,7 +65,7 @@ impl TokenCache {
             // Hits share the read lock: concurrent calls with one token do not queue.
             let map = shard.read().unwrap_or_else(PoisonError::into_inner);
             let entry = map.get(&hash)?;
-            if entry.exp > now {
+            if entry.exp > now && entry.key.is_none_or(&held) {
                 if !constant_time_eq(entry.token.as_bytes(), token.as_bytes()) {
                     return None;
                 }
@@ -70,9 +77,13 @@ impl TokenCache {
         match caller {
             Some(caller) => Some(Caller::clone(&caller)),
             None => {
-                // Expired (rare): drop it, unless another call replaced it meanwhile.
+                // Expired or its key gone (rare): drop it, unless another call replaced it
+                // meanwhile.
                 let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
-                if map.get(&hash).is_some_and(|e| e.exp <= now) {
+                if map
+                    .get(&hash)
+                    .is_some_and(|e| e.exp <= now || !e.key.is_none_or(&held))
+                {
                     map.remove(&hash);
                 }
                 None
@@ -80,7 +91,7 @@ impl TokenCache {
         }
     }
 
-    pub(super) fn insert(&self, token: &str, caller: Caller, exp: u64, now: u64) {
+    pub(super) fn insert(&self, token: &str, caller: Caller, exp: u64, now: u64, key: Option<u64>) {
         if self.shard_capacity == 0 {
             return;
         }
@@ -89,6 +100,7 @@ impl TokenCache {
             token: token.into(),
             caller: Arc::new(caller),
             exp,
+            key,
         };
         let mut map = self.shards[shard]
             .write()
@@ -187,7 +199,7 @@ mod tests {
         let token = hs(&with(claims(), json!({"exp": NOW + 60})));
         assert!(v.verify(&token).is_ok());
         now.store(NOW + 60, Ordering::Relaxed);
-        assert!(v.cache.get(&token, NOW + 60).is_none());
+        assert!(v.cache.get(&token, NOW + 60, |_| true).is_none());
         // Within leeway the full check still accepts it, without caching it again.
         assert!(v.verify(&token).is_ok());
         assert_eq!(v.cached_tokens(), 0);

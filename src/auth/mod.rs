@@ -1,22 +1,26 @@
 //! End-user credentials: where the JWT is found in a request ([`credential()`],
 //! [`strip_key_param`], [`strip_credential_headers`]), its verification into a [`Caller`]
-//! ([`Verifier`]), and minting tokens for trials ([`mint()`], used by `tollgate token`).
+//! ([`Verifier`]), the login provider's rotating keys ([`Jwks`], `auth.jwks_url`), and minting
+//! tokens for trials ([`mint()`], used by `tollgate token`).
 //!
 //! The accepted algorithms come from `[auth]` only. The token header merely picks one of the
-//! configured keys, and each key is bound to one algorithm, so `alg: none` and HS/RS confusion
-//! are refused before any signature work. The module never logs, and no error it returns ever
-//! carries the token, a claim value or a key: [`AuthError`]'s messages are fixed strings that are
-//! safe to show to the client.
+//! configured keys (by `alg`, and by `kid` among the keys of `auth.jwks_url`), and each key is
+//! bound to one algorithm, so `alg: none` and HS/RS confusion are refused before any signature
+//! work. Only the key set's refresh task logs (what it fetched, or why it could not); no error
+//! the module returns ever carries the token, a claim value or a key: [`AuthError`]'s messages
+//! are fixed strings that are safe to show to the client.
 //!
 //! Verification runs on every call, so [`Verifier`] builds its keys once and keeps a bounded
 //! cache of tokens it has already verified. A cache hit compares the full token in constant time
 //! and is never served at or past the token's `exp`.
 //!
 //! The parts: `credential` (where the JWT is in a request), `verify` (the [`Verifier`] and its
-//! claim checks), `cache` (the verified tokens), `mint` (trial tokens).
+//! claim checks), `cache` (the verified tokens), `jwks` (the key set of `auth.jwks_url`, its
+//! fetch and its refresh task), `mint` (trial tokens).
 
 mod cache;
 mod credential;
+mod jwks;
 mod mint;
 mod settings;
 #[cfg(test)]
@@ -28,6 +32,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use credential::{
     CREDENTIAL_HEADERS, X_GOOG_API_KEY, credential, strip_credential_headers, strip_key_param,
+};
+pub use jwks::{
+    Jwks, JwksError, JwksProblem, JwksSettings, JwksUrl, MAX_JWKS_BYTES, RefreshObserver,
+    RefreshResult, UNKNOWN_KID_INTERVAL, UNKNOWN_KID_WAIT,
 };
 pub use mint::{MintError, mint};
 pub use settings::{AuthConfig, JwtAlgorithm};
@@ -56,6 +64,8 @@ pub enum AuthError {
     Malformed,
     #[error("the credential's signature does not verify")]
     BadSignature,
+    #[error("the credential is signed with a key this gateway does not know")]
+    UnknownKey,
     #[error("the credential has expired")]
     Expired,
     #[error("the credential is not valid yet")]

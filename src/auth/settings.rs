@@ -21,10 +21,18 @@ pub enum JwtAlgorithm {
 pub struct AuthConfig {
     /// Environment variable holding the HS256 shared secret.
     pub jwt_secret_env: String,
-    /// Accepted algorithms. HS256 needs the secret; RS256/ES256 need `public_key_file`.
+    /// Accepted algorithms. HS256 needs the secret; RS256/ES256 need `public_key_file` or
+    /// `jwks_url`.
     pub algorithms: Vec<JwtAlgorithm>,
     /// PEM file with the RSA or EC public key for RS256/ES256.
     pub public_key_file: Option<PathBuf>,
+    /// The login provider's JWK Set (`https://…/.well-known/jwks.json`): its RS256/ES256 keys,
+    /// fetched at start and kept fresh in the background. Plain `http://` only to a loopback
+    /// host.
+    pub jwks_url: Option<String>,
+    /// The shortest time between two scheduled refreshes of `jwks_url` (seconds): a
+    /// `Cache-Control: max-age` below it is raised to it.
+    pub jwks_refresh_min_secs: u64,
     /// Required `iss`, if set.
     pub issuer: Option<String>,
     /// Required `aud`, if set.
@@ -45,6 +53,8 @@ impl Default for AuthConfig {
             jwt_secret_env: "JWT_SECRET".into(),
             algorithms: vec![JwtAlgorithm::HS256],
             public_key_file: None,
+            jwks_url: None,
+            jwks_refresh_min_secs: 60,
             issuer: None,
             audience: None,
             leeway_secs: 30,

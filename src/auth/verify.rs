@@ -2,6 +2,15 @@
 //! bound to one algorithm, so the token's `alg` only picks among them), the signature checked
 //! before any claim is read, then `exp`/`nbf` with leeway, `iss`, `aud`, the user and admin
 //! claims. Verified tokens go to the cache of verified tokens, so a repeat costs a lookup.
+//!
+//! **Which key.** HS256 tokens use the shared secret. An RS256 or ES256 token naming a `kid`
+//! that the key set of `auth.jwks_url` holds (for that algorithm) is verified with that key
+//! only; a `kid` the set does not hold is tried against `auth.public_key_file` (whose key has
+//! no kid) and otherwise refused as an unknown key, which asks the key set for a refresh. A
+//! token without a `kid` is tried against the PEM key, then every key of the set for its
+//! algorithm. [`Verifier::verify`] never waits; [`Verifier::verify_with_refresh`], which the
+//! request path uses, waits (briefly, see `jwks`) for the refresh an unknown kid asked for and
+//! tries once more.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,6 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::cache::{DEFAULT_CACHE_CAPACITY, TokenCache};
+use super::jwks::Jwks;
 use super::settings::{AuthConfig, JwtAlgorithm};
 use super::{AuthError, Caller, system_clock};
 use crate::secret::Secret;
@@ -39,7 +49,7 @@ pub enum VerifierError {
     NoAlgorithm,
     /// HS256 is accepted but the shared secret is missing or empty.
     MissingSecret,
-    /// RS256 or ES256 is accepted but there is no public key.
+    /// RS256 or ES256 is accepted but there is no public key (nor `auth.jwks_url`).
     MissingPublicKey,
     /// RS256 is accepted but the public key is not an RSA key in PEM form.
     NotRsaKey,
@@ -73,7 +83,9 @@ impl VerifierError {
         match self {
             VerifierError::NoAlgorithm => "must name at least one algorithm",
             VerifierError::MissingSecret => "HS256 needs the shared secret",
-            VerifierError::MissingPublicKey => "RS256/ES256 need a PEM public key file",
+            VerifierError::MissingPublicKey => {
+                "RS256/ES256 need a PEM public key file (or auth.jwks_url)"
+            }
             VerifierError::NotRsaKey => {
                 "RS256 needs an RSA public key in PEM form (BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY)"
             }
@@ -91,8 +103,16 @@ impl VerifierError {
 /// the parsed keys and the cache of verified tokens. `Send + Sync`; share it behind an `Arc`.
 pub struct Verifier {
     hs256: Option<DecodingKey>,
+    /// The RS256 key of `auth.public_key_file`.
     rs256: Option<DecodingKey>,
+    /// The ES256 key of `auth.public_key_file`.
     es256: Option<DecodingKey>,
+    /// RS256 is in `auth.algorithms` (its keys: `rs256` and/or the key set).
+    accept_rs256: bool,
+    /// ES256 is in `auth.algorithms`.
+    accept_es256: bool,
+    /// The key set of `auth.jwks_url`.
+    jwks: Option<Arc<Jwks>>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
@@ -109,6 +129,7 @@ impl fmt::Debug for Verifier {
             .field("hs256", &self.hs256.is_some())
             .field("rs256", &self.rs256.is_some())
             .field("es256", &self.es256.is_some())
+            .field("jwks", &self.jwks)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
@@ -125,7 +146,13 @@ struct JoseHeader<'a> {
     alg: Cow<'a, str>,
     #[serde(default)]
     crit: Option<serde::de::IgnoredAny>,
+    #[serde(default, borrow)]
+    kid: Option<Cow<'a, str>>,
 }
+
+/// Which key verified a token: one that lives as long as the verifier (the secret, the PEM
+/// key), or a key of the set, by its id, which a refresh may remove.
+type KeyUsed = Option<u64>;
 
 impl Verifier {
     /// Build the keys for the algorithms `cfg.algorithms` names: HS256 from `secret`, RS256 from
@@ -136,31 +163,64 @@ impl Verifier {
         secret: Option<&Secret>,
         public_key_pem: Option<&[u8]>,
     ) -> Result<Verifier, VerifierError> {
+        Verifier::new_with_jwks(cfg, secret, public_key_pem, None)
+    }
+
+    /// [`Verifier::new`] with the key set of `auth.jwks_url` besides (or instead of) the PEM
+    /// key. With a key set, a PEM key serves whichever of RS256 and ES256 it fits; without one,
+    /// each of them needs a PEM key of its own type.
+    pub fn new_with_jwks(
+        cfg: &AuthConfig,
+        secret: Option<&Secret>,
+        public_key_pem: Option<&[u8]>,
+        jwks: Option<Arc<Jwks>>,
+    ) -> Result<Verifier, VerifierError> {
         if cfg.algorithms.is_empty() {
             return Err(VerifierError::NoAlgorithm);
         }
-        let pem = || public_key_pem.ok_or(VerifierError::MissingPublicKey);
-        let (mut hs256, mut rs256, mut es256) = (None, None, None);
-        for alg in &cfg.algorithms {
-            match alg {
-                JwtAlgorithm::HS256 => {
-                    let secret = secret
-                        .filter(|s| !s.expose().is_empty())
-                        .ok_or(VerifierError::MissingSecret)?;
-                    hs256 = Some(DecodingKey::from_secret(secret.expose().as_bytes()));
+        let accept_rs256 = cfg.algorithms.contains(&JwtAlgorithm::RS256);
+        let accept_es256 = cfg.algorithms.contains(&JwtAlgorithm::ES256);
+        let hs256 = if cfg.algorithms.contains(&JwtAlgorithm::HS256) {
+            let secret = secret
+                .filter(|s| !s.expose().is_empty())
+                .ok_or(VerifierError::MissingSecret)?;
+            Some(DecodingKey::from_secret(secret.expose().as_bytes()))
+        } else {
+            None
+        };
+        let rsa = |pem: &[u8]| DecodingKey::from_rsa_pem(pem).ok();
+        // An uncompressed P-256 point is 65 bytes; P-384 would never verify ES256.
+        let p256 = |pem: &[u8]| {
+            DecodingKey::from_ec_pem(pem)
+                .ok()
+                .filter(|k| k.try_get_as_bytes().is_ok_and(|b| b.len() == 65))
+        };
+        let (mut rs256, mut es256) = (None, None);
+        match (public_key_pem, &jwks) {
+            (Some(pem), Some(_)) => {
+                rs256 = accept_rs256.then(|| rsa(pem)).flatten();
+                es256 = accept_es256.then(|| p256(pem)).flatten();
+                if rs256.is_none() && es256.is_none() {
+                    return Err(if accept_rs256 {
+                        VerifierError::NotRsaKey
+                    } else {
+                        VerifierError::NotP256Key
+                    });
                 }
-                JwtAlgorithm::RS256 => {
-                    let key =
-                        DecodingKey::from_rsa_pem(pem()?).map_err(|_| VerifierError::NotRsaKey)?;
-                    rs256 = Some(key);
-                }
-                JwtAlgorithm::ES256 => {
-                    let key = DecodingKey::from_ec_pem(pem()?)
-                        .ok()
-                        // An uncompressed P-256 point is 65 bytes; P-384 would never verify ES256.
-                        .filter(|k| k.try_get_as_bytes().is_ok_and(|b| b.len() == 65))
-                        .ok_or(VerifierError::NotP256Key)?;
-                    es256 = Some(key);
+            }
+            (None, Some(_)) => {}
+            (pem, None) => {
+                let pem = || pem.ok_or(VerifierError::MissingPublicKey);
+                for alg in &cfg.algorithms {
+                    match alg {
+                        JwtAlgorithm::HS256 => {}
+                        JwtAlgorithm::RS256 => {
+                            rs256 = Some(rsa(pem()?).ok_or(VerifierError::NotRsaKey)?);
+                        }
+                        JwtAlgorithm::ES256 => {
+                            es256 = Some(p256(pem()?).ok_or(VerifierError::NotP256Key)?);
+                        }
+                    }
                 }
             }
         }
@@ -177,6 +237,9 @@ impl Verifier {
             hs256,
             rs256,
             es256,
+            accept_rs256,
+            accept_es256,
+            jwks,
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway: cfg.leeway_secs,
@@ -186,6 +249,11 @@ impl Verifier {
             cache: TokenCache::new(DEFAULT_CACHE_CAPACITY),
             clock: Arc::new(system_clock),
         })
+    }
+
+    /// The key set of `auth.jwks_url`, when configured.
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
     }
 
     /// Replace the clock (seconds since the Unix epoch). For tests.
@@ -207,21 +275,50 @@ impl Verifier {
 
     /// Verify `token` and read the caller from it: signature by a configured algorithm, `exp`
     /// (required) and `nbf` within `leeway_secs`, `iss` and `aud` when configured, then the user
-    /// claim. A token verified before is answered from the cache until its `exp`.
+    /// claim. A token verified before is answered from the cache until its `exp`, and, when a
+    /// key of `auth.jwks_url` verified it, while the key set still holds that key.
+    ///
+    /// Never waits: a token naming a kid the key set does not hold is refused
+    /// ([`AuthError::UnknownKey`]) and asks for a refresh in the background (rate-limited).
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let result = self.verify_now(token);
+        if result == Err(AuthError::UnknownKey)
+            && let Some(jwks) = &self.jwks
+        {
+            jwks.ask_refresh();
+        }
+        result
+    }
+
+    /// [`Verifier::verify`], except that a token naming a kid the key set does not hold waits
+    /// for the key set's refresh (at most `jwks::UNKNOWN_KID_WAIT`, one fetch shared by every
+    /// caller, none while refreshes are rate-limited) and is then verified once more.
+    pub async fn verify_with_refresh(&self, token: &str) -> Result<Caller, AuthError> {
+        match (self.verify_now(token), &self.jwks) {
+            (Err(AuthError::UnknownKey), Some(jwks)) => {
+                jwks.refresh_for_unknown_kid().await;
+                self.verify_now(token)
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// The cache, then the full check.
+    fn verify_now(&self, token: &str) -> Result<Caller, AuthError> {
         let now = (self.clock)();
-        if let Some(caller) = self.cache.get(token, now) {
+        let held = |id: u64| self.jwks.as_ref().is_some_and(|j| j.keys().holds(id));
+        if let Some(caller) = self.cache.get(token, now, held) {
             return Ok(caller);
         }
-        let (caller, exp) = self.verify_uncached(token, now)?;
+        let (caller, exp, key) = self.verify_uncached(token, now)?;
         if exp > now && token.len() <= MAX_CACHED_TOKEN_BYTES {
-            self.cache.insert(token, caller.clone(), exp, now);
+            self.cache.insert(token, caller.clone(), exp, now, key);
         }
         Ok(caller)
     }
 
-    /// The full check, returning the caller and the token's `exp`.
-    fn verify_uncached(&self, token: &str, now: u64) -> Result<(Caller, u64), AuthError> {
+    /// The full check, returning the caller, the token's `exp` and the key that verified it.
+    fn verify_uncached(&self, token: &str, now: u64) -> Result<(Caller, u64, KeyUsed), AuthError> {
         if token.is_empty() {
             return Err(AuthError::MissingCredential);
         }
@@ -241,20 +338,15 @@ impl Verifier {
         if header.crit.is_some() {
             return Err(AuthError::Malformed);
         }
-        let (key, alg) = match &*header.alg {
-            "HS256" => (self.hs256.as_ref(), Algorithm::HS256),
-            "RS256" => (self.rs256.as_ref(), Algorithm::RS256),
-            "ES256" => (self.es256.as_ref(), Algorithm::ES256),
-            _ => (None, Algorithm::HS256),
+        let alg = match &*header.alg {
+            "HS256" if self.hs256.is_some() => JwtAlgorithm::HS256,
+            "RS256" if self.accept_rs256 => JwtAlgorithm::RS256,
+            "ES256" if self.accept_es256 => JwtAlgorithm::ES256,
+            _ => return Err(AuthError::DisallowedAlgorithm),
         };
-        let key = key.ok_or(AuthError::DisallowedAlgorithm)?;
 
         // 2. The signature, before reading any claim.
-        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, alg) {
-            Ok(true) => {}
-            Ok(false) => return Err(AuthError::BadSignature),
-            Err(_) => return Err(AuthError::Malformed),
-        }
+        let key = self.check_signature(alg, header.kid.as_deref(), message, signature)?;
 
         // 3. The claims.
         let claims: Map<String, Value> =
@@ -310,7 +402,70 @@ impl Verifier {
             name: string_claim("name"),
             is_admin,
         };
-        Ok((caller, exp))
+        Ok((caller, exp, key))
+    }
+
+    /// Verify the signature with the key(s) `alg` and `kid` select (see the module doc).
+    fn check_signature(
+        &self,
+        alg: JwtAlgorithm,
+        kid: Option<&str>,
+        message: &str,
+        signature: &str,
+    ) -> Result<KeyUsed, AuthError> {
+        let algorithm = match alg {
+            JwtAlgorithm::HS256 => Algorithm::HS256,
+            JwtAlgorithm::RS256 => Algorithm::RS256,
+            JwtAlgorithm::ES256 => Algorithm::ES256,
+        };
+        let check = |key: &DecodingKey| {
+            jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, algorithm)
+                .map_err(|_| AuthError::Malformed)
+        };
+        let pem = match alg {
+            JwtAlgorithm::HS256 => {
+                let key = self.hs256.as_ref().ok_or(AuthError::DisallowedAlgorithm)?;
+                return if check(key)? {
+                    Ok(None)
+                } else {
+                    Err(AuthError::BadSignature)
+                };
+            }
+            JwtAlgorithm::RS256 => self.rs256.as_ref(),
+            JwtAlgorithm::ES256 => self.es256.as_ref(),
+        };
+        let set = self.jwks.as_ref().map(|j| j.keys());
+        if let (Some(kid), Some(set)) = (kid, &set) {
+            if let Some(key) = set.with_kid(kid, alg) {
+                return if check(&key.key)? {
+                    Ok(Some(key.id))
+                } else {
+                    Err(AuthError::BadSignature)
+                };
+            }
+            return match pem {
+                Some(key) if check(key)? => Ok(None),
+                _ => Err(AuthError::UnknownKey),
+            };
+        }
+        let mut tried = false;
+        if let Some(key) = pem {
+            tried = true;
+            if check(key)? {
+                return Ok(None);
+            }
+        }
+        for key in set.iter().flat_map(|s| s.for_alg(alg)) {
+            tried = true;
+            if check(&key.key)? {
+                return Ok(Some(key.id));
+            }
+        }
+        if tried {
+            Err(AuthError::BadSignature)
+        } else {
+            Err(AuthError::UnknownKey)
+        }
     }
 }
 
@@ -767,7 +922,7 @@ mod tests {
         );
         assert_eq!(
             err(&auth(&[JwtAlgorithm::ES256]), None).to_string(),
-            "auth.public_key_file: RS256/ES256 need a PEM public key file"
+            "auth.public_key_file: RS256/ES256 need a PEM public key file (or auth.jwks_url)"
         );
         assert_eq!(
             err(&auth(&[JwtAlgorithm::RS256]), Some(EC_PUBLIC)).to_string(),
@@ -818,5 +973,239 @@ mod tests {
         let err = hs_verifier().verify(&token).unwrap_err();
         assert!(!err.to_string().contains(&token[..20]));
         assert_eq!(err.to_string(), "the credential has expired");
+    }
+
+    // --- keys of auth.jwks_url ---
+
+    use std::time::Duration;
+
+    use jsonwebtoken::Header;
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+
+    use crate::auth::{Jwks, JwksSettings, JwksUrl};
+
+    /// A key pair: the private key to sign with, the public JWK to publish.
+    struct Pair {
+        alg: Algorithm,
+        private: EncodingKey,
+    }
+
+    fn rsa_pair() -> Pair {
+        Pair {
+            alg: Algorithm::RS256,
+            private: EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+        }
+    }
+
+    fn fresh_rsa_pair() -> Pair {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        Pair {
+            alg: Algorithm::RS256,
+            private: EncodingKey::from_rsa_pem(key.serialize_pem().as_bytes()).unwrap(),
+        }
+    }
+
+    fn ec_pair() -> Pair {
+        Pair {
+            alg: Algorithm::ES256,
+            private: EncodingKey::from_ec_pem(EC_PRIVATE).unwrap(),
+        }
+    }
+
+    fn fresh_ec_pair() -> Pair {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        Pair {
+            alg: Algorithm::ES256,
+            private: EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap(),
+        }
+    }
+
+    fn document(keys: &[(&str, &Pair)]) -> Vec<u8> {
+        let keys = keys
+            .iter()
+            .map(|(kid, pair)| {
+                let mut jwk = Jwk::from_encoding_key(&pair.private, pair.alg).unwrap();
+                jwk.common.key_id = (!kid.is_empty()).then(|| kid.to_string());
+                jwk
+            })
+            .collect();
+        serde_json::to_vec(&JwkSet { keys }).unwrap()
+    }
+
+    fn signed(pair: &Pair, kid: Option<&str>) -> String {
+        let mut header = Header::new(pair.alg);
+        header.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&header, &claims(), &pair.private).unwrap()
+    }
+
+    /// A verifier for `algorithms` with a key set holding `keys` (not started: nothing is
+    /// fetched) and, when given, a PEM key.
+    fn jwks_verifier(
+        algorithms: &[JwtAlgorithm],
+        keys: &[(&str, &Pair)],
+        pem: Option<&[u8]>,
+    ) -> (Verifier, Arc<Jwks>) {
+        let settings = JwksSettings::new(
+            JwksUrl::parse("https://login.example/jwks").unwrap(),
+            algorithms,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let jwks = Arc::new(Jwks::new(settings, Vec::new()));
+        jwks.set_document(&document(keys));
+        let v = Verifier::new_with_jwks(
+            &auth(algorithms),
+            Some(&Secret::new(SECRET)),
+            pem,
+            Some(Arc::clone(&jwks)),
+        )
+        .unwrap()
+        .with_clock(|| NOW);
+        (v, jwks)
+    }
+
+    #[test]
+    fn a_token_naming_a_kid_is_verified_with_that_key() {
+        let (a, b, e) = (rsa_pair(), fresh_rsa_pair(), ec_pair());
+        let (v, _) = jwks_verifier(
+            &[JwtAlgorithm::RS256, JwtAlgorithm::ES256],
+            &[("a", &a), ("b", &b), ("e", &e)],
+            None,
+        );
+        assert_eq!(&*v.verify(&signed(&a, Some("a"))).unwrap().user_id, "u-1");
+        assert!(v.verify(&signed(&b, Some("b"))).is_ok());
+        assert!(v.verify(&signed(&e, Some("e"))).is_ok());
+        // Signed by b but naming a: only a is tried.
+        assert_eq!(
+            v.verify(&signed(&b, Some("a"))),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_kid_the_set_does_not_hold_is_an_unknown_key() {
+        let (a, other) = (rsa_pair(), fresh_rsa_pair());
+        let (v, _) = jwks_verifier(&[JwtAlgorithm::RS256], &[("a", &a)], None);
+        assert_eq!(
+            v.verify(&signed(&other, Some("new"))),
+            Err(AuthError::UnknownKey)
+        );
+        // An unstarted key set asks no one: the same answer at once, again.
+        assert_eq!(
+            v.verify(&signed(&a, Some("new"))),
+            Err(AuthError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn a_key_serves_only_its_own_algorithm() {
+        let (r, e) = (rsa_pair(), fresh_ec_pair());
+        let (v, _) = jwks_verifier(
+            &[
+                JwtAlgorithm::RS256,
+                JwtAlgorithm::ES256,
+                JwtAlgorithm::HS256,
+            ],
+            &[("r", &r), ("e", &e)],
+            None,
+        );
+        // An ES256 token naming the RSA key: the set holds no ES256 key "r".
+        assert_eq!(v.verify(&signed(&e, Some("r"))), Err(AuthError::UnknownKey));
+        // HS256 keyed with the RSA key's public JWK as the secret, naming it: the secret decides.
+        let public =
+            serde_json::to_vec(&Jwk::from_encoding_key(&r.private, r.alg).unwrap()).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("r".into());
+        let confused =
+            jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(&public)).unwrap();
+        assert_eq!(v.verify(&confused), Err(AuthError::BadSignature));
+        // HS256 with the real secret still works beside the key set.
+        assert!(v.verify(&hs(&claims())).is_ok());
+    }
+
+    #[test]
+    fn keys_of_an_algorithm_not_accepted_are_not_used() {
+        let e = ec_pair();
+        // ES256 is not accepted: the P-256 key is not even in the set.
+        let settings = JwksSettings::new(
+            JwksUrl::parse("https://login.example/jwks").unwrap(),
+            &[JwtAlgorithm::RS256],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let jwks = Jwks::new(settings, Vec::new());
+        let doc = document(&[("e", &e), ("r", &rsa_pair())]);
+        jwks.set_document(&doc);
+        assert_eq!(jwks.key_count(), 1);
+        let (v, _) = jwks_verifier(&[JwtAlgorithm::RS256], &[("r", &rsa_pair())], None);
+        assert_eq!(
+            v.verify(&signed(&e, Some("e"))),
+            Err(AuthError::DisallowedAlgorithm)
+        );
+    }
+
+    #[test]
+    fn a_token_without_a_kid_is_tried_against_every_key_of_its_algorithm() {
+        let (a, b, stranger) = (fresh_rsa_pair(), rsa_pair(), fresh_rsa_pair());
+        let (v, _) = jwks_verifier(&[JwtAlgorithm::RS256], &[("a", &a), ("", &b)], None);
+        assert!(v.verify(&signed(&a, None)).is_ok());
+        assert!(v.verify(&signed(&b, None)).is_ok());
+        assert_eq!(
+            v.verify(&signed(&stranger, None)),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn the_pem_key_is_used_beside_the_key_set() {
+        let (set_key, pem_key) = (fresh_rsa_pair(), rsa_pair());
+        let (v, _) = jwks_verifier(&[JwtAlgorithm::RS256], &[("a", &set_key)], Some(RSA_PUBLIC));
+        // The PEM key has no kid: tokens without one, or with a kid the set does not hold.
+        assert!(v.verify(&signed(&pem_key, None)).is_ok());
+        assert!(v.verify(&signed(&pem_key, Some("in-house"))).is_ok());
+        assert!(v.verify(&signed(&set_key, Some("a"))).is_ok());
+        // A kid the set holds is that key's only.
+        assert_eq!(
+            v.verify(&signed(&pem_key, Some("a"))),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn with_a_key_set_the_pem_key_may_serve_either_algorithm() {
+        let both = [JwtAlgorithm::RS256, JwtAlgorithm::ES256];
+        let (v, _) = jwks_verifier(&both, &[("r", &fresh_rsa_pair())], Some(EC_PUBLIC));
+        assert!(v.verify(&signed(&ec_pair(), None)).is_ok());
+        let cfg = auth(&both);
+        let jwks = v.jwks().cloned();
+        let err =
+            Verifier::new_with_jwks(&cfg, None, Some(b"not a key"), jwks.clone()).unwrap_err();
+        assert_eq!(err.key(), "auth.public_key_file");
+        // Without a PEM key the key set is enough; without either, RS256 has no key.
+        assert!(Verifier::new_with_jwks(&cfg, None, None, jwks).is_ok());
+        assert_eq!(
+            Verifier::new_with_jwks(&cfg, None, None, None).unwrap_err(),
+            VerifierError::MissingPublicKey
+        );
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_once_its_key_left_the_set() {
+        let (a, b) = (rsa_pair(), fresh_rsa_pair());
+        let (v, jwks) = jwks_verifier(&[JwtAlgorithm::RS256], &[("a", &a), ("b", &b)], None);
+        let token = signed(&a, Some("a"));
+        assert!(v.verify(&token).is_ok());
+        assert_eq!(v.cached_tokens(), 1);
+        // A refresh that keeps key a keeps the entry.
+        jwks.set_document(&document(&[("b", &b), ("a", &a)]));
+        assert!(
+            v.cache
+                .get(&token, NOW, |id| jwks.keys().holds(id))
+                .is_some()
+        );
+        // One that drops it: the entry is not served, and the full check refuses the token.
+        jwks.set_document(&document(&[("b", &b)]));
+        assert_eq!(v.verify(&token), Err(AuthError::UnknownKey));
+        assert_eq!(v.cached_tokens(), 0);
     }
 }

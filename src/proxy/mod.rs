@@ -237,7 +237,7 @@ impl Proxy {
         if req.method() == Method::GET {
             match req.uri().path() {
                 "/healthz" => return Ok(plain(StatusCode::OK, "ok\n")),
-                "/me/usage" => return Ok(self.me_usage(&req)),
+                "/me/usage" => return Ok(self.me_usage(&req).await),
                 _ => {}
             }
         }
@@ -325,8 +325,10 @@ impl Proxy {
             let token = auth::credential(&parts.headers, query).ok_or(
                 GatewayError::Unauthenticated(auth::AuthError::MissingCredential),
             )?;
+            // Waits only for a token naming a key the key set does not hold yet (≤ 2 s).
             rt.verifier
-                .verify(&token)
+                .verify_with_refresh(&token)
+                .await
                 .map_err(GatewayError::Unauthenticated)?
         };
         let user = Arc::clone(&caller.user_id);
@@ -573,18 +575,19 @@ impl Proxy {
     }
 
     /// `GET /me/usage`: the caller's own usage, limits and reset times, for the app to show.
-    fn me_usage(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
-        let caller = auth::credential(req.headers(), req.uri().query())
-            .ok_or(GatewayError::Unauthenticated(
-                auth::AuthError::MissingCredential,
-            ))
-            .and_then(|t| {
-                self.runtime
-                    .load()
-                    .verifier
-                    .verify(&t)
+    async fn me_usage(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        let caller = match auth::credential(req.headers(), req.uri().query()) {
+            Some(token) => {
+                let rt = self.runtime();
+                rt.verifier
+                    .verify_with_refresh(&token)
+                    .await
                     .map_err(GatewayError::Unauthenticated)
-            });
+            }
+            None => Err(GatewayError::Unauthenticated(
+                auth::AuthError::MissingCredential,
+            )),
+        };
         let caller = match caller {
             Ok(c) => c,
             Err(e) => return e.response::<Full<Bytes>>(None).map(Either::Right),
