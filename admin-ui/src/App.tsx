@@ -1,9 +1,9 @@
 import { useIsFetching, useQueryClient } from '@tanstack/react-query';
-import { lazy, Suspense, useEffect, useState, type ReactNode } from 'react';
-import { useTimeZone } from './api/hooks';
+import { lazy, Suspense, useEffect, useState, type ComponentType, type ReactNode } from 'react';
+import { useAlertCount, useTimeZone } from './api/hooks';
 import { Icon, type IconName } from './components/Icon';
 import { LoadingBlock } from './components/ui';
-import { formatDateTime } from './lib/format';
+import { formatDateTime, formatInt } from './lib/format';
 import { Link, matchPath, useRouter } from './lib/router';
 import { LOGIN_PATH, useSession } from './lib/session';
 import { SignIn } from './pages/SignIn';
@@ -15,17 +15,35 @@ const UserDetail = lazy(() => import('./pages/UserDetail'));
 const Audit = lazy(() => import('./pages/Audit'));
 const Settings = lazy(() => import('./pages/Settings'));
 const Export = lazy(() => import('./pages/Export'));
+const Alerts = lazy(() => import('./pages/Alerts'));
 
 interface NavItem {
   to: string;
   label: string;
   icon: IconName;
   match: (path: string) => boolean;
+  /** A count beside the label. */
+  badge?: ComponentType;
+}
+
+/** The alerts of the last 24 hours, as a pill on the nav item; nothing when there are none. */
+function AlertCount() {
+  const count = useAlertCount();
+  const n = count.data ?? 0;
+  if (n <= 0) return null;
+  const label = `${formatInt(n)} ${n === 1 ? 'alert' : 'alerts'} in the last 24 hours`;
+  return (
+    <span className="nav-count" title={label} data-testid="alert-count">
+      <span aria-hidden="true">{n > 99 ? '99+' : n}</span>
+      <span className="visually-hidden"> ({label})</span>
+    </span>
+  );
 }
 
 const NAV: NavItem[] = [
   { to: '/', label: 'Overview', icon: 'overview', match: (p) => p === '/' },
   { to: '/users', label: 'Users', icon: 'users', match: (p) => p === '/users' || p.startsWith('/users/') },
+  { to: '/alerts', label: 'Alerts', icon: 'bell', match: (p) => p === '/alerts', badge: AlertCount },
   { to: '/audit', label: 'Audit log', icon: 'audit', match: (p) => p === '/audit' },
   { to: '/export', label: 'CSV export', icon: 'download', match: (p) => p === '/export' },
   { to: '/settings', label: 'Settings', icon: 'settings', match: (p) => p === '/settings' },
@@ -36,6 +54,7 @@ function route(pathname: string): { page: ReactNode; title: string } {
   if (pathname === '/users') return { page: <Users />, title: 'Users' };
   const user = matchPath('/users/:id', pathname);
   if (user) return { page: <UserDetail id={user.id!} />, title: user.id! };
+  if (pathname === '/alerts') return { page: <Alerts />, title: 'Alerts' };
   if (pathname === '/audit') return { page: <Audit />, title: 'Audit log' };
   if (pathname === '/settings') return { page: <Settings />, title: 'Settings' };
   if (pathname === '/export') return { page: <Export />, title: 'CSV export' };
@@ -128,11 +147,13 @@ function Shell() {
         <ul>
           {NAV.map((item) => {
             const active = item.match(location.pathname);
+            const Badge = item.badge;
             return (
               <li key={item.to}>
                 <Link to={item.to} className={active ? 'active' : ''} aria-current={active ? 'page' : undefined}>
                   <Icon name={item.icon} />
                   <span>{item.label}</span>
+                  {Badge && <Badge />}
                 </Link>
               </li>
             );

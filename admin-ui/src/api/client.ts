@@ -4,6 +4,7 @@
 // registered handler sends the operator to the sign-in page.
 
 import type {
+  AlertsPage,
   AuditPage,
   ConfigView,
   ControlsChange,
@@ -142,6 +143,8 @@ export const api = {
     request<ControlsChange>(`/api/admin/user/${enc(id)}/limits`, { method: 'PUT', body }),
   audit: (target?: string, cursor?: number | null, limit?: number, signal?: AbortSignal) =>
     request<AuditPage>(`/api/admin/audit${queryString({ target, cursor, limit })}`, { signal }),
+  alerts: (cursor?: number | null, limit?: number, signal?: AbortSignal) =>
+    request<AlertsPage>(`/api/admin/alerts${queryString({ cursor, limit })}`, { signal }),
   config: (signal?: AbortSignal) => request<ConfigView>('/api/admin/config', { signal }),
 };
 

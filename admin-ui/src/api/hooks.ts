@@ -21,6 +21,8 @@ export const keys = {
   users: (p: UsersParams) => ['users', p] as const,
   userUsage: (id: string, days: number) => ['user', id, days] as const,
   audit: (target?: string) => ['audit', target ?? null] as const,
+  alerts: ['alerts', 'list'] as const,
+  alertCount: ['alerts', 'count'] as const,
   config: ['config'] as const,
 };
 
@@ -76,6 +78,27 @@ export function useAudit(target?: string, limit = 50) {
     queryFn: ({ pageParam, signal }) => api.audit(target, pageParam, limit, signal),
     initialPageParam: null as number | null,
     getNextPageParam: (last) => last.next_cursor ?? undefined,
+    refetchInterval: REFRESH_MS,
+  });
+}
+
+/** The alerts the rules fired, newest first; further pages add older ones (cursor). */
+export function useAlerts(limit = 50) {
+  return useInfiniteQuery({
+    queryKey: [...keys.alerts, limit],
+    queryFn: ({ pageParam, signal }) => api.alerts(pageParam, limit, signal),
+    initialPageParam: null as number | null,
+    getNextPageParam: (last) => last.next_cursor ?? undefined,
+    refetchInterval: REFRESH_MS,
+  });
+}
+
+/** Alerts fired in the last 24 hours (the navigation's badge): one row asked for, the count read. */
+export function useAlertCount() {
+  return useQuery({
+    queryKey: keys.alertCount,
+    queryFn: ({ signal }) => api.alerts(null, 1, signal),
+    select: (page) => page.last_24h,
     refetchInterval: REFRESH_MS,
   });
 }

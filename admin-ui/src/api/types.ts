@@ -194,6 +194,43 @@ export interface AuditPage {
   next_cursor: number | null;
 }
 
+/** What an `[[alerts]]` rule watches. */
+export type AlertKind = 'user_limit' | 'spend' | 'upstream_errors' | 'refusals' | 'store_behind';
+
+/** Where an alert's webhook deliveries stand: `none` when no webhook takes it. */
+export type AlertDelivery = 'none' | 'pending' | 'delivered' | 'failed';
+
+/** An alert fired by an `[[alerts]]` rule (src/admin/views.rs `AlertView`). */
+export interface AlertRow {
+  id: number;
+  /** When it fired. */
+  ts: number;
+  /** The rule's name (its kind unless the rule names itself). */
+  rule: string;
+  kind: AlertKind | string;
+  /** A user id (`user_limit`), `gateway` (`spend`), or the gateway's name (rates, the store). */
+  subject: string;
+  /** The day (`YYYY-MM-DD`), the month (`YYYY-MM`), or the minute an episode began. */
+  period: string;
+  /** The threshold passed, e.g. `day tokens 80%`. */
+  level: string;
+  message: string;
+  /** The figures behind it. */
+  details: Record<string, unknown>;
+  delivery: AlertDelivery | string;
+  /** Delivery attempts over every webhook (counted once the deliveries end). */
+  attempts: number;
+  /** When the last webhook took it. */
+  delivered_at: number | null;
+}
+
+export interface AlertsPage {
+  alerts: AlertRow[];
+  next_cursor: number | null;
+  /** Alerts fired in the last 24 hours. */
+  last_24h: number;
+}
+
 export interface UserControls {
   blocked: boolean;
   blocked_reason: string | null;
@@ -248,6 +285,14 @@ export interface ProviderConfig {
   [key: string]: unknown;
 }
 
+/** An `[[alerts]]` rule as the configuration lists it (keys of other kinds absent). */
+export interface AlertRuleConfig {
+  name?: string;
+  kind: AlertKind | string;
+  webhooks?: string[];
+  [key: string]: unknown;
+}
+
 export interface RawConfig {
   server?: Record<string, unknown>;
   admin?: Record<string, unknown>;
@@ -257,6 +302,8 @@ export interface RawConfig {
   log?: Record<string, unknown>;
   providers?: ProviderConfig[];
   pricing?: Record<string, Price>;
+  alerts?: AlertRuleConfig[];
+  webhooks?: { name: string; format?: string; [key: string]: unknown }[];
   [section: string]: unknown;
 }
 
