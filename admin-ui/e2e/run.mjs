@@ -8,7 +8,10 @@
 //   sign in (keyboard only) · the overview's numbers equal the admin API's and the calls made ·
 //   the data refreshes without a reload · users: search, sort · block a user in the UI → their
 //   next proxied call gets 403 · unblock → 200 · change a limit → the proxy enforces it, clear it ·
-//   user detail · audit log · settings · CSV export downloads every row · session expiry →
+//   user detail · audit log · settings · CSV export downloads every row · alerts: a
+//   `user_limit` rule fires when traffic pushes a user past 80% of their daily tokens (and when a
+//   limit is lowered below a user's usage), the webhook (a receiver in this process) takes it,
+//   signed, and the alerts page and the menu's badge show it · session expiry →
 //   sign-in page and back · sign out · every page at 1280×800 and 360×740, screenshotted into
 //   test-artifacts/, without horizontal scroll at 360 px · no request leaves 127.0.0.1.
 // Everything it started is stopped on exit, failure included. Exit code 1 on any failed check.
@@ -19,8 +22,10 @@
 // gateway on that PostgreSQL database (`store.backend = "postgres"`) instead of a SQLite file.
 
 import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -40,6 +45,7 @@ const OPENAI_KEY = 'sk-e2e-fake';
 const GEMINI_KEY = 'AIza-e2e-fake';
 const ADMIN = 'e2e';
 const PASSWORD = 'correct horse battery staple';
+const WEBHOOK_SECRET = 'e2e-webhook-secret';
 
 // Prices of the seeded models, USD per million tokens = nano-USD per token.
 const PRICES = {
@@ -51,6 +57,7 @@ const PRICES = {
 
 const children = [];
 let browser = null;
+let hookServer = null;
 let tmp = null;
 let passed = 0;
 let failed = 0;
@@ -102,6 +109,11 @@ async function cleanup() {
   if (browser) {
     await browser.close().catch(() => {});
     browser = null;
+  }
+  if (hookServer) {
+    hookServer.closeAllConnections?.();
+    await new Promise((r) => hookServer.close(r));
+    hookServer = null;
   }
   for (const c of children.reverse()) {
     if (c.exitCode === null && c.signalCode === null) {
@@ -160,6 +172,7 @@ const tollgateEnv = {
   JWT_SECRET,
   OPENAI_API_KEY: OPENAI_KEY,
   GEMINI_API_KEY: GEMINI_KEY,
+  E2E_WEBHOOK_SECRET: WEBHOOK_SECRET,
   RUST_LOG: 'warn',
   ...(PG_URL ? { DATABASE_URL: PG_URL } : {}),
 };
@@ -183,11 +196,11 @@ function words(n, seed) {
   return Array.from({ length: n }, (_, i) => `w${seed}x${i}`).join(' ');
 }
 
-async function openaiChat(user, { model = 'gpt-4o-mini', nWords = 5, stream = false } = {}) {
+async function openaiChat(user, { model = 'gpt-4o-mini', nWords = 5, stream = false, maxTokens } = {}) {
   const res = await fetch(`${PROXY}/openai/v1/chat/completions`, {
     method: 'POST',
     headers: { authorization: `Bearer ${jwts[user]}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model, stream, messages: [{ role: 'user', content: words(nWords, made.length) }] }),
+    body: JSON.stringify({ model, stream, max_tokens: maxTokens, messages: [{ role: 'user', content: words(nWords, made.length) }] }),
   });
   const text = await res.text();
   const call = { user, model, provider: 'openai', status: res.status, input: 0, output: 0, source: 'none' };
@@ -250,10 +263,40 @@ function costOf(call) {
   return Math.round(call.input * price.input * 1000) + Math.round(call.output * price.output * 1000);
 }
 
-async function adminApi(pathname) {
-  const res = await fetch(`${ADMIN_URL}${pathname}`, { headers: { authorization: `Bearer ${adminJwt}` } });
+async function adminApi(pathname, { method = 'GET', body } = {}) {
+  const headers = { authorization: `Bearer ${adminJwt}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(`${ADMIN_URL}${pathname}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (!res.ok) throw new Error(`${pathname}: ${res.status} ${await res.text()}`);
   return res.json();
+}
+
+// === the webhook receiver ===
+
+/** What the receiver took: each alert's body, and whether its signature was right. */
+const hooked = [];
+
+/** A webhook receiver on a free loopback port: takes every POST to /hook (204). */
+async function startHook() {
+  hookServer = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks);
+      const expected = `sha256=${crypto.createHmac('sha256', WEBHOOK_SECRET).update(raw).digest('hex')}`;
+      let body = null;
+      try {
+        body = JSON.parse(raw.toString('utf8'));
+      } catch {
+        // Recorded as null: the check on the alert fails.
+      }
+      hooked.push({ path: req.url, body, signed: req.headers['x-tollgate-signature'] === expected });
+      res.writeHead(204).end();
+    });
+  });
+  hookServer.listen(0, '127.0.0.1');
+  await once(hookServer, 'listening');
+  return `http://127.0.0.1:${hookServer.address().port}/hook`;
 }
 
 // === the browser ===
@@ -309,6 +352,11 @@ async function exactOf(page, testId) {
 
 const intFmt = new Intl.NumberFormat('en-US');
 
+/** Unix ms as the dashboard shows it in UTC (the gateway's `limits.timezone` here). */
+function utc(ts) {
+  return new Date(ts).toISOString().slice(0, 19).replace('T', ' ');
+}
+
 // === the run ===
 
 async function main() {
@@ -339,6 +387,7 @@ async function main() {
   });
   const upstream = `http://${fakeAddr}`;
 
+  const hookUrl = await startHook();
   const [proxyPort, adminPort] = [await freePort(), await freePort()];
   PROXY = `http://127.0.0.1:${proxyPort}`;
   ADMIN_URL = `http://127.0.0.1:${adminPort}`;
@@ -392,6 +441,17 @@ output = ${PRICES['gpt-4o-mini'].output}
 [pricing."gemini-2.5-flash"]
 input = ${PRICES['gemini-2.5-flash'].input}
 output = ${PRICES['gemini-2.5-flash'].output}
+
+[[alerts]]
+name = "daily tokens"
+kind = "user_limit"
+percent = [80, 100]
+windows = ["day"]
+
+[[webhooks]]
+name = "e2e"
+url = "${hookUrl}"
+secret_env = "E2E_WEBHOOK_SECRET"
 `,
   );
 
@@ -405,6 +465,7 @@ output = ${PRICES['gemini-2.5-flash'].output}
   jwts.bob = mint('bob', ['--email', 'bob@example.com']);
   jwts.carol = mint('carol');
   jwts.dave = mint('dave');
+  jwts.erin = mint('erin');
 
   // Seed: a few users on both providers, a stream, an upstream error, a cut stream (estimated).
   await openaiChat('alice', { nWords: 12 });
@@ -548,6 +609,19 @@ output = ${PRICES['gemini-2.5-flash'].output}
     assert(await page.evaluate(() => window.__noReload === true), 'the page was reloaded');
   });
 
+  // --- alerts, before any fired ---
+  await check('alerts: none fired yet — the page names the rule in force, the menu shows no count', async () => {
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Alerts' }).click();
+    await page.getByRole('heading', { name: 'Alerts' }).waitFor();
+    await page.getByText('No alert has fired yet').waitFor();
+    await page.getByText('1 rule is in force (daily tokens)', { exact: false }).waitFor();
+    const api = await adminApi('/api/admin/alerts');
+    assertEq([api.alerts, api.last_24h], [[], 0], 'alerts in the database');
+    assertEq((await page.getByTestId('alerts-24h').textContent()).trim(), '0 alerts in the last 24 hours', 'count on the page');
+    assertEq(await page.getByTestId('alert-count').count(), 0, 'no count in the menu');
+    await bothWidths(page, '11-alerts-none');
+  });
+
   // --- users ---
   await check('users: the table lists every user with usage bars, search and sort work', async () => {
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Users' }).click();
@@ -615,6 +689,15 @@ output = ${PRICES['gemini-2.5-flash'].output}
     assertEq(carol.limits.daily_tokens, 10, 'limit in force');
     const refused = await openaiChat('carol', { nWords: 2 });
     assertEq(refused.status, 429, 'carol over her new daily limit');
+    // The "daily tokens" rule: her usage is now past 100% of her limit; her call (refused, and
+    // recorded) has the gateway look at her.
+    const fired = await waitFor(
+      'the alert about carol',
+      async () => (await adminApi('/api/admin/alerts')).alerts.find((a) => a.subject === 'carol'),
+      15_000,
+      200,
+    );
+    assertEq([fired.rule, fired.kind, fired.level], ['daily tokens', 'user_limit', 'day tokens 100%'], 'carol’s alert');
     await page.locator('tr[data-user="carol"]').getByText('Own limits').waitFor();
 
     await page.getByRole('button', { name: 'Edit the limits of carol' }).click();
@@ -695,6 +778,66 @@ output = ${PRICES['gemini-2.5-flash'].output}
     const tokens = col('total_tokens').reduce((s, v) => s + Number(v), 0);
     assertEq(tokens, (await adminApi('/api/admin/stats')).today.total_tokens, 'CSV tokens = the database’s');
     await bothWidths(page, '08-export');
+  });
+
+  // --- alerts ---
+  await check('alerts: traffic past 80% of a daily limit fires an alert, delivered to the webhook, shown on the page and counted in the menu', async () => {
+    await adminApi('/api/admin/user/erin/limits', { method: 'PUT', body: { daily_tokens: 100 } });
+    // 28 tokens a call (8 in, 20 out): 28, 56, then 84 of 100 — the third passes 80%.
+    for (let i = 1; i <= 3; i++) {
+      const call = await openaiChat('erin', { nWords: 5, maxTokens: 20 });
+      assertEq([call.status, call.input + call.output], [200, 28], `erin’s call ${i}`);
+      await waitFor('erin’s call to be recorded', async () => (await adminApi('/api/admin/users?search=erin')).users[0]?.today.total_tokens === 28 * i);
+    }
+    const alert = await waitFor(
+      'the alert about erin, delivered',
+      async () => {
+        const a = (await adminApi('/api/admin/alerts')).alerts.find((x) => x.subject === 'erin');
+        return a?.delivery === 'delivered' ? a : null;
+      },
+      15_000,
+      200,
+    );
+    assertEq([alert.rule, alert.kind, alert.level, alert.attempts], ['daily tokens', 'user_limit', 'day tokens 80%', 1], 'erin’s alert');
+    assert(alert.message.includes('84 of 100 tokens'), `the message: ${alert.message}`);
+    assert(alert.delivered_at >= alert.ts, 'delivered after it fired');
+    const took = hooked.filter((h) => h.body?.subject === 'erin');
+    assertEq(took.length, 1, 'the webhook took erin’s alert once');
+    assertEq([took[0].path, took[0].signed, took[0].body.id, took[0].body.level], ['/hook', true, alert.id, 'day tokens 80%'], 'the POST');
+    const api = await adminApi('/api/admin/alerts');
+    assertEq(api.alerts.map((a) => a.subject), ['erin', 'carol'], 'the alerts of this run, newest first');
+    assertEq(api.last_24h, 2, 'alerts in the last 24 hours');
+
+    await page.goto(`${ADMIN_URL}/alerts`);
+    await page.getByRole('heading', { name: 'Alerts' }).waitFor();
+    await settled(page);
+    const rows = page.locator('tr[data-alert]');
+    await waitFor('the alert rows', async () => (await rows.count()) === api.alerts.length);
+    assertEq(await rows.evaluateAll((r) => r.map((x) => x.getAttribute('data-alert'))), api.alerts.map((a) => String(a.id)), 'rows');
+    const row = page.locator(`tr[data-alert="${alert.id}"]`);
+    const cells = {
+      When: [utc(alert.ts)],
+      Rule: ['daily tokens'],
+      Kind: ['user limit'],
+      Subject: ['erin'],
+      Level: ['day tokens 80%', alert.period],
+      Message: [alert.message],
+      Delivery: ['delivered', '1 attempt'],
+      Delivered: [utc(alert.delivered_at)],
+    };
+    for (const [label, texts] of Object.entries(cells)) {
+      for (const text of texts) await row.locator(`td[data-label="${label}"]`).getByText(text, { exact: true }).waitFor();
+    }
+    await page.locator(`tr[data-alert="${api.alerts[1].id}"]`).getByText('day tokens 100%', { exact: true }).waitFor();
+    // The menu's count: the alerts of the last 24 hours, with words for screen readers.
+    const nav = page.getByRole('navigation', { name: 'Main' });
+    await nav.getByRole('link', { name: 'Alerts (2 alerts in the last 24 hours)', exact: true }).waitFor();
+    assertEq((await page.getByTestId('alert-count').locator('[aria-hidden="true"]').textContent()).trim(), '2', 'the count shown');
+    assertEq((await page.getByTestId('alerts-24h').textContent()).trim(), '2 alerts in the last 24 hours', 'count on the page');
+    await bothWidths(page, '12-alerts');
+    await row.getByRole('link', { name: 'erin', exact: true }).click();
+    await page.getByRole('heading', { name: /^erin/ }).waitFor();
+    assertEq(new URL(page.url()).pathname, '/users/erin', 'the user’s page');
   });
 
   await check('phone: the menu opens, navigates and closes', async () => {
