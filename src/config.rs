@@ -515,6 +515,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// The signing secret of each `[[webhooks]]` (same order), from its `secret_env`.
     pub webhook_secrets: Vec<Option<Secret>>,
+    /// The URL of each `[[webhooks]]` (same order), from `url` or `url_env`.
+    pub webhook_urls: Vec<Secret>,
 }
 
 /// A configuration that cannot be used, naming the key at fault.
@@ -541,6 +543,18 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 impl RawConfig {
+    /// This configuration as it may be shown (check-config, the admin API, reload diffs): the
+    /// same, but each webhook's `url` cut to its scheme and host.
+    pub fn shown(&self) -> RawConfig {
+        let mut shown = self.clone();
+        for w in &mut shown.webhooks {
+            if let Some(url) = &mut w.url {
+                *url = crate::config::alerts::shown_url(url);
+            }
+        }
+        shown
+    }
+
     /// Read `path` (which must exist) and the `TOLLGATE_*` environment overrides.
     pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
         if !path.is_file() {
@@ -1023,6 +1037,28 @@ impl Config {
                 }
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
+        let webhook_urls = raw
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| match (&w.url, &w.url_env) {
+                (Some(url), _) => Ok(Secret::new(url.as_str())),
+                (None, Some(name)) => {
+                    let key = format!("webhooks[{i}].url_env");
+                    let name = env_name(&key, name)?;
+                    let url = env(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                        invalid(
+                            key.clone(),
+                            format!("the environment variable {name} is not set"),
+                        )
+                    })?;
+                    crate::config::alerts::check_url(&key, &url)
+                        .map_err(|e| invalid(e.key, format!("{name}: {}", e.message)))?;
+                    Ok(Secret::new(url))
+                }
+                (None, None) => Err(invalid(format!("webhooks[{i}].url"), "must be set")),
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         tracing_subscriber::EnvFilter::try_new(&raw.log.level).map_err(|e| {
             invalid(
                 "log.level",
@@ -1042,6 +1078,7 @@ impl Config {
             database_url,
             source: None,
             webhook_secrets,
+            webhook_urls,
         })
     }
 
@@ -1075,7 +1112,7 @@ impl Config {
     /// for `tollgate check-config`. Secrets are never in it: each `*_env` key is followed by a
     /// comment saying whether its variable is set, as `# env JWT_SECRET (set)`.
     pub fn masked(&self) -> String {
-        let toml = match toml::to_string_pretty(&self.raw) {
+        let toml = match toml::to_string_pretty(&self.raw.shown()) {
             Ok(toml) => toml,
             // Not reachable with these types; say so rather than print half a file.
             Err(e) => return format!("# the configuration could not be shown as TOML: {e}\n"),
@@ -1115,7 +1152,7 @@ impl Config {
                         if set { "set" } else { "missing" }
                     ))
                 }
-                ("webhooks", Some(("secret_env", name))) => {
+                ("webhooks", Some(("secret_env" | "url_env", name))) => {
                     Some(format!("env {} (set)", name.trim_matches('"')))
                 }
                 _ => None,

@@ -558,7 +558,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<KeyChange> {
 /// `pricing."gpt-4o".input`.
 fn flatten(config: &Config) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
-    let Ok(Value::Object(mut root)) = serde_json::to_value(&config.raw) else {
+    let Ok(Value::Object(mut root)) = serde_json::to_value(config.raw.shown()) else {
         return out;
     };
     if let Some(Value::Array(providers)) = root.remove("providers") {

@@ -318,7 +318,7 @@ async fn spend_and_upstream_error_rules_fire_once_per_window_and_episode() {
                 r#"
                 name = "upstream failing"
                 kind = "upstream_errors"
-                percent = 50
+                percent = 65
                 minutes = 1
                 min_calls = 4
                 "#,
@@ -349,7 +349,8 @@ async fn spend_and_upstream_error_rules_fire_once_per_window_and_episode() {
         (spend["details"]["spent_usd"].as_f64().unwrap() - 0.011).abs() < 1e-9,
         "{spend}"
     );
-    // Four upstream failures out of six forwarded calls in the minute: 67 % ≥ 50 %.
+    // Four upstream failures out of six forwarded calls in the minute: 67 % ≥ 65 % (three of
+    // five, 60 %, does not fire yet, however the rows fall into passes).
     h.mock.set_default(Reply::json(
         500,
         r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#,

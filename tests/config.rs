@@ -515,6 +515,21 @@ fn alert_rules_and_webhooks_are_checked_by_name() {
             "`webhooks[0].secret_env`",
             "NOT_SET_ANYWHERE",
         ),
+        (
+            format!("{hook}url_env = \"HOOK_URL\"\n"),
+            "`webhooks[0].url_env`",
+            "not both",
+        ),
+        (
+            "[[webhooks]]\nurl_env = \"NOT_SET_URL\"\n".into(),
+            "`webhooks[0].url_env`",
+            "NOT_SET_URL",
+        ),
+        (
+            "[[webhooks]]\nname = \"x\"\n".into(),
+            "`webhooks[0].url`",
+            "must be set",
+        ),
     ];
     Jail::expect_with(|jail| {
         set_secrets(jail);
@@ -544,6 +559,8 @@ fn the_alert_examples_in_gateway_toml_load_when_uncommented() {
     let examples: String = text[start..end]
         .lines()
         .filter_map(|l| l.strip_prefix("# "))
+        // `url_env` is the alternative to `url`: one of them.
+        .filter(|l| !l.starts_with("url_env"))
         .filter(|l| {
             l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
         })
@@ -572,10 +589,44 @@ fn the_alert_examples_in_gateway_toml_load_when_uncommented() {
                 .map(|s| s.expose().to_string()),
             Some("whsec-config-test".into())
         );
+        let masked = config.masked();
+        assert!(!masked.contains("whsec-config-test"), "{masked}");
+        // A webhook URL may be a credential (Slack's are): shown as its scheme and host only.
         assert!(
-            !config.masked().contains("whsec-config-test"),
+            masked.contains("url = \"https://hooks.example.com/…\"")
+                && !masked.contains("/tollgate"),
+            "{masked}"
+        );
+        // Or it comes from the environment, and is checked there.
+        jail.set_env(
+            "HOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/secret-path",
+        );
+        jail.create_file(
+            "gateway.toml",
+            &format!("[[webhooks]]\nurl_env = \"HOOK_URL\"\nformat = \"slack\"\n{MINIMAL}"),
+        )?;
+        let config = Config::load(Path::new("gateway.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(
+            config.webhook_urls[0].expose(),
+            "https://hooks.slack.com/services/T0/B0/secret-path"
+        );
+        assert!(
+            !config.masked().contains("secret-path"),
             "{}",
             config.masked()
+        );
+        jail.set_env(
+            "HOOK_URL",
+            "ftp://hooks.slack.com/services/T0/B0/secret-path",
+        );
+        let message = refused(
+            jail,
+            &format!("[[webhooks]]\nurl_env = \"HOOK_URL\"\n{MINIMAL}"),
+        );
+        assert!(
+            message.starts_with("`webhooks[0].url_env`") && !message.contains("secret-path"),
+            "{message}"
         );
         Ok(())
     });

@@ -137,13 +137,14 @@ impl Sender {
         rule: &crate::config::alerts::AlertRule,
         alert: &AlertBody,
     ) -> Option<Arc<Tracker>> {
-        let targets: Vec<(WebhookConfig, Option<Secret>)> = config
+        let targets: Vec<(WebhookConfig, Secret, Option<Secret>)> = config
             .raw
             .webhooks
             .iter()
+            .zip(&config.webhook_urls)
             .zip(&config.webhook_secrets)
-            .filter(|(w, _)| rule.sends_to(&w.name))
-            .map(|(w, s)| (w.clone(), s.clone()))
+            .filter(|((w, _), _)| rule.sends_to(&w.name))
+            .map(|((w, url), s)| (w.clone(), url.clone(), s.clone()))
             .collect();
         if targets.is_empty() {
             return None;
@@ -154,7 +155,7 @@ impl Sender {
             t.id = alert.id;
             t.waiting = targets.len();
         }
-        for (hook, secret) in targets {
+        for (hook, url, secret) in targets {
             let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
                 tracing::warn!(
                     webhook = %hook.name,
@@ -178,7 +179,7 @@ impl Sender {
             let tracker = Arc::clone(&tracker);
             let id = alert.id;
             tokio::spawn(async move {
-                let (ok, attempts) = sender.deliver(&hook, secret.as_ref(), id, body).await;
+                let (ok, attempts) = sender.deliver(&hook, &url, secret.as_ref(), id, body).await;
                 sender.ended(&tracker, ok, attempts);
                 drop(permit);
             });
@@ -190,6 +191,7 @@ impl Sender {
     async fn deliver(
         &self,
         hook: &WebhookConfig,
+        url: &Secret,
         secret: Option<&Secret>,
         id: Option<i64>,
         body: Bytes,
@@ -198,7 +200,7 @@ impl Sender {
         let mut backoff = self.first_backoff;
         for attempt in 1..=ATTEMPTS {
             let result = self
-                .attempt(hook, signature.as_deref(), id, attempt, body.clone())
+                .attempt(hook, url, signature.as_deref(), id, attempt, body.clone())
                 .await;
             match result {
                 Ok(()) => {
@@ -236,12 +238,13 @@ impl Sender {
     async fn attempt(
         &self,
         hook: &WebhookConfig,
+        url: &Secret,
         signature: Option<&str>,
         id: Option<i64>,
         attempt: u32,
         body: Bytes,
     ) -> Result<(), Failure> {
-        let mut request = http::Request::post(hook.url.as_str())
+        let mut request = http::Request::post(url.expose())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(
                 http::header::USER_AGENT,

@@ -183,8 +183,14 @@ pub struct WebhookConfig {
     /// How rules name it. Default: `"default"`.
     #[serde(default = "default_webhook_name")]
     pub name: String,
-    /// Where alerts are POSTed: `https://…`, or `http://…`.
-    pub url: String,
+    /// Where alerts are POSTed: `https://…`, or `http://…`. Shown everywhere (check-config, the
+    /// admin API, reload logs) as its scheme and host only: a Slack-style URL is itself a
+    /// credential. Give `url_env` instead to keep it out of the file too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Environment variable holding the URL, in place of `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
     /// Environment variable holding the secret of the `X-Tollgate-Signature` header (HMAC-SHA256
     /// over the body). Without it the body is sent unsigned.
     #[serde(default)]
@@ -228,6 +234,38 @@ fn err(key: String, message: impl Into<String>) -> RuleError {
     }
 }
 
+/// Check that `url` is an http(s) URL with a host; the error names `key` and never echoes the
+/// URL (it may be a credential).
+pub fn check_url(key: &str, url: &str) -> Result<(), RuleError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| err(key.to_string(), "is not a URL"))?;
+    match uri.scheme_str() {
+        Some("https" | "http") => {}
+        _ => {
+            return Err(err(key.to_string(), "must start with https:// or http://"));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(err(key.to_string(), "has no host"));
+    }
+    Ok(())
+}
+
+/// `url` as it may be shown: scheme and host, the rest hidden (`https://hooks.slack.com/…`).
+pub fn shown_url(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(uri) => match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => {
+                let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+                format!("{scheme}://{host}/…")
+            }
+            _ => "…".into(),
+        },
+        Err(_) => "…".into(),
+    }
+}
+
 /// Check every rule and webhook: thresholds in range, names unique, rules naming webhooks that
 /// exist, URLs that are http(s) with a host.
 pub fn validate(rules: &[AlertRule], webhooks: &[WebhookConfig]) -> Result<(), RuleError> {
@@ -240,16 +278,13 @@ pub fn validate(rules: &[AlertRule], webhooks: &[WebhookConfig]) -> Result<(), R
         if !names.insert(w.name.as_str()) {
             return Err(err(key("name"), format!("\"{}\" is used twice", w.name)));
         }
-        let uri: http::Uri = w
-            .url
-            .parse()
-            .map_err(|e| err(key("url"), format!("not a URL: {e}")))?;
-        match uri.scheme_str() {
-            Some("https" | "http") => {}
-            _ => return Err(err(key("url"), "must start with https:// or http://")),
-        }
-        if uri.host().is_none_or(str::is_empty) {
-            return Err(err(key("url"), "has no host"));
+        match (&w.url, &w.url_env) {
+            (Some(_), Some(_)) => {
+                return Err(err(key("url_env"), "give url or url_env, not both"));
+            }
+            (None, None) => return Err(err(key("url"), "must be set (or url_env)")),
+            (Some(url), None) => check_url(&key("url"), url)?,
+            (None, Some(_)) => {}
         }
         if !(100..=60_000).contains(&w.timeout_ms) {
             return Err(err(key("timeout_ms"), "must be between 100 and 60000"));

@@ -22,7 +22,7 @@ pub(crate) async fn config(
     State(state): State<Arc<AdminState>>,
 ) -> Result<Json<ConfigView>, ApiError> {
     let config = state.config();
-    let value = serde_json::to_value(&config.raw).map_err(ApiError::internal)?;
+    let value = serde_json::to_value(config.raw.shown()).map_err(ApiError::internal)?;
     let mut secrets = std::collections::BTreeMap::new();
     secrets.insert(
         config.raw.auth.jwt_secret_env.clone(),
