@@ -27,6 +27,7 @@ use crate::auth::{Jwks, JwksSettings, JwksUrl, Verifier, VerifierError};
 use crate::pricing::{Price, PriceTable};
 use crate::provider::ProviderKind;
 pub use crate::secret::Secret;
+pub use crate::tls::TlsConfig;
 pub use alerts::{AlertRule, WebhookConfig};
 
 /// The environment variable prefix for overrides: `TOLLGATE_SERVER__LISTEN=0.0.0.0:5002`.
@@ -119,9 +120,12 @@ pub struct ServerConfig {
     /// runtime when that is one; 1 = a single-threaded runtime (the fastest choice when
     /// Tollgate is given one core).
     pub worker_threads: usize,
-    /// Reload the configuration file when it changes (it is also reloaded on SIGHUP). A change
-    /// to this key takes effect at the next start.
+    /// Reload the configuration file, and the TLS certificate files, when they change (both are
+    /// also reloaded on SIGHUP). A change to this key takes effect at the next start.
     pub watch_config: bool,
+    /// `[server.tls]`: serve HTTPS on `listen` with this certificate. Unset = plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +148,7 @@ impl Default for ServerConfig {
             pool_max_idle_per_host: 256,
             worker_threads: 0,
             watch_config: true,
+            tls: None,
         }
     }
 }
@@ -163,6 +168,10 @@ pub struct AdminConfig {
     /// `*.localhost` (exact names, or `*.` + a suffix). Any other `Host` gets 421: a web page
     /// cannot reach the admin API through a name it made resolve to this machine.
     pub allowed_hosts: Vec<String>,
+    /// `[admin.tls]`: serve the admin side over HTTPS with this certificate (the session cookie
+    /// is then `Secure`). Unset = plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for AdminConfig {
@@ -172,6 +181,7 @@ impl Default for AdminConfig {
             session_ttl_secs: 12 * 3600,
             login_attempts_per_minute: 10,
             allowed_hosts: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -724,10 +734,40 @@ fn validate_server(raw: &RawConfig) -> Result<(), ConfigError> {
             return Err(invalid(key, "must be at least 1"));
         }
     }
+    for (section, tls) in [("server.tls", &server.tls), ("admin.tls", &raw.admin.tls)] {
+        if let Some(tls) = tls {
+            validate_tls(section, tls)?;
+        }
+    }
     if raw.admin.listen == server.listen && server.listen.port() != 0 {
         return Err(invalid(
             "admin.listen",
             format!("{} is also server.listen", server.listen),
+        ));
+    }
+    Ok(())
+}
+
+/// The form of a `[*.tls]` section. The files themselves are read when the listener starts
+/// (`tls::ServerTls::load`; `tollgate check-config` reads them too), and again at each reload of
+/// the certificate, which a reload of this file does not depend on.
+fn validate_tls(section: &str, tls: &TlsConfig) -> Result<(), ConfigError> {
+    for (field, path) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+        if path.as_os_str().is_empty() {
+            return Err(invalid(
+                format!("{section}.{field}"),
+                "must name a PEM file",
+            ));
+        }
+    }
+    if !crate::tls::HANDSHAKE_TIMEOUT_MS.contains(&tls.handshake_timeout_ms) {
+        return Err(invalid(
+            format!("{section}.handshake_timeout_ms"),
+            format!(
+                "must be between {} and {}",
+                crate::tls::HANDSHAKE_TIMEOUT_MS.start(),
+                crate::tls::HANDSHAKE_TIMEOUT_MS.end()
+            ),
         ));
     }
     Ok(())

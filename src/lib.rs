@@ -21,5 +21,6 @@ pub mod serve;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod usage;

@@ -220,11 +220,33 @@ fn check_config(args: &ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(e) => return invalid(&e),
     };
+    // The listeners' certificates, read as `serve` reads them at start.
+    let mut prints = Vec::new();
+    for (section, files) in [
+        ("server.tls", &config.raw.server.tls),
+        ("admin.tls", &config.raw.admin.tls),
+    ] {
+        if let Some(files) = files {
+            match tollgate::tls::ServerTls::load(section, files) {
+                Ok(tls) => prints.push(format!(
+                    "# {section}: certificate sha256 {}",
+                    tls.fingerprint()
+                )),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_INVALID);
+                }
+            }
+        }
+    }
     println!(
         "# {} is valid. Effective configuration (file, TOLLGATE_* overrides, defaults):",
         path.display()
     );
     print!("{}", config.masked());
+    for line in prints {
+        println!("{line}");
+    }
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }

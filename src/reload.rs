@@ -21,8 +21,9 @@
 //! timeouts apply at once. A changed `auth.jwks_url` (or `auth.jwks_refresh_min_secs`, the
 //! accepted algorithms, `server.upstream_ca_file`) is fetched before the reload applies, and
 //! refuses the reload when it cannot be; otherwise the running key set and its refresh task
-//! carry on. The keys in [`RESTART_ONLY`] cannot change while running (listeners,
-//! threads, the store, log set-up, the time zone of the day windows): a change to them is logged
+//! carry on. The keys in [`RESTART_ONLY`] cannot change while running (listeners and where
+//! their TLS files are, threads, the store, log set-up, the time zone of the day windows; new
+//! certificates in the same files are picked up by `tls::ServerTls` itself): a change to them is logged
 //! as needing a restart, said so in the audit row, and the running value stays in force — so
 //! [`Reloader::config`] always shows what is actually running.
 //!
@@ -67,6 +68,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.max_headers",
     "server.http2_max_concurrent_streams",
     "server.watch_config",
+    "server.tls.",
     "admin.",
     "store.",
     "log.",
@@ -475,6 +477,7 @@ fn pin_restart_only(mut candidate: Config, running: &Config) -> Config {
     raw.server.max_headers = run.server.max_headers;
     raw.server.http2_max_concurrent_streams = run.server.http2_max_concurrent_streams;
     raw.server.watch_config = run.server.watch_config;
+    raw.server.tls.clone_from(&run.server.tls);
     raw.admin = run.admin.clone();
     raw.store = run.store.clone();
     raw.log = run.log.clone();
@@ -763,6 +766,11 @@ mod tests {
         r.server.max_header_bytes = 10_000;
         r.server.max_headers = 7;
         r.server.watch_config = false;
+        r.server.tls = Some(crate::config::TlsConfig {
+            cert_file: "cert.pem".into(),
+            key_file: "key.pem".into(),
+            handshake_timeout_ms: 5_000,
+        });
         r.admin.listen = "127.0.0.1:7001".parse().unwrap();
         r.store.path = "other.db".into();
         r.store.queue_capacity = 9;
@@ -776,7 +784,7 @@ mod tests {
             .into_iter()
             .map(|c| c.key)
             .collect();
-        assert_eq!(restart_keys.len(), 13, "{restart_keys:?}");
+        assert_eq!(restart_keys.len(), 16, "{restart_keys:?}");
         assert!(
             restart_keys.iter().all(|k| needs_restart(k)),
             "{restart_keys:?}"

@@ -1,11 +1,13 @@
 //! Listeners and the process lifecycle — the top of the program, which wires the others: binds
-//! the proxy listener, serves HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on it, fetches the
-//! key set of `auth.jwks_url` (and starts its refresh task), builds the upstream client, opens
-//! the store and seeds the quota ledger from it, creates the metrics and
-//! the configuration [`Reloader`] (with its file watch; SIGHUP in [`run`]), starts the admin
-//! listener with the handles it needs ([`AdminHandles`]), and on shutdown stops accepting, lets
-//! in-flight calls finish within the grace period, cuts the rest (their rows are still written),
-//! and flushes every row before returning.
+//! the proxy listener, serves HTTP/1.1 and HTTP/2 on it (cleartext with prior knowledge, or
+//! HTTPS with `[server.tls]`: the handshake in each connection's task, HTTP/2 chosen by ALPN),
+//! fetches the key set of `auth.jwks_url` (and starts its refresh task), builds the upstream
+//! client, opens the store and seeds the quota ledger from it, creates the metrics and the
+//! configuration [`Reloader`] (with its file watch; SIGHUP in [`run`], which also re-reads the
+//! listeners' certificates), starts the admin listener with the handles it needs
+//! ([`AdminHandles`]), and on shutdown stops accepting, lets in-flight calls finish within the
+//! grace period, cuts the rest (their rows are still written), and flushes every row before
+//! returning.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,6 +30,7 @@ use crate::proxy::{Proxy, Runtime};
 use crate::quota::Ledger;
 use crate::reload::{Env, ReloadError, ReloadOutcome, Reloader, Trigger};
 use crate::store::{RowObserver, Store, StoreError};
+use crate::tls::{ServerTls, TlsError};
 
 /// Why the gateway did not start. Each message names the setting involved.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,10 @@ pub enum StartError {
     /// The admin listener refused to start.
     #[error(transparent)]
     Admin(#[from] crate::admin::StartError),
+    /// `[server.tls]`: the certificate or its key cannot be used (the message names the key
+    /// and the file).
+    #[error("cannot serve HTTPS: {0}")]
+    Tls(#[from] TlsError),
     /// Signal handlers or the listener's own address.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -74,6 +81,8 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     /// Reloads the configuration file and reads the configuration in force.
     pub reloader: Reloader,
+    /// `[server.tls]`: the proxy listener's certificate (reload it with [`ServerTls::reload`]).
+    pub tls: Option<ServerTls>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -147,6 +156,11 @@ pub async fn start_on_with(
         .unwrap_or_else(|| Arc::new(|name: &str| std::env::var(name).ok()));
     let config = Arc::new(config);
     let addr = listener.local_addr()?;
+    // Before anything is opened: a certificate that cannot serve stops the start here.
+    let tls = match &config.raw.server.tls {
+        Some(files) => Some(ServerTls::load("server.tls", files)?),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     // The login provider's keys before anything else: without them no user could call.
     if let Some(jwks) = config.jwks() {
@@ -248,20 +262,33 @@ pub async fn start_on_with(
             stop_rx.clone(),
         );
     }
+    if let Some(tls) = &tls
+        && config.raw.server.watch_config
+        && let Err(e) = tls.watch(stop_rx.clone())
+    {
+        tracing::warn!(error = %e, "the TLS certificate files are not watched; reload them with SIGHUP");
+    }
     let task = tokio::spawn(accept_loop(
         listener,
+        tls.clone(),
         proxy,
         Arc::clone(&config),
         stop_rx,
         Arc::clone(&store),
     ));
-    tracing::info!(%addr, providers = config.providers.len(), "tollgate listening");
+    tracing::info!(
+        %addr,
+        scheme = if tls.is_some() { "https" } else { "http" },
+        providers = config.providers.len(),
+        "tollgate listening"
+    );
     Ok(Running {
         addr,
         store,
         ledger,
         metrics,
         reloader,
+        tls,
         stop,
         task,
     })
@@ -299,7 +326,7 @@ fn replica_name(addr: SocketAddr) -> String {
 }
 
 /// Start, then run until SIGTERM or SIGINT, then stop gracefully. SIGHUP reloads the
-/// configuration file.
+/// configuration file and re-reads the listeners' TLS certificates.
 pub async fn run(config: Config) -> Result<(), StartError> {
     // Listen for the signals before accepting anything, so that a SIGTERM arriving right after
     // start-up still gets a graceful stop rather than the default action (and a SIGHUP a reload
@@ -327,11 +354,21 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
     };
     let reloader = running.reloader.clone();
+    let certificates: Vec<ServerTls> = running
+        .tls
+        .iter()
+        .chain(admin.tls.iter())
+        .cloned()
+        .collect();
     let on_hangup = tokio::spawn(async move {
         let mut hangups = hangups;
         while hangups.next().await {
             // Errors are logged and audited by `reload`.
             let _ = reloader.reload(Trigger::Sighup).await;
+            // A refused certificate is logged by `reload`; the one in use stays.
+            for tls in &certificates {
+                let _ = tls.reload(Trigger::Sighup.as_str()).await;
+            }
         }
     });
     signal.await;
@@ -437,6 +474,7 @@ const HTTP2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<ServerTls>,
     proxy: Arc<Proxy>,
     config: Arc<Config>,
     mut stop: watch::Receiver<bool>,
@@ -480,13 +518,15 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let proxy = Arc::clone(&proxy);
                 let service = service_fn(move |req| Arc::clone(&proxy).handle(req));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                conns.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
+                // The TLS handshake, if any, happens in the connection's task (bounded by
+                // `server.tls.handshake_timeout_ms`), never here.
+                conns.spawn(crate::tls::serve_connection(
+                    stream,
+                    tls.clone(),
+                    Arc::clone(&builder),
+                    service,
+                    graceful.watcher(),
+                ));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = stop.changed() => break,

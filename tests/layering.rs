@@ -16,6 +16,7 @@ const ORDER: &[&str] = &[
     "provider",
     "auth",
     "fuzzing",
+    "tls",
     "config",
     "telemetry",
     "quota",

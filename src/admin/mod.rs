@@ -4,7 +4,8 @@
 //!
 //! It is deliberately separate from the proxy: a different port (so it can stay on loopback
 //! while the proxy faces clients) and a different framework (axum: the admin side has many small
-//! routes and no hot path). It gets a narrow set of handles ([`AdminHandles`]: the store, the
+//! routes and no hot path). It serves HTTPS with `[admin.tls]` (the handshake in each
+//! connection's task, as on the proxy listener; the session cookie is then `Secure`). It gets a narrow set of handles ([`AdminHandles`]: the store, the
 //! quota ledger, the metrics, the reload handle), never the running server. Nothing here runs
 //! on the proxy's request path; admin actions reach the proxy only through the quota ledger
 //! (block, unblock, limits) after the store committed them ([`actions`]), and the
@@ -27,13 +28,21 @@ mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use crate::calendar::Today;
 use crate::config::Config;
@@ -41,6 +50,7 @@ use crate::metrics::Metrics;
 use crate::quota::{InvalidPatch, Ledger};
 use crate::reload::Reloader;
 use crate::store::{Store, StoreError};
+use crate::tls::ServerTls;
 
 pub use actions::UserActions;
 pub use session::{hash_password, verify_password};
@@ -67,6 +77,8 @@ pub struct AdminState {
     /// Block, unblock and limit changes: committed, then applied to the ledger.
     pub(crate) actions: UserActions,
     pub(crate) sessions: session::Sessions,
+    /// The listener itself speaks HTTPS (`[admin.tls]`): the session cookie is `Secure`.
+    pub(crate) https: bool,
 }
 
 impl AdminState {
@@ -80,6 +92,7 @@ impl AdminState {
             ledger: handles.ledger,
             metrics: handles.metrics,
             store: handles.store,
+            https: false,
         }
     }
 
@@ -263,6 +276,9 @@ pub enum StartError {
     Listener(#[from] std::io::Error),
     #[error("cannot read admin accounts: {0}")]
     Accounts(#[from] StoreError),
+    /// `[admin.tls]`: the certificate or its key cannot be used.
+    #[error("cannot serve the admin side over HTTPS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Check that the admin listener may bind `addr`: a non-loopback address only when admins can
@@ -284,6 +300,8 @@ pub fn check_listen(addr: SocketAddr, config: &Config, accounts: u64) -> Result<
 /// A running admin listener.
 pub struct AdminServer {
     pub addr: SocketAddr,
+    /// `[admin.tls]`: the listener's certificate (reload it with `ServerTls::reload`).
+    pub tls: Option<ServerTls>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -302,33 +320,99 @@ impl AdminServer {
     }
 }
 
-/// Serve the admin side on `listener` until [`AdminServer::shutdown`].
+/// Longest a client may take to send a request head (HTTP/1), as on the proxy listener.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serve the admin side on `listener` until [`AdminServer::shutdown`]: HTTPS when the
+/// configuration has `[admin.tls]` (its files read now; an unusable one is an error naming the
+/// key and the path, and they are watched with `server.watch_config`).
 pub async fn start(
     handles: AdminHandles,
     listener: TcpListener,
 ) -> Result<AdminServer, StartError> {
-    let state = AdminState::new(handles);
+    let mut state = AdminState::new(handles);
     let addr = listener.local_addr()?;
+    let config = state.config();
+    let tls = match &config.raw.admin.tls {
+        Some(files) => Some(ServerTls::load("admin.tls", files)?),
+        None => None,
+    };
+    state.https = tls.is_some();
     let accounts = state.store.accounts().await?.len() as u64;
-    check_listen(addr, &state.config(), accounts)?;
-    let state = Arc::new(state);
-    let app = router(state);
-    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.changed().await;
-        })
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "admin listener failed");
+    check_listen(addr, &config, accounts)?;
+    let app = router(Arc::new(state));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(tls) = &tls
+        && config.raw.server.watch_config
+        && let Err(e) = tls.watch(stop_rx.clone())
+    {
+        tracing::warn!(error = %e, "the admin TLS certificate files are not watched; reload them with SIGHUP");
+    }
+    let task = tokio::spawn(accept_loop(listener, tls.clone(), app, stop_rx));
+    tracing::info!(
+        %addr,
+        scheme = if tls.is_some() { "https" } else { "http" },
+        "admin listening"
+    );
+    Ok(AdminServer {
+        addr,
+        tls,
+        stop,
+        task,
+    })
+}
+
+/// Accept connections until `stop` changes; each is served in its own task (after its TLS
+/// handshake, with `[admin.tls]`). Then wait for the requests in flight (the caller bounds it).
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "admin listener: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                // What axum's `ConnectInfo` reads: the sign-in rate limit is per address.
+                let app = TowerToHyperService::new(app.clone());
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    app.call(req)
+                });
+                conns.spawn(crate::tls::serve_connection(
+                    stream,
+                    tls.clone(),
+                    Arc::clone(&builder),
+                    service,
+                    graceful.watcher(),
+                ));
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.changed() => break,
         }
-    });
-    tracing::info!(%addr, "admin listening");
-    Ok(AdminServer { addr, stop, task })
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
 }
 
 /// Unix milliseconds now.

@@ -300,9 +300,7 @@ pub(crate) async fn login(
     let config = state.config();
     let ttl_ms =
         i64::try_from(config.raw.admin.session_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let secure = headers
-        .get("x-forwarded-proto")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let secure = secure_cookie(&state, &headers);
     let token = new_token()?;
     let digest = sha256_hex(&token);
     let name = body.username;
@@ -358,6 +356,15 @@ pub(crate) async fn login(
     Ok(resp)
 }
 
+/// Whether the session cookie is `Secure`: when the admin listener itself speaks HTTPS
+/// (`[admin.tls]`), or a proxy in front of it says the browser used HTTPS.
+fn secure_cookie(state: &AdminState, headers: &HeaderMap) -> bool {
+    state.https
+        || headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
 fn new_token() -> Result<String, ApiError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
@@ -376,6 +383,7 @@ pub(crate) async fn logout(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let secure = secure_cookie(&state, &headers);
     if let Some(token) = session_token(&headers) {
         let signed_out = state
             .store
@@ -393,7 +401,11 @@ pub(crate) async fn logout(
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("tollgate_admin=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        HeaderValue::from_static(if secure {
+            "tollgate_admin=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure"
+        } else {
+            "tollgate_admin=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+        }),
     );
     Ok(resp)
 }
