@@ -99,6 +99,24 @@ fn the_shipped_gateway_toml_shows_every_default_and_documents_every_key() {
             "auth.{optional} is not documented"
         );
     }
+    for section in ["server.tls", "admin.tls"] {
+        let at = text
+            .find(&format!("\n# [{section}]\n"))
+            .unwrap_or_else(|| panic!("[{section}] is not documented"));
+        // The section's lines, up to the blank line that ends it.
+        let block: String = text[at..]
+            .lines()
+            .skip(2)
+            .take_while(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for key in ["cert_file", "key_file", "handshake_timeout_ms"] {
+            assert!(
+                block.contains(&format!("# {key} = ")),
+                "{section}.{key} is not documented"
+            );
+        }
+    }
     // Every key line above the price table has a comment line right above it.
     let top = text.split("# ---- pricing").next().unwrap();
     let lines: Vec<&str> = top.lines().collect();
@@ -439,6 +457,22 @@ fn invalid_values_name_their_key() {
         ("[store]\nqueue_capacity = 0\n", "`store.queue_capacity`"),
         ("[store]\npath = \"\"\n", "`store.path`"),
         ("[log]\nlevel = \"tollgate=loud\"\n", "`log.level`"),
+        (
+            "[server.tls]\ncert_file = \"\"\nkey_file = \"key.pem\"\n",
+            "`server.tls.cert_file`",
+        ),
+        (
+            "[server.tls]\ncert_file = \"cert.pem\"\n",
+            "`server.tls.key_file`",
+        ),
+        (
+            "[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\nciphers = \"x\"\n",
+            "`server.tls.ciphers`",
+        ),
+        (
+            "[admin.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\nhandshake_timeout_ms = 0\n",
+            "`admin.tls.handshake_timeout_ms`",
+        ),
     ];
     Jail::expect_with(|jail| {
         set_secrets(jail);

@@ -106,31 +106,7 @@ pub fn start_gateway_under(dir: &Path, port: u16, wrapper: &[&str]) -> Child {
 
 /// [`start_gateway_under`] with more environment variables (`DATABASE_URL`).
 pub fn start_gateway_with(dir: &Path, port: u16, wrapper: &[&str], env: &[(&str, &str)]) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("gateway.log"))
-        .unwrap();
-    let mut cmd = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(env!("CARGO_BIN_EXE_tollgate"));
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_tollgate")),
-    };
-    let mut child = cmd
-        .current_dir(dir)
-        .env_clear()
-        .env("OPENAI_API_KEY", OPENAI_KEY)
-        .env("GEMINI_API_KEY", GEMINI_KEY)
-        .env("JWT_SECRET", JWT_SECRET)
-        .envs(env.iter().copied())
-        .args(["serve", "--config", "gateway.toml"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_gateway(dir, wrapper, env);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
@@ -150,4 +126,33 @@ pub fn start_gateway_with(dir: &Path, port: u16, wrapper: &[&str], env: &[(&str,
         assert!(Instant::now() < deadline, "the gateway did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `tollgate serve --config gateway.toml` in `dir` (under `wrapper`, with the test secrets and
+/// `env`), its log appended to `dir/gateway.log`; not waited for.
+pub fn spawn_gateway(dir: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .unwrap();
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_tollgate"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_tollgate")),
+    };
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("OPENAI_API_KEY", OPENAI_KEY)
+        .env("GEMINI_API_KEY", GEMINI_KEY)
+        .env("JWT_SECRET", JWT_SECRET)
+        .envs(env.iter().copied())
+        .args(["serve", "--config", "gateway.toml"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
