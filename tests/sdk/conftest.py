@@ -50,8 +50,11 @@ def gateway(fake, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def running_gateway(fake, d, daily_tokens=100000000, requests_per_minute=100000):
-    """`tollgate serve` on a fresh config and database in `d`, stopped (exit 0 asserted) on exit."""
+def running_gateway(fake, d, daily_tokens=100000000, requests_per_minute=100000, tls=None):
+    """`tollgate serve` on a fresh config and database in `d`, stopped (exit 0 asserted) on exit.
+
+    `tls`: (cert_file, key_file, ssl.SSLContext trusting their CA) to serve HTTPS with
+    `[server.tls]`; the gateway's URLs are then https://."""
     exe = binary("TOLLGATE_BIN", "target/debug/tollgate")
     db = d / "usage.db"
     port = free_port()
@@ -61,11 +64,17 @@ def running_gateway(fake, d, daily_tokens=100000000, requests_per_minute=100000)
         f'[pricing."{m}"]\n' + "".join(f"{k} = {v}\n" for k, v in p.items()) for m, p in PRICES.items()
     )
     config = d / "gateway.toml"
+    tls_section = "" if tls is None else f"""
+[server.tls]
+cert_file = "{tls[0]}"
+key_file = "{tls[1]}"
+"""
+    context = None if tls is None else tls[2]
     config.write_text(f"""\
 [server]
 listen = "127.0.0.1:{port}"
 shutdown_grace_secs = 5
-
+{tls_section}
 [admin]
 listen = "127.0.0.1:{admin_port}"
 
@@ -100,7 +109,7 @@ api_key_env = "GEMINI_API_KEY"
     env.update(JWT_SECRET=JWT_SECRET, OPENAI_API_KEY=OPENAI_KEY, GEMINI_API_KEY=GEMINI_KEY,
                RUST_LOG=os.environ.get("RUST_LOG", "info"))
     proc = Proc([exe, "serve", "--config", config], env, "tollgate", d)
-    gw = Gateway(exe, config, db, port, env, proc)
+    gw = Gateway(exe, config, db, port, env, proc, scheme="http" if tls is None else "https")
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -108,7 +117,7 @@ api_key_env = "GEMINI_API_KEY"
                 pytest.fail(f"tollgate serve exited with {proc.p.returncode} before /healthz answered:\n"
                             f"{proc.stderr()}", pytrace=False)
             try:
-                if http("GET", f"{gw.url}/healthz", timeout=1.0)[0] == 200:
+                if http("GET", f"{gw.url}/healthz", timeout=1.0, context=context)[0] == 200:
                     break
             except OSError:
                 pass

@@ -61,11 +61,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout=10.0):
-    """A raw HTTP call: (status, headers, body bytes). Never raises on 4xx/5xx."""
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout=10.0,
+         context=None):
+    """A raw HTTP call: (status, headers, body bytes). Never raises on 4xx/5xx. `context`: the
+    ssl.SSLContext for an https:// URL."""
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
@@ -167,12 +169,13 @@ class Fake:
 
 
 class Gateway:
-    def __init__(self, exe: Path, config: Path, db: Path, port: int, env: dict, proc: Proc):
+    def __init__(self, exe: Path, config: Path, db: Path, port: int, env: dict, proc: Proc,
+                 scheme: str = "http"):
         self.exe = exe
         self.config = config
         self.db = db
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{scheme}://127.0.0.1:{port}"
         self.openai_base = f"{self.url}/openai/v1"
         self.gemini_base = f"{self.url}/gemini"
         self.env = env
