@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod auth;
 pub mod calendar;
 pub mod config;
+pub mod demo;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -1,6 +1,7 @@
 //! The `tollgate` command line: `serve` runs the gateway, `check-config` validates and prints the
 //! effective configuration with secrets masked, `token` mints a trial JWT, `admin` manages the
-//! admin accounts (argon2id hashes in the store; passwords never echoed or logged).
+//! admin accounts (argon2id hashes in the store; passwords never echoed or logged), `demo` runs
+//! the gateway against a built-in fake upstream with made-up traffic ([`tollgate::demo`]).
 //!
 //! This file only parses arguments, loads the configuration and picks exit codes: 0 on success
 //! (and after a graceful stop), 2 for an invalid configuration or usage, 1 when the gateway
@@ -53,6 +54,11 @@ enum Command {
     Prune(PruneArgs),
     /// Mint a JWT with the configured HS256 secret, for trials; prints it on stdout.
     Token(TokenArgs),
+    /// See Tollgate work without provider keys: the gateway and its dashboard in front of a
+    /// built-in fake OpenAI and Gemini, a throwaway database, an admin account and a little
+    /// traffic from made-up users; prints the dashboard's address and sign-in, then serves
+    /// until Ctrl-C and deletes everything.
+    Demo(DemoArgs),
     /// Manage the admin accounts that sign in to the dashboard and admin API.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -69,6 +75,21 @@ enum AdminCommand {
     List(ConfigArg),
     /// Remove an account and end its sessions.
     Remove(AdminName),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// The proxy listener [default: server.listen of the configuration, on loopback]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// The admin listener and dashboard [default: admin.listen, on loopback]
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// Keep the demo's database (in its temp dir) when it stops.
+    #[arg(long)]
+    keep: bool,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Args)]
@@ -156,6 +177,7 @@ fn main() -> ExitCode {
         Command::Backup(args) => backup(&args),
         Command::Prune(args) => prune(&args),
         Command::Token(args) => token(&args),
+        Command::Demo(args) => demo(&args),
         Command::Admin(command) => admin(&command),
     }
 }
@@ -211,6 +233,50 @@ fn serve(args: &ConfigArg) -> ExitCode {
             tracing::error!(error = %e, "tollgate stopped on an error");
             ExitCode::from(EXIT_FAILED)
         }
+    }
+}
+
+/// `tollgate demo`: the configuration file is read (with its `TOLLGATE_*` overrides) for what
+/// the demo keeps of it; the secrets it names are not needed.
+fn demo(args: &DemoArgs) -> ExitCode {
+    let raw = match RawConfig::load(&args.config.path()) {
+        Ok(raw) => raw,
+        Err(e) => return invalid(&e),
+    };
+    let options = tollgate::demo::Options {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        keep: args.keep,
+    };
+    let failed = |e: tollgate::demo::DemoError| {
+        eprintln!("error: {e}");
+        ExitCode::from(if e.is_usage() {
+            EXIT_INVALID
+        } else {
+            EXIT_FAILED
+        })
+    };
+    let prepared = match tollgate::demo::prepare(raw, &options) {
+        Ok(prepared) => prepared,
+        Err(e) => return failed(e),
+    };
+    // Held to the end: dropping it writes the lines still queued.
+    let _log = tollgate::telemetry::init(&prepared.config.raw.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let result = runtime.block_on(tollgate::demo::run(prepared, &mut std::io::stdout()));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(e),
     }
 }
 

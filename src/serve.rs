@@ -382,7 +382,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 }
 
 /// A future that resolves at the first SIGTERM or SIGINT; the handlers are installed now.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, std::io::Error> {
+pub(crate) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, std::io::Error> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -31,6 +31,7 @@ const ORDER: &[&str] = &[
     "alerts",
     "admin",
     "serve",
+    "demo",
     "main",
 ];
 

@@ -415,6 +415,12 @@ async fn accept_loop(
     while conns.join_next().await.is_some() {}
 }
 
+/// Whether this binary serves the dashboard's pages (see [`ui`]): a debug build reads
+/// `admin-ui/dist` from disk, a release build embeds it; either needs `npm run build` first.
+pub fn dashboard_built() -> bool {
+    ui::built()
+}
+
 /// Unix milliseconds now.
 pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()

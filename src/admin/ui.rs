@@ -30,6 +30,12 @@ const NOT_BUILT: &str = "<!doctype html><meta charset=utf-8><title>Tollgate admi
 then rebuild Tollgate (<code>scripts/run</code> does both). The admin API works without it: \
 see <code>/api/admin/openapi.json</code>.</p>";
 
+/// Whether this binary has the dashboard's files (embedded in a release build; on disk, in
+/// `admin-ui/dist`, for a debug build). Without them `/` explains how to build them.
+pub(crate) fn built() -> bool {
+    Dist::get("index.html").is_some()
+}
+
 /// The router's fallback: API paths get a JSON 404, GET/HEAD of anything else the dashboard.
 pub(crate) async fn fallback(method: Method, uri: Uri) -> Response {
     let path = uri.path();
