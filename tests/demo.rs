@@ -157,7 +157,10 @@ async fn the_demo_serves_its_traffic_signs_in_with_what_it_prints_and_cleans_up(
     demo.wait_for("Press Ctrl-C to stop", 120);
 
     // The throwaway database is in the temp dir while the demo runs.
-    let db = PathBuf::from(demo.after("Throwaway database:"));
+    let database = demo.after("Database:");
+    let (db, note) = database.split_once(" (").unwrap();
+    assert_eq!(note, "deleted when the demo stops)");
+    let db = PathBuf::from(db);
     assert!(db.starts_with(tmp.path()), "{}", db.display());
     assert!(db.is_file(), "{}", db.display());
 
@@ -315,7 +318,10 @@ async fn keep_leaves_the_database_with_every_call_in_it() {
         ],
     );
     demo.wait_for("Press Ctrl-C to stop", 120);
-    let db = PathBuf::from(demo.after("Throwaway database:"));
+    let database = demo.after("Database:");
+    let (db, note) = database.split_once(" (").unwrap();
+    assert_eq!(note, "kept when the demo stops: --keep)");
+    let db = PathBuf::from(db);
     let (status, stdout, stderr) = demo.stop();
     assert!(status.success(), "exit {status:?}\nstderr:\n{stderr}");
     let last = stdout.last().unwrap();

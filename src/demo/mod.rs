@@ -348,8 +348,13 @@ pub async fn run(prepared: Prepared, out: &mut dyn Write) -> Result<(), DemoErro
     let _ = writeln!(
         out,
         "Tollgate demo: the gateway in front of a built-in fake OpenAI and Gemini.\n\
-         No provider keys; nothing leaves this machine. Throwaway database: {}\n",
-        db.display()
+         No provider keys; nothing leaves this machine.\nDatabase: {} ({})\n",
+        db.display(),
+        if keep {
+            "kept when the demo stops: --keep"
+        } else {
+            "deleted when the demo stops"
+        }
     );
     let _ = writeln!(
         out,
@@ -390,12 +395,8 @@ pub async fn run(prepared: Prepared, out: &mut dyn Write) -> Result<(), DemoErro
         }
         let _ = writeln!(
             out,
-            "{}Press Ctrl-C to stop.",
-            if keep {
-                "The demo's database stays when it stops (--keep). "
-            } else {
-                "Everything is deleted when the demo stops. "
-            }
+            "Press Ctrl-C to stop{}.",
+            if keep { "" } else { " (and delete everything)" }
         );
         let _ = out.flush();
         (&mut signal).await;
