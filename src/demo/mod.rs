@@ -52,6 +52,8 @@ const ACTOR: &str = "demo";
 const DB_FILE: &str = "tollgate.db";
 /// How long the printed user token lasts.
 const TOKEN_TTL: Duration = Duration::from_secs(12 * 3_600);
+/// Longest wait for the alert rule's watcher to record the limited user's alerts.
+const ALERT_WAIT: Duration = Duration::from_secs(3);
 /// Longest wait for the writer to commit the traffic's rows before the summary is read.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
@@ -210,7 +212,7 @@ fn listen_addr(
 /// The shipped configuration with what the demo must change, and nothing else: the listeners;
 /// no file watch (the configuration is made here, not read again); `[auth]` HS256 with the
 /// demo's secret; the store a SQLite file at `db`; logs at `warn` (the alert log lines at
-/// `error`: the alerts are recorded, `GET /api/admin/alerts`); every provider's upstream the fake at `fake` and its key the demo's,
+/// `error`: the dashboard's Alerts page lists the alerts); every provider's upstream the fake at `fake` and its key the demo's,
 /// with an OpenAI and a Gemini provider added if the file has none of that kind; the demo's
 /// alert rule instead of the file's rules, and no webhooks (nothing leaves the machine).
 /// Limits, prices, timeouts and the other sections stay as the file says.
@@ -578,6 +580,14 @@ async fn summary(
             failed.user, failed.label, failed.status, failed.message
         );
     }
+    let levels = limit_alerts(&*running.store).await;
+    if !levels.is_empty() {
+        let _ = writeln!(
+            out,
+            "The demo's alert rule fired for {LIMITED_USER}: {} (the dashboard's Alerts page).",
+            levels.join(", ")
+        );
+    }
     let (requests, leaks, unauthorized) = (
         fake.requests.load(Ordering::Relaxed),
         fake.leaks.load(Ordering::Relaxed),
@@ -595,6 +605,29 @@ async fn summary(
             "Unexpected: the fake providers got {requests} calls, {unauthorized} without \
              Tollgate's provider key and {leaks} with a user's token."
         );
+    }
+}
+
+/// The levels of the alerts fired for [`LIMITED_USER`], oldest first, once the last threshold
+/// (100%) is among them or [`ALERT_WAIT`] has passed: the watcher runs beside the writer.
+async fn limit_alerts(store: &dyn Store) -> Vec<String> {
+    let deadline = Instant::now() + ALERT_WAIT;
+    let since = jiff::Timestamp::now().as_millisecond() - 3_600_000;
+    loop {
+        let mut levels: Vec<String> = match store.alerts_page(None, 20, since).await {
+            Ok(page) => page
+                .alerts
+                .into_iter()
+                .filter(|a| a.subject == LIMITED_USER)
+                .map(|a| a.level)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        levels.reverse();
+        if levels.iter().any(|l| l.ends_with("100%")) || Instant::now() >= deadline {
+            return levels;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
