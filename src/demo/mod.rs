@@ -209,8 +209,8 @@ fn listen_addr(
     }
 }
 
-/// The shipped configuration with what the demo must change, and nothing else: the listeners;
-/// no file watch (the configuration is made here, not read again); `[auth]` HS256 with the
+/// The shipped configuration with what the demo must change, and nothing else: the listeners,
+/// on loopback in plain HTTP (a file's certificates are for its own host names); no file watch (the configuration is made here, not read again); `[auth]` HS256 with the
 /// demo's secret; the store a SQLite file at `db`; logs at `warn` (the alert log lines at
 /// `error`: the dashboard's Alerts page lists the alerts); every provider's upstream the fake at `fake` and its key the demo's,
 /// with an OpenAI and a Gemini provider added if the file has none of that kind; the demo's
@@ -225,6 +225,8 @@ pub fn demo_config(
 ) -> RawConfig {
     raw.server.listen = listen;
     raw.admin.listen = admin_listen;
+    raw.server.tls = None;
+    raw.admin.tls = None;
     raw.server.watch_config = false;
     raw.server.upstream_ca_file = None;
     raw.auth = AuthConfig {
@@ -750,11 +752,17 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_provider_kind_is_added_and_a_postgres_store_replaced() {
+    fn a_missing_provider_kind_is_added_and_postgres_rs256_and_tls_replaced() {
         let mut file = shipped();
         file.providers.retain(|p| p.kind == ProviderKind::Gemini);
         file.store.backend = crate::config::StoreBackend::Postgres;
         file.auth.algorithms = vec![crate::config::JwtAlgorithm::RS256];
+        let tls: crate::config::TlsConfig = toml::from_str(
+            "cert_file = \"/etc/tollgate/cert.pem\"\nkey_file = \"/etc/tollgate/key.pem\"",
+        )
+        .unwrap();
+        file.server.tls = Some(tls.clone());
+        file.admin.tls = Some(tls);
         let raw = demo_config(
             file,
             addr("127.0.0.1:0"),
@@ -771,6 +779,7 @@ mod tests {
             ]
         );
         assert_eq!(raw.store.backend, crate::config::StoreBackend::Sqlite);
+        assert!(raw.server.tls.is_none() && raw.admin.tls.is_none());
         let secrets = Secrets::new().unwrap();
         assert!(Config::from_raw(raw, &*secrets.env()).is_ok());
     }
