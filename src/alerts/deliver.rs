@@ -7,8 +7,9 @@
 //! dropped, counted (`tollgate_webhook_deliveries_total{result="dropped"}`) and the alert marked
 //! `failed`. Connection errors, timeouts, 408, 429 and 5xx answers are retried after 1 s, 2 s,
 //! 4 s … (capped at 5 minutes, [`ATTEMPTS`] in all, about 20 minutes); any other 4xx is final.
-//! When the last of an alert's deliveries ends, its row's `delivery` says `delivered` or
-//! `failed`, with the attempts made.
+//! Each failed attempt is counted on the alert's row as it happens (the row stays `pending`);
+//! when the last of an alert's deliveries ends, its row's `delivery` says `delivered` or
+//! `failed`.
 //!
 //! **The body** (`format = "json"`) is the alert as the admin API lists it plus `gateway`
 //! (the sending gateway's name) and `fired_at` (RFC 3339). With `secret_env`, the header
@@ -75,6 +76,8 @@ struct TrackerInner {
     waiting: usize,
     failed: bool,
     attempts: u32,
+    /// Attempts already added to the row (each failed attempt is, as it happens).
+    written: u32,
     /// Set once every delivery ended.
     outcome: Option<Delivery>,
 }
@@ -91,7 +94,7 @@ impl Tracker {
     pub fn recorded(&self, id: i64) -> Option<(Delivery, u32)> {
         let mut t = self.inner.lock();
         match t.outcome {
-            Some(d) => Some((d, t.attempts)),
+            Some(d) => Some((d, t.attempts.saturating_sub(t.written))),
             None => {
                 t.id = Some(id);
                 None
@@ -179,7 +182,9 @@ impl Sender {
             let tracker = Arc::clone(&tracker);
             let id = alert.id;
             tokio::spawn(async move {
-                let (ok, attempts) = sender.deliver(&hook, &url, secret.as_ref(), id, body).await;
+                let (ok, attempts) = sender
+                    .deliver(&hook, &url, secret.as_ref(), id, body, &tracker)
+                    .await;
                 sender.ended(&tracker, ok, attempts);
                 drop(permit);
             });
@@ -195,6 +200,7 @@ impl Sender {
         secret: Option<&Secret>,
         id: Option<i64>,
         body: Bytes,
+        tracker: &Tracker,
     ) -> (bool, u32) {
         let signature = secret.map(|s| sign(s.expose().as_bytes(), &body));
         let mut backoff = self.first_backoff;
@@ -220,6 +226,7 @@ impl Sender {
                         return (false, attempt);
                     }
                     self.metrics.webhook(WebhookResult::Retry);
+                    self.attempt_failed(tracker);
                     tracing::info!(
                         webhook = %hook.name,
                         attempt,
@@ -297,6 +304,24 @@ impl Sender {
         })
     }
 
+    /// A failed attempt that will be retried: the row counts it now (still `pending`), so an
+    /// operator sees a receiver that keeps failing before the retries run out.
+    fn attempt_failed(&self, tracker: &Tracker) {
+        let id = {
+            let mut t = tracker.inner.lock();
+            let Some(id) = t.id else { return };
+            t.written += 1;
+            id
+        };
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let now = jiff::Timestamp::now().as_millisecond();
+            if let Err(e) = store.alert_delivered(id, Delivery::Pending, 1, now).await {
+                tracing::debug!(error = %e, alert = id, "alerts: an attempt could not be counted");
+            }
+        });
+    }
+
     /// One delivery of the alert ended; the last one writes the outcome.
     fn ended(&self, tracker: &Arc<Tracker>, ok: bool, attempts: u32) {
         let done = {
@@ -313,7 +338,7 @@ impl Sender {
                 Delivery::Delivered
             };
             t.outcome = Some(outcome);
-            t.id.map(|id| (id, outcome, t.attempts))
+            t.id.map(|id| (id, outcome, t.attempts.saturating_sub(t.written)))
         };
         if let Some((id, outcome, attempts)) = done {
             let store = Arc::clone(&self.store);

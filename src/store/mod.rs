@@ -180,7 +180,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// `Some(id)` for a new row, `None` when it had fired before (here or on another gateway).
     async fn record_alert(&self, alert: alerts::NewAlert) -> Result<Option<i64>, StoreError>;
 
-    /// Set an alert's delivery state and add `attempts` to its count.
+    /// Set an alert's delivery state and add `attempts` to its count; `Pending` only adds the
+    /// attempts (it never takes back an outcome written before it).
     async fn alert_delivered(
         &self,
         id: i64,

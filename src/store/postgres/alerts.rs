@@ -43,8 +43,8 @@ pub async fn delivered(
 ) -> Result<(), StoreError> {
     let at = (delivery == Delivery::Delivered).then_some(at_ms);
     c.execute(
-        "UPDATE alerts SET delivery = $2, attempts = attempts + $3, \
-         delivered_at = COALESCE($4, delivered_at) WHERE id = $1",
+        "UPDATE alerts SET delivery = CASE WHEN $2::text = 'pending' THEN delivery ELSE $2::text END, \
+         attempts = attempts + $3, delivered_at = COALESCE($4, delivered_at) WHERE id = $1",
         &[&id, &delivery.as_str(), &i64::from(attempts), &at],
     )
     .await?;

@@ -39,8 +39,8 @@ pub fn delivered(
 ) -> rusqlite::Result<()> {
     let at = (delivery == Delivery::Delivered).then_some(at_ms);
     conn.prepare_cached(
-        "UPDATE alerts SET delivery = ?2, attempts = attempts + ?3, \
-         delivered_at = COALESCE(?4, delivered_at) WHERE id = ?1",
+        "UPDATE alerts SET delivery = CASE WHEN ?2 = 'pending' THEN delivery ELSE ?2 END, \
+         attempts = attempts + ?3, delivered_at = COALESCE(?4, delivered_at) WHERE id = ?1",
     )?
     .execute(params![id, delivery.as_str(), attempts, at])?;
     Ok(())
