@@ -8,6 +8,7 @@ pub mod calendar;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod file_watch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod meter;

@@ -37,11 +37,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::RefreshObserver;
@@ -54,11 +53,7 @@ use crate::store::{Committed, Op, Store, Work};
 /// Reads the secrets a configuration names (the process environment in production).
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// How long the file must stay quiet after a change before it is read: editors write a file
-/// in several steps (truncate, write, rename), and each step is an event.
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
-/// How often the watched configuration file is looked at.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub use crate::file_watch::{DEBOUNCE, POLL_INTERVAL};
 
 /// Keys that only take effect at the next start. A key ending in `.` covers its whole section.
 pub const RESTART_ONLY: &[&str] = &[
@@ -401,9 +396,7 @@ impl Reloader {
     /// a thread on every write of the SQLite file that usually sits next to it: several percent
     /// of the gateway's CPU under load.) A burst of changes makes one reload, once the file has
     /// been quiet for [`DEBOUNCE`].
-    pub fn watch(&self, mut stop: watch::Receiver<bool>) -> Result<JoinHandle<()>, String> {
-        use notify::Watcher as _;
-
+    pub fn watch(&self, stop: watch::Receiver<bool>) -> Result<JoinHandle<()>, String> {
         let path = self
             .inner
             .path
@@ -413,46 +406,29 @@ impl Reloader {
             .file_name()
             .ok_or_else(|| format!("{} does not name a file", path.display()))?
             .to_os_string();
-        // Capacity 1: a pending wake-up already stands for every event after it.
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        let handler = move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = res
-                && is_change(&event.kind)
+        let relevant = move |event: &notify::Event| {
+            is_change(&event.kind)
                 && event
                     .paths
                     .iter()
                     .any(|p| p.file_name() == Some(name.as_os_str()))
-            {
-                let _ = tx.try_send(());
-            }
         };
-        let poll = notify::Config::default()
-            .with_poll_interval(POLL_INTERVAL)
-            .with_compare_contents(true);
-        let mut watcher = notify::PollWatcher::new(handler, poll)
-            .map_err(|e| format!("cannot watch {}: {e}", path.display()))?;
-        watcher
-            .watch(&path, notify::RecursiveMode::NonRecursive)
-            .map_err(|e| format!("cannot watch {}: {e}", path.display()))?;
-        tracing::info!(file = %path.display(), "watching the configuration file for changes");
         let reloader = self.clone();
-        Ok(tokio::spawn(async move {
-            // Owned by the task: the watch ends with it.
-            let _watcher = watcher;
-            loop {
-                tokio::select! {
-                    got = rx.recv() => if got.is_none() { break },
-                    _ = stop.changed() => break,
+        let task = crate::file_watch::watch_files(
+            std::slice::from_ref(&path),
+            &path.display().to_string(),
+            relevant,
+            stop,
+            move || {
+                let reloader = reloader.clone();
+                async move {
+                    // Errors are logged and audited by `reload`.
+                    let _ = reloader.reload(Trigger::FileChange).await;
                 }
-                // Wait for the file to be quiet.
-                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-                if *stop.borrow() {
-                    break;
-                }
-                // Errors are logged and audited by `reload`.
-                let _ = reloader.reload(Trigger::FileChange).await;
-            }
-        }))
+            },
+        )?;
+        tracing::info!(file = %path.display(), "watching the configuration file for changes");
+        Ok(task)
     }
 }
 

@@ -84,6 +84,20 @@ pub fn init(cfg: &LogConfig) -> LogGuard {
     LogGuard(Some(guard))
 }
 
+/// An error and its causes, outermost first, for a log line (`client error (Connect): tcp
+/// connect error: …`): hyper's errors say little by themselves. (`auth::jwks` keeps a copy: it
+/// sits below this module.)
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(cause) = cur {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        cur = cause.source();
+    }
+    out
+}
+
 /// Log lines dropped because stderr did not keep up (0 before [`init`]).
 pub fn dropped_lines() -> u64 {
     DROPPED

@@ -40,14 +40,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
-/// How often the certificate and key files are looked at (their content compared).
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How long the files must stay quiet after a change before they are read: a renewal writes
-/// the certificate and the key one after the other.
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
+pub use crate::file_watch::{DEBOUNCE, POLL_INTERVAL};
 /// The protocols offered in the handshake, in order of preference.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// Most bytes of a plain HTTP request read before it is answered with 400.
@@ -339,44 +335,22 @@ impl ServerTls {
     /// gone. The files are polled every [`POLL_INTERVAL`] with their content compared (which
     /// also sees a file replaced by a rename); a burst of changes makes one reload, once the
     /// files have been quiet for [`DEBOUNCE`].
-    pub fn watch(&self, mut stop: watch::Receiver<bool>) -> Result<JoinHandle<()>, String> {
-        use notify::Watcher as _;
-
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        let handler = move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = res
-                && !matches!(event.kind, notify::EventKind::Access(_))
-            {
-                let _ = tx.try_send(());
-            }
-        };
-        let poll = notify::Config::default()
-            .with_poll_interval(POLL_INTERVAL)
-            .with_compare_contents(true);
-        let mut watcher = notify::PollWatcher::new(handler, poll)
-            .map_err(|e| format!("cannot watch the TLS files: {e}"))?;
-        for path in [&self.inner.files.cert_file, &self.inner.files.key_file] {
-            watcher
-                .watch(path, notify::RecursiveMode::NonRecursive)
-                .map_err(|e| format!("cannot watch {}: {e}", path.display()))?;
-        }
+    pub fn watch(&self, stop: watch::Receiver<bool>) -> Result<JoinHandle<()>, String> {
+        let files = &self.inner.files;
         let tls = self.clone();
-        Ok(tokio::spawn(async move {
-            // Owned by the task: the watch ends with it.
-            let _watcher = watcher;
-            loop {
-                tokio::select! {
-                    got = rx.recv() => if got.is_none() { break },
-                    _ = stop.changed() => break,
+        crate::file_watch::watch_files(
+            &[files.cert_file.clone(), files.key_file.clone()],
+            "the TLS files",
+            |event| !matches!(event.kind, notify::EventKind::Access(_)),
+            stop,
+            move || {
+                let tls = tls.clone();
+                async move {
+                    // Refusals are logged by `reload`.
+                    let _ = tls.reload("file change").await;
                 }
-                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-                if *stop.borrow() {
-                    break;
-                }
-                // Refusals are logged by `reload`.
-                let _ = tls.reload("file change").await;
-            }
-        }))
+            },
+        )
     }
 
     /// The TLS handshake of an accepted connection, within `handshake_timeout_ms`. Plain HTTP

@@ -16,6 +16,7 @@ const ORDER: &[&str] = &[
     "provider",
     "auth",
     "fuzzing",
+    "file_watch",
     "tls",
     "config",
     "telemetry",

@@ -272,7 +272,7 @@ impl Sender {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| Failure {
                 retry: true,
-                reason: format!("no answer: {}", error_chain(&e)),
+                reason: format!("no answer: {}", crate::telemetry::error_chain(&e)),
             })?;
             let status = response.status();
             // Read a little of the answer so the connection can be reused, then drop it.
@@ -362,18 +362,6 @@ impl Sender {
 struct Failure {
     retry: bool,
     reason: String,
-}
-
-/// The error and its causes, for a log line (hyper's client error says little by itself).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// The body `format` sends for `alert`.

@@ -79,7 +79,7 @@ struct Bucket {
     refused: u64,
 }
 
-/// Calls in a window: `(part, whole)`.
+/// The calls seen in a window, by how they ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Counts {
     calls: u64,

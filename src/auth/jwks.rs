@@ -485,7 +485,8 @@ fn fetch_client(roots: &[CertificateDer<'static>]) -> Result<FetchClient, JwksPr
         .build(https))
 }
 
-/// An error and its causes, outermost first (`client error (Connect): tcp connect error: …`).
+/// An error and its causes, outermost first (`client error (Connect): tcp connect error: …`);
+/// `telemetry::error_chain` for the modules above `auth`.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();

@@ -425,7 +425,7 @@ impl Proxy {
         {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
             Ok(Err(e)) => {
-                tracing::warn!(request_id = %call.request_id(), provider = %provider.name, error = %error_chain(&e), "upstream request failed");
+                tracing::warn!(request_id = %call.request_id(), provider = %provider.name, error = %crate::telemetry::error_chain(&e), "upstream request failed");
                 return Err(GatewayError::UpstreamUnreachable);
             }
             Ok(Ok(resp)) => resp,
@@ -726,17 +726,6 @@ fn error_code(body: &[u8]) -> String {
     } else {
         parts.join(" ")
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
