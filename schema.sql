@@ -8,7 +8,8 @@
 -- older file is migrated). 3 — usage_source may be 'invalid'; rows and rollups an older
 -- Tollgate left with impossible figures are repaired once (src/store/sqlite/repair.rs). 4 —
 -- token_usage.journal_id: the call journal moved to a file of its own (src/store/journal.rs);
--- call_journal is only read once, for the entries an older Tollgate left in it.
+-- call_journal is only read once, for the entries an older Tollgate left in it. 5 — users.plan:
+-- the plan of the user's latest call (added to older files, with its index, by schema.rs).
 --
 -- Conventions: timestamps are unix milliseconds UTC; money is integer nano-USD (1e-9 USD);
 -- token counts follow one convention for every provider: input includes cached input, output
@@ -85,7 +86,8 @@ CREATE TABLE IF NOT EXISTS users (
     requests_per_minute    INTEGER,
     max_concurrent         INTEGER,
     created_at             INTEGER NOT NULL,        -- unix ms UTC
-    last_seen_at           INTEGER                  -- unix ms UTC of the latest recorded call
+    last_seen_at           INTEGER,                 -- unix ms UTC of the latest recorded call
+    plan                   TEXT                     -- [plans.NAME] of the latest call; NULL: none
 );
 
 -- Daily rollups of token_usage, written in the same transaction as the rows they sum, so that
@@ -229,4 +231,4 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;

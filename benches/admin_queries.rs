@@ -381,6 +381,7 @@ impl Queries {
             offset: 0,
             today: self.today.clone(),
             month_start: self.month_start.clone(),
+            plan: None,
         }
     }
 }
@@ -679,6 +680,7 @@ fn feed(store: &Queue, stop: &AtomicBool, max_depth: &AtomicUsize, rate: u64) ->
                 ttfb_ms: Some(100 + rng.below(500)),
                 outcome: Outcome::Complete,
                 journal_id: None,
+                plan: None,
             });
             max_depth.fetch_max(store.queue_depth(), Ordering::Relaxed);
         }

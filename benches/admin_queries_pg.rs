@@ -184,6 +184,7 @@ async fn run(rows: u64, iters: usize, file: &std::path::Path) {
         offset,
         today: TODAY.into(),
         month_start: month_start.clone(),
+        plan: None,
     };
     let first_page = store
         .user_usage(UserUsageQuery {

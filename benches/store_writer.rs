@@ -149,6 +149,7 @@ fn rows() -> Vec<UsageRow> {
                 ttfb_ms: Some(150 + rng.below(1_000)),
                 outcome,
                 journal_id: None,
+                plan: None,
             }
         })
         .collect()

@@ -159,6 +159,7 @@ impl Stream {
             media_parts: 0,
             usage_injected,
             sse,
+            model_ambiguous: false,
         }
     }
 
@@ -411,6 +412,7 @@ fn json_info(endpoint: Endpoint) -> RequestInfo {
         media_parts: 0,
         usage_injected: false,
         sse: false,
+        model_ambiguous: false,
     }
 }
 

@@ -24,6 +24,8 @@ pub mod alerts;
 
 pub use crate::auth::{AuthConfig, JwtAlgorithm};
 use crate::auth::{Jwks, JwksSettings, JwksUrl, Verifier, VerifierError};
+pub use crate::plan::{PlanConfig, Plans};
+pub use crate::pricing::{MAX_COST_USD, usd_to_nano_usd};
 use crate::pricing::{Price, PriceTable};
 use crate::provider::ProviderKind;
 pub use crate::secret::Secret;
@@ -75,6 +77,10 @@ pub struct RawConfig {
     /// Where alerts are delivered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookConfig>,
+    /// `[plans.NAME]`: limits and models per plan, chosen by the JWT's `auth.plan_claim`
+    /// ([`crate::plan`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plans: BTreeMap<String, PlanConfig>,
 }
 
 /// `[server]`: the proxy listener and the edges of the request path.
@@ -237,6 +243,10 @@ pub struct LimitsConfig {
     /// Prompt tokens one inline image or audio part counts for in a call's reservation (a
     /// base64 screenshot is megabytes of text but a few thousand tokens at most).
     pub media_part_tokens: u64,
+    /// The plan (`[plans.NAME]`) of a token without `auth.plan_claim`, or whose claim names no
+    /// plan. Unset: such a token gets `[limits]` and every model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_plan: Option<String>,
 }
 
 impl Default for LimitsConfig {
@@ -251,26 +261,9 @@ impl Default for LimitsConfig {
             max_concurrent: None,
             default_max_output_tokens: 4_096,
             media_part_tokens: 1_000,
+            default_plan: None,
         }
     }
-}
-
-/// Largest cost budget accepted, in USD: far above any real budget, and its nano-USD fits the
-/// store's signed 64-bit integers.
-pub const MAX_COST_USD: f64 = 1e9;
-
-/// USD → integer nano-USD (rounded to the nearest), for budgets. `None` for a negative, NaN,
-/// infinite or larger-than-[`MAX_COST_USD`] amount.
-pub fn usd_to_nano_usd(usd: f64) -> Option<u64> {
-    if !usd.is_finite() || !(0.0..=MAX_COST_USD).contains(&usd) {
-        return None;
-    }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "checked above: 0 <= usd * 1e9 <= 1e18 < u64::MAX"
-    )]
-    Some((usd * 1e9).round() as u64)
 }
 
 impl LimitsConfig {
@@ -527,6 +520,8 @@ pub struct Config {
     pub webhook_secrets: Vec<Option<Secret>>,
     /// The URL of each `[[webhooks]]` (same order), from `url` or `url_env`.
     pub webhook_urls: Vec<Secret>,
+    /// `[plans.NAME]` compiled, with `limits.default_plan`.
+    pub plans: Arc<Plans>,
 }
 
 /// A configuration that cannot be used, naming the key at fault.
@@ -1033,6 +1028,14 @@ impl Config {
         )?;
 
         validate_limits(&raw.limits)?;
+        if raw.auth.plan_claim.trim().is_empty() {
+            return Err(invalid(
+                "auth.plan_claim",
+                "must name a claim (the default is \"plan\")",
+            ));
+        }
+        let plans = Plans::new(&raw.plans, raw.limits.default_plan.as_deref())
+            .map_err(|e| invalid(e.key, e.message))?;
         let timezone = jiff::tz::TimeZone::get(&raw.limits.timezone)
             .map_err(|e| invalid("limits.timezone", format!("unknown IANA time zone: {e}")))?;
         let prices = PriceTable::new(&raw.pricing)
@@ -1119,6 +1122,7 @@ impl Config {
             source: None,
             webhook_secrets,
             webhook_urls,
+            plans: Arc::new(plans),
         })
     }
 
@@ -1253,6 +1257,12 @@ impl Config {
             warnings.push(
                 "alerts: rules without [[webhooks]] are only recorded (the dashboard's alerts page)".into(),
             );
+        }
+        if !self.plans.is_empty() && self.plans.default_plan().is_none() {
+            warnings.push(format!(
+                "limits.default_plan: not set; a token without the {:?} claim, or naming no plan, gets [limits] and every model",
+                self.raw.auth.plan_claim
+            ));
         }
         warnings
     }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::auth::AuthError;
+use crate::plan::PlanRefusal;
 use crate::provider::{BodyError, PathError, ProviderKind};
 use crate::quota::Denied;
 use crate::usage::Outcome;
@@ -56,6 +57,9 @@ pub enum GatewayError {
     /// Refused before forwarding: blocked user, used-up quota, request rate or concurrency.
     #[error("{}", denied_message(.0))]
     Denied(Denied),
+    /// Refused before forwarding: the caller's plan does not allow the model, or as much output.
+    #[error("{0}")]
+    Plan(PlanRefusal),
     /// The upstream could not be reached (connect failure, connect timeout, TLS).
     #[error("the upstream provider could not be reached")]
     UpstreamUnreachable,
@@ -88,6 +92,7 @@ impl GatewayError {
             GatewayError::Denied(
                 Denied::Quota { .. } | Denied::Rate { .. } | Denied::Concurrency { .. },
             ) => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::Plan(_) => StatusCode::FORBIDDEN,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamRejectedKey => StatusCode::BAD_GATEWAY,
@@ -122,6 +127,7 @@ impl GatewayError {
             GatewayError::Denied(d @ (Denied::Rate { .. } | Denied::Concurrency { .. })) => {
                 ("requests", d.code())
             }
+            GatewayError::Plan(p) => ("permission_error", p.code()),
             GatewayError::UpstreamUnreachable => ("api_error", "upstream_unreachable"),
             GatewayError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             GatewayError::UpstreamRejectedKey => ("api_error", "upstream_credentials_refused"),
@@ -149,6 +155,10 @@ impl GatewayError {
             let retry = if d.should_retry() { "true" } else { "false" };
             headers.insert("x-should-retry", HeaderValue::from_static(retry));
         }
+        if matches!(self, GatewayError::Plan(_)) {
+            resp.headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         if matches!(self, GatewayError::Overloaded | GatewayError::StoreFull) {
             let headers = resp.headers_mut();
             headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
@@ -175,6 +185,7 @@ impl GatewayError {
             GatewayError::Denied(Denied::Quota { .. }) => Outcome::RefusedQuota,
             GatewayError::Denied(Denied::Rate { .. }) => Outcome::RefusedRate,
             GatewayError::Denied(Denied::Concurrency { .. }) => Outcome::RefusedConcurrency,
+            GatewayError::Plan(_) => Outcome::RefusedPlan,
             GatewayError::UpstreamUnreachable => Outcome::UpstreamUnreachable,
             GatewayError::UpstreamTimeout => Outcome::UpstreamTimeout,
             GatewayError::UpstreamRejectedKey => Outcome::UpstreamRejectedKey,

@@ -637,6 +637,7 @@ pub fn response_tap(input: &[u8]) {
         media_parts: 0,
         usage_injected: injected,
         sse,
+        model_ambiguous: false,
     };
     let answer = Answer {
         kind,

@@ -13,6 +13,7 @@ pub mod file_watch;
 pub mod fuzzing;
 pub mod meter;
 pub mod metrics;
+pub mod plan;
 pub mod pricing;
 pub mod provider;
 pub mod proxy;

@@ -163,6 +163,9 @@ struct TokenArgs {
     /// The `name` claim.
     #[arg(long)]
     name: Option<String>,
+    /// The user's plan, written to the configured plan claim (`auth.plan_claim`).
+    #[arg(long, value_name = "NAME")]
+    plan: Option<String>,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -539,6 +542,20 @@ fn token(args: &TokenArgs) -> ExitCode {
         Ok(raw) => raw,
         Err(e) => return invalid(&e),
     };
+    if let Some(plan) = &args.plan
+        && !raw.plans.contains_key(plan)
+    {
+        let instead = raw
+            .limits
+            .default_plan
+            .as_deref()
+            .map_or("[limits] and every model".to_string(), |d| {
+                format!("the default plan {d:?}")
+            });
+        eprintln!(
+            "warning: gateway.toml has no [plans.{plan}]: a call with this token gets {instead}"
+        );
+    }
     let auth = &raw.auth;
     if !auth.algorithms.contains(&JwtAlgorithm::HS256) {
         return invalid(&ConfigError::Invalid {
@@ -550,14 +567,17 @@ fn token(args: &TokenArgs) -> ExitCode {
         Ok(secret) => secret,
         Err(e) => return invalid(&e),
     };
-    match tollgate::auth::mint(
+    match tollgate::auth::mint_claims(
         &secret,
         auth,
-        &args.sub,
-        args.admin,
-        args.ttl,
-        args.email.as_deref(),
-        args.name.as_deref(),
+        &tollgate::auth::MintClaims {
+            sub: &args.sub,
+            admin: args.admin,
+            ttl: args.ttl,
+            email: args.email.as_deref(),
+            name: args.name.as_deref(),
+            plan: args.plan.as_deref(),
+        },
     ) {
         Ok(token) => {
             println!("{token}");

@@ -405,6 +405,7 @@ mod tests {
             media_parts: 0,
             usage_injected: false,
             sse: true,
+            model_ambiguous: false,
         };
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -579,6 +580,7 @@ mod tests {
             media_parts: 0,
             usage_injected: false,
             sse: true,
+            model_ambiguous: false,
         };
         let tap = ResponseTap::new(
             ProviderKind::Openai,

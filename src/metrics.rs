@@ -28,6 +28,8 @@
 //!   front ([`Refusal::ALL`]), so counting one takes no lock and allocates nothing.
 //! - The writer's gauges (`tollgate_store_*`) are read from the [`Store`] when the page is
 //!   rendered; `tollgate_config_reloads_total{result}` is counted by `reload`.
+//! - `tollgate_unknown_plan_claims_total` counts the calls whose JWT plan claim named no
+//!   `[plans.NAME]` (they got `limits.default_plan`), counted by `proxy` with an atomic.
 //! - `tollgate_jwks_refreshes_total{result}` counts the fetches of `auth.jwks_url`'s key set
 //!   (`ok`, `error`: the keys in use stayed), told by the key set's refresh task
 //!   ([`RefreshObserver`]).
@@ -57,6 +59,7 @@ use prometheus_client::registry::Registry;
 
 use crate::auth::{RefreshObserver, RefreshResult};
 use crate::error::GatewayError;
+use crate::plan::PlanRefusal;
 use crate::quota::{Denied, LimitKind, Window};
 use crate::store::{RowObserver, Store, UsageRow};
 use crate::usage::UsageSource;
@@ -110,6 +113,10 @@ pub enum Refusal {
     Rate,
     /// 429: calls in flight.
     Concurrency,
+    /// 403: a model outside the caller's plan (or none the plan can check).
+    PlanModel,
+    /// 403: more output than the plan's `max_output_tokens`.
+    PlanOutput,
     /// 502: upstream unreachable.
     UpstreamUnreachable,
     /// 504: no upstream answer in time.
@@ -122,7 +129,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, in the order of their counters.
-    pub const ALL: [Refusal; 20] = [
+    pub const ALL: [Refusal; 22] = [
         Refusal::NotFound,
         Refusal::Unauthenticated,
         Refusal::InvalidRequest,
@@ -139,6 +146,8 @@ impl Refusal {
         Refusal::MonthlyCost,
         Refusal::Rate,
         Refusal::Concurrency,
+        Refusal::PlanModel,
+        Refusal::PlanOutput,
         Refusal::UpstreamUnreachable,
         Refusal::UpstreamTimeout,
         Refusal::UpstreamRejectedKey,
@@ -164,6 +173,8 @@ impl Refusal {
             Refusal::MonthlyCost => "monthly_cost",
             Refusal::Rate => "rate",
             Refusal::Concurrency => "concurrency",
+            Refusal::PlanModel => "plan_model",
+            Refusal::PlanOutput => "plan_max_output",
             Refusal::UpstreamUnreachable => "upstream_unreachable",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::UpstreamRejectedKey => "upstream_rejected_key",
@@ -192,6 +203,12 @@ impl Refusal {
             },
             GatewayError::Denied(Denied::Rate { .. }) => Refusal::Rate,
             GatewayError::Denied(Denied::Concurrency { .. }) => Refusal::Concurrency,
+            GatewayError::Plan(PlanRefusal::Model { .. } | PlanRefusal::NoModel { .. }) => {
+                Refusal::PlanModel
+            }
+            GatewayError::Plan(
+                PlanRefusal::Output { .. } | PlanRefusal::OutputUnreadable { .. },
+            ) => Refusal::PlanOutput,
             GatewayError::UpstreamUnreachable => Refusal::UpstreamUnreachable,
             GatewayError::UpstreamTimeout => Refusal::UpstreamTimeout,
             GatewayError::UpstreamRejectedKey => Refusal::UpstreamRejectedKey,
@@ -349,6 +366,8 @@ pub struct Metrics {
     webhooks: [Counter; 4],
     /// Fetches of the key set of `auth.jwks_url`: ok, error.
     jwks_refreshes: [Counter; 2],
+    /// Calls whose plan claim named no configured plan.
+    unknown_plans: Counter,
     /// Model names given a label value of their own, and their shared label strings.
     models: Mutex<HashMap<Box<str>, Arc<str>>>,
     other_model: Arc<str>,
@@ -485,6 +504,13 @@ impl Metrics {
              for unknown kids, by result: ok, error (the keys fetched before stayed in use)",
             jwks_family,
         );
+        let unknown_plans = Counter::default();
+        registry.register(
+            "unknown_plan_claims",
+            "Calls whose JWT plan claim (auth.plan_claim) named no [plans.NAME]: they got \
+             limits.default_plan (or [limits]); the log names each value once an hour",
+            unknown_plans.clone(),
+        );
         registry.register(
             "build",
             "The running Tollgate",
@@ -513,6 +539,7 @@ impl Metrics {
             alerts,
             webhooks,
             jwks_refreshes,
+            unknown_plans,
             models: Mutex::new(HashMap::new()),
             other_model: Arc::from("other"),
             no_model: Arc::from("none"),
@@ -577,6 +604,16 @@ impl Metrics {
     /// An alert of `kind` fired.
     pub fn alert_fired(&self, kind: &'static str) {
         self.alerts.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// A call's plan claim named no configured plan.
+    pub fn unknown_plan(&self) {
+        self.unknown_plans.inc();
+    }
+
+    /// Calls so far whose plan claim named no configured plan.
+    pub fn unknown_plans(&self) -> u64 {
+        self.unknown_plans.get()
     }
 
     /// A webhook delivery attempt ended with `result`.
@@ -813,6 +850,7 @@ mod tests {
             ttfb_ms: Some(40),
             outcome: crate::usage::Outcome::Complete,
             journal_id: None,
+            plan: None,
         }
     }
 

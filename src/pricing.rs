@@ -324,6 +324,25 @@ fn pico_per_token(field: &str, usd_per_million: f64) -> Result<u64, String> {
     Ok((usd_per_million * 1e6).round() as u64)
 }
 
+/// Largest cost budget accepted, in USD: far above any real budget, and its nano-USD fits the
+/// store's signed 64-bit integers.
+pub const MAX_COST_USD: f64 = 1e9;
+
+/// USD → integer nano-USD (rounded to the nearest), for budgets (`[limits]`, `[plans.NAME]`,
+/// the admin API): a conversion made when a setting is read, never per call. `None` for a
+/// negative, NaN, infinite or larger-than-[`MAX_COST_USD`] amount.
+pub fn usd_to_nano_usd(usd: f64) -> Option<u64> {
+    if !usd.is_finite() || !(0.0..=MAX_COST_USD).contains(&usd) {
+        return None;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "checked above: 0 <= usd * 1e9 <= 1e18 < u64::MAX"
+    )]
+    Some((usd * 1e9).round() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

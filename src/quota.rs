@@ -76,6 +76,7 @@ use parking_lot::Mutex;
 
 use crate::calendar::{self, Windows, secs_until, timestamp};
 use crate::config::LimitsConfig;
+use crate::plan::{Plan, PlanConfig};
 pub use controls::{
     Change, InvalidPatch, OverridesPatch, QuotaSeed, SeedTotals, SeedUser, UserControls,
     UserOverrides, validate_patch,
@@ -181,6 +182,25 @@ impl Limits {
         }
     }
 
+    /// `[limits]` with a plan's limits on top: each limit the plan sets wins over `[limits]`'s
+    /// (`plan = None`: `[limits]` alone, as [`Limits::from_config`]).
+    pub fn for_plan(config: &LimitsConfig, plan: Option<&PlanConfig>) -> Limits {
+        let base = Limits::from_config(config);
+        let Some(p) = plan else {
+            return base;
+        };
+        Limits {
+            daily_tokens: p.daily_tokens.unwrap_or(base.daily_tokens),
+            monthly_tokens: p.monthly_tokens.unwrap_or(base.monthly_tokens),
+            daily_cost_nano_usd: p.daily_cost_nano_usd().or(base.daily_cost_nano_usd),
+            monthly_cost_nano_usd: p.monthly_cost_nano_usd().or(base.monthly_cost_nano_usd),
+            requests_per_minute: p
+                .requests_per_minute
+                .map_or(base.requests_per_minute, at_least_one),
+            max_concurrent: p.max_concurrent.map(at_least_one).or(base.max_concurrent),
+        }
+    }
+
     /// These limits with `overrides` on top: each override set wins over its default.
     pub fn with_overrides(&self, overrides: &UserOverrides) -> Limits {
         Limits {
@@ -211,6 +231,28 @@ impl Limits {
         match window {
             Window::Day => self.daily_cost_nano_usd,
             Window::Month => self.monthly_cost_nano_usd,
+        }
+    }
+}
+
+/// The limits a call is admitted under before the user's own overrides: `[limits]` with the
+/// plan of the caller's token on top ([`Limits::for_plan`]), and the plan's name. The proxy
+/// builds it from the configuration the call started with, so an edited plan applies to the
+/// next call of every user on it, and a user whose token names another plan is on it from
+/// their next call; the counters are never touched by a change of basis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Basis {
+    /// `None`: no plan (`[limits]` alone).
+    pub plan: Option<Arc<str>>,
+    pub limits: Limits,
+}
+
+impl Basis {
+    /// `[limits]` (`config`) with `plan`'s limits on top.
+    pub fn new(config: &LimitsConfig, plan: Option<&Plan>) -> Basis {
+        Basis {
+            plan: plan.map(|p| Arc::clone(&p.name)),
+            limits: Limits::for_plan(config, plan.map(|p| &p.settings)),
         }
     }
 }
@@ -521,6 +563,9 @@ struct UserState<R: RateClock> {
     limiter: Limiter<R>,
     /// The rate `limiter` was built for; rebuilt when the rate in force changes.
     limiter_rpm: NonZeroU32,
+    /// The basis of the user's latest call ([`Ledger::try_admit_on`]); `None` until then: the
+    /// ledger's defaults.
+    basis: Option<Basis>,
 }
 
 type Cell<R> = Arc<Mutex<UserState<R>>>;
@@ -538,7 +583,31 @@ impl<R: RateClock> UserState<R> {
             touched_ms: 0,
             limiter: RateLimiter::direct_with_clock(Quota::per_minute(rpm), rate_clock.clone()),
             limiter_rpm: rpm,
+            basis: None,
         }
+    }
+
+    /// The limits before overrides: the latest call's basis, else the ledger's defaults.
+    fn base(&self, defaults: &Limits) -> Limits {
+        self.basis.as_ref().map_or(*defaults, |b| b.limits)
+    }
+
+    /// The limits in force: the base with the user's overrides on top.
+    fn limits(&self, defaults: &Limits) -> Limits {
+        self.base(defaults).with_overrides(&self.controls.overrides)
+    }
+
+    /// Take `basis` as the user's from this call on. A change of limits while the limits are
+    /// shared makes the next admission ask the store again (the leases were granted under the
+    /// old ones); the counters stay.
+    fn adopt(&mut self, basis: &Basis, shared: bool) {
+        if self.basis.as_ref() == Some(basis) {
+            return;
+        }
+        if shared && self.basis.as_ref().map(|b| b.limits) != Some(basis.limits) {
+            self.must_ask = true;
+        }
+        self.basis = Some(basis.clone());
     }
 
     /// What refuses a call that waited for the store (a lease): the checks that can change
@@ -561,8 +630,15 @@ impl<R: RateClock> UserState<R> {
     }
 
     fn status(&self, defaults: &Limits) -> QuotaStatus {
-        let limits = defaults.with_overrides(&self.controls.overrides);
+        let plan = self.basis.as_ref().and_then(|b| b.plan.clone());
+        self.status_with(self.base(defaults), plan)
+    }
+
+    /// The status as if the limits before overrides were `base`, on `plan`.
+    fn status_with(&self, base: Limits, plan: Option<Arc<str>>) -> QuotaStatus {
+        let limits = base.with_overrides(&self.controls.overrides);
         QuotaStatus {
+            plan,
             blocked: self.controls.blocked,
             blocked_reason: self.controls.blocked_reason.clone(),
             limits,
@@ -579,9 +655,12 @@ impl<R: RateClock> UserState<R> {
 /// A user's quota as the app may show it (response headers, `GET /me/usage`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuotaStatus {
+    /// The plan of the user's latest call through this gateway (`None`: no plan, or no call
+    /// since the start).
+    pub plan: Option<Arc<str>>,
     pub blocked: bool,
     pub blocked_reason: Option<String>,
-    /// The limits in force: defaults with the user's overrides applied.
+    /// The limits in force: `[limits]`, the plan's on top, the user's overrides on top of both.
     pub limits: Limits,
     /// The user's own overrides (`None` = the default applies).
     pub overrides: UserOverrides,
@@ -702,10 +781,23 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
     /// seen for the first time (or for a refusal's reason). Decides on this gateway's counters
     /// alone, whether or not the limits are shared: the proxy calls [`Ledger::try_admit`].
     pub fn admit(&self, user: &Arc<str>, hold: Hold) -> Result<Reservation<R>, Denied> {
+        self.admit_on(user, hold, None)
+    }
+
+    /// [`Ledger::admit`] under `basis` (the call's plan), when given: it becomes the user's.
+    fn admit_on(
+        &self,
+        user: &Arc<str>,
+        hold: Hold,
+        basis: Option<&Basis>,
+    ) -> Result<Reservation<R>, Denied> {
         let now_ms = self.clock.now_ms();
         let (cell, calendar, defaults) = self.cell(user, now_ms);
         let mut state = cell.lock();
         state.roll(&calendar);
+        if let Some(basis) = basis {
+            state.adopt(basis, false);
+        }
         self.check(&mut state, &defaults, now_ms)?;
         Ok(self.reserve(&mut state, &cell, hold, now_ms))
     }
@@ -717,13 +809,36 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
     /// gateway knows of, calls in flight, rate) come first, so a refused user costs the store
     /// nothing; a short call has taken its rate token.
     pub fn try_admit(&self, user: &Arc<str>, hold: Hold) -> Result<Reservation<R>, Admission> {
+        self.try_admit_basis(user, hold, None)
+    }
+
+    /// [`Ledger::try_admit`] under `basis`, the limits of the call's plan before the user's
+    /// overrides (see [`Basis`]); it becomes the user's basis, shown by [`Ledger::status`].
+    pub fn try_admit_on(
+        &self,
+        user: &Arc<str>,
+        hold: Hold,
+        basis: &Basis,
+    ) -> Result<Reservation<R>, Admission> {
+        self.try_admit_basis(user, hold, Some(basis))
+    }
+
+    fn try_admit_basis(
+        &self,
+        user: &Arc<str>,
+        hold: Hold,
+        basis: Option<&Basis>,
+    ) -> Result<Reservation<R>, Admission> {
         let Some(shared) = self.shared.get() else {
-            return self.admit(user, hold).map_err(Admission::Denied);
+            return self.admit_on(user, hold, basis).map_err(Admission::Denied);
         };
         let now_ms = self.clock.now_ms();
         let (cell, calendar, defaults) = self.cell(user, now_ms);
         let mut state = cell.lock();
         state.roll(&calendar);
+        if let Some(basis) = basis {
+            state.adopt(basis, true);
+        }
         let limits = self.check(&mut state, &defaults, now_ms)?;
         if shared.fence.holds()
             && !state.must_ask
@@ -812,7 +927,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
                 }));
             }
         };
-        let limits = defaults.with_overrides(&state.controls.overrides);
+        let limits = state.limits(&defaults);
         if let Some(denied) = state.refused_meanwhile(&limits) {
             return Err(Admission::Denied(denied));
         }
@@ -849,7 +964,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
             state.day.granted([w[0], w[1]], [0, 0]);
             state.month.granted([w[2], w[3]], [0, 0]);
         }
-        let limits = defaults.with_overrides(&state.controls.overrides);
+        let limits = state.limits(&defaults);
         let covered = state.day.covers(Window::Day, &limits, hold)
             && state.month.covers(Window::Month, &limits, hold);
         (covered && state.refused_meanwhile(&limits).is_none())
@@ -870,7 +985,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
                 reason: state.controls.blocked_reason.clone(),
             });
         }
-        let limits = defaults.with_overrides(&state.controls.overrides);
+        let limits = state.limits(defaults);
         if let Some(denied) = state
             .month
             .reached(Window::Month, &limits, now_ms)
@@ -1022,17 +1137,31 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
     /// `user`'s quota now: usage, reservations, limits in force, what remains and when each
     /// window resets. A user never seen gets the defaults and zeros (and is not added).
     pub fn status(&self, user: &str) -> QuotaStatus {
+        self.status_basis(user, None)
+    }
+
+    /// [`Ledger::status`] under `basis` (the plan of the token asking, `GET /me/usage`) rather
+    /// than the basis of the user's latest call. The user's basis is not changed.
+    pub fn status_on(&self, user: &str, basis: &Basis) -> QuotaStatus {
+        self.status_basis(user, Some(basis))
+    }
+
+    fn status_basis(&self, user: &str, basis: Option<&Basis>) -> QuotaStatus {
         let now_ms = self.clock.now_ms();
         let (cell, calendar, defaults) = self.lookup(user, now_ms);
         match cell {
             Some(cell) => {
                 let mut state = cell.lock();
                 state.roll(&calendar);
-                state.status(&defaults)
+                match basis {
+                    Some(b) => state.status_with(b.limits, b.plan.clone()),
+                    None => state.status(&defaults),
+                }
             }
             None => {
-                let limits = defaults;
+                let limits = basis.map_or(defaults, |b| b.limits);
                 QuotaStatus {
+                    plan: basis.and_then(|b| b.plan.clone()),
                     blocked: false,
                     blocked_reason: None,
                     limits,

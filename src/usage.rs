@@ -142,6 +142,9 @@ pub enum Outcome {
     RefusedRate,
     /// Refused before forwarding: over the cap on calls in flight.
     RefusedConcurrency,
+    /// Refused before forwarding: the caller's plan does not allow the model, or the output the
+    /// request asks for (403).
+    RefusedPlan,
     /// The upstream could not be reached (502).
     UpstreamUnreachable,
     /// No answer head from the upstream in time (504).
@@ -157,7 +160,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, for documentation and tests.
-    pub const ALL: [Outcome; 22] = [
+    pub const ALL: [Outcome; 23] = [
         Outcome::Complete,
         Outcome::ClientGone,
         Outcome::UpstreamError,
@@ -175,6 +178,7 @@ impl Outcome {
         Outcome::RefusedQuota,
         Outcome::RefusedRate,
         Outcome::RefusedConcurrency,
+        Outcome::RefusedPlan,
         Outcome::UpstreamUnreachable,
         Outcome::UpstreamTimeout,
         Outcome::UpstreamRejectedKey,
@@ -202,6 +206,7 @@ impl Outcome {
             Outcome::RefusedQuota => "refused_quota",
             Outcome::RefusedRate => "refused_rate",
             Outcome::RefusedConcurrency => "refused_concurrency",
+            Outcome::RefusedPlan => "refused_plan",
             Outcome::UpstreamUnreachable => "upstream_unreachable",
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::UpstreamRejectedKey => "upstream_rejected_key",

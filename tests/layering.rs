@@ -14,6 +14,7 @@ const ORDER: &[&str] = &[
     "stream",
     "pricing",
     "provider",
+    "plan",
     "auth",
     "fuzzing",
     "file_watch",

@@ -78,6 +78,7 @@ async fn a_gateway_on_postgres_records_every_call_and_keeps_blocks_and_usage_acr
             offset: 0,
             today,
             month_start,
+            plan: None,
         })
         .await
         .unwrap();

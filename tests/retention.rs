@@ -46,6 +46,7 @@ fn call(n: u32, user: &str, day: &str, tokens: u64) -> UsageRow {
         ttfb_ms: Some(10),
         outcome: Outcome::Complete,
         journal_id: None,
+        plan: None,
     }
 }
 

@@ -26,6 +26,7 @@ use super::{api, session};
         api::ops::metrics,
         api::users::users,
         api::users::user_usage,
+        api::users::plans,
         api::actions::block,
         api::actions::unblock,
         api::actions::set_limits,

@@ -5,6 +5,8 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::config::Config;
+use crate::plan::{Plan, PlanConfig};
 use crate::quota::{Limits, QuotaStatus, UserControls, UserOverrides, WindowStatus};
 use crate::store;
 use crate::usage::Totals;
@@ -386,12 +388,151 @@ impl From<Limits> for LimitsView {
     }
 }
 
-/// A user as listed: their row, usage today and this month, and the limits in force.
+/// Where a limit in force comes from: the user's own override (admin API), their plan
+/// (`[plans.NAME]`), or `[limits]`. Override > plan > limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitSource {
+    Override,
+    Plan,
+    Limits,
+}
+
+/// For each limit of a [`LimitsView`], where its value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LimitSourcesView {
+    pub daily_tokens: LimitSource,
+    pub monthly_tokens: LimitSource,
+    pub daily_cost_nano_usd: LimitSource,
+    pub monthly_cost_nano_usd: LimitSource,
+    pub requests_per_minute: LimitSource,
+    pub max_concurrent: LimitSource,
+}
+
+/// What is in force for a user on `plan` with `overrides`: the limits and where each comes
+/// from.
+#[derive(Debug)]
+pub struct Effective {
+    pub limits: Limits,
+    pub sources: LimitSourcesView,
+}
+
+impl Effective {
+    /// `[limits]` of `config`, `plan`'s limits on top, `overrides` on top of both.
+    pub fn of(config: &Config, plan: Option<&Plan>, overrides: &UserOverrides) -> Effective {
+        let settings = plan.map(|p| &p.settings);
+        let limits = Limits::for_plan(&config.raw.limits, settings).with_overrides(overrides);
+        let source = |over: bool, in_plan: fn(&PlanConfig) -> bool| {
+            if over {
+                LimitSource::Override
+            } else if settings.is_some_and(in_plan) {
+                LimitSource::Plan
+            } else {
+                LimitSource::Limits
+            }
+        };
+        let o = overrides;
+        Effective {
+            limits,
+            sources: LimitSourcesView {
+                daily_tokens: source(o.daily_tokens.is_some(), |p| p.daily_tokens.is_some()),
+                monthly_tokens: source(o.monthly_tokens.is_some(), |p| p.monthly_tokens.is_some()),
+                daily_cost_nano_usd: source(o.daily_cost_nano_usd.is_some(), |p| {
+                    p.daily_cost_usd.is_some()
+                }),
+                monthly_cost_nano_usd: source(o.monthly_cost_nano_usd.is_some(), |p| {
+                    p.monthly_cost_usd.is_some()
+                }),
+                requests_per_minute: source(o.requests_per_minute.is_some(), |p| {
+                    p.requests_per_minute.is_some()
+                }),
+                max_concurrent: source(o.max_concurrent.is_some(), |p| p.max_concurrent.is_some()),
+            },
+        }
+    }
+}
+
+/// A user as listed: their row, usage today and this month, their plan, and the limits in force
+/// with where each comes from.
 #[derive(Serialize, ToSchema)]
 pub struct UserView {
     #[serde(flatten)]
     pub summary: UserSummaryView,
+    /// The plan the user is on: their latest call's (as it applies now: a plan since removed
+    /// from gateway.toml gives way to `limits.default_plan`); `None`: no plan.
+    pub plan: Option<String>,
+    /// The limits in force: `[limits]`, the plan's on top, the user's overrides on top of both.
     pub limits: LimitsView,
+    /// Where each of `limits` comes from.
+    pub limit_sources: LimitSourcesView,
+}
+
+/// One `[plans.NAME]` as it applies now.
+#[derive(Serialize, ToSchema)]
+pub struct PlanView {
+    pub name: String,
+    /// Whether this is `limits.default_plan`.
+    pub default: bool,
+    /// The plan's limits: its own, `[limits]`'s for the others.
+    pub limits: LimitsView,
+    /// `plan` or `limits`, for each of `limits`.
+    pub limit_sources: LimitSourcesView,
+    /// Output tokens a call's reservation assumes when it sets no cap.
+    pub default_max_output_tokens: u64,
+    /// Allowed models (glob patterns); `None`: every model not denied.
+    pub models: Option<Vec<String>>,
+    /// Refused models (glob patterns).
+    pub deny_models: Vec<String>,
+    /// The most output tokens one call may ask for; `None`: no ceiling.
+    pub max_output_tokens: Option<u64>,
+    /// A request asking for more is lowered to the ceiling rather than refused.
+    pub clamp_max_output_tokens: bool,
+}
+
+/// The plans in force.
+#[derive(Serialize, ToSchema)]
+pub struct PlansView {
+    /// The JWT claim that names a user's plan (`auth.plan_claim`).
+    pub plan_claim: String,
+    /// The plan of a token without the claim or naming no plan (`limits.default_plan`).
+    pub default_plan: Option<String>,
+    /// `[limits]`: what a user on no plan gets, and what each plan inherits.
+    pub limits: LimitsView,
+    /// Every plan, by name.
+    pub plans: Vec<PlanView>,
+}
+
+impl PlansView {
+    pub fn of(config: &Config) -> PlansView {
+        let default = config.plans.default_plan().map(|p| p.name.to_string());
+        let plans = config
+            .plans
+            .iter()
+            .map(|p| {
+                let e = Effective::of(config, Some(p), &UserOverrides::default());
+                PlanView {
+                    name: p.name.to_string(),
+                    default: default.as_deref() == Some(&*p.name),
+                    limits: e.limits.into(),
+                    limit_sources: e.sources,
+                    default_max_output_tokens: p
+                        .settings
+                        .default_max_output_tokens
+                        .unwrap_or(config.raw.limits.default_max_output_tokens),
+                    models: p.settings.models.clone(),
+                    deny_models: p.settings.deny_models.clone(),
+                    max_output_tokens: p.settings.max_output_tokens,
+                    clamp_max_output_tokens: p.settings.clamp_max_output_tokens,
+                }
+            })
+            .collect();
+        PlansView {
+            plan_claim: config.raw.auth.plan_claim.clone(),
+            default_plan: default,
+            limits: Limits::from_config(&config.raw.limits).into(),
+            plans,
+        }
+    }
 }
 
 /// A page of users.
@@ -483,8 +624,11 @@ pub struct ControlsChange {
     pub user: String,
     pub before: ControlsView,
     pub after: ControlsView,
-    /// The limits in force from the user's next call on.
+    /// The limits in force from the user's next call on (on the plan of their latest call
+    /// through this gateway, else the default plan).
     pub limits: LimitsView,
+    /// Where each of `limits` comes from.
+    pub limit_sources: LimitSourcesView,
 }
 
 /// System statistics.

@@ -18,10 +18,26 @@ pub enum MintError {
     EmptySubject,
     #[error("the time to live must be at least one second")]
     BadTtl,
-    #[error("claim `{0}` would be written twice; check auth.user_claim and auth.admin_claim")]
+    #[error(
+        "claim `{0}` would be written twice; check auth.user_claim, auth.admin_claim and auth.plan_claim"
+    )]
     ClaimClash(String),
     #[error("the token could not be signed")]
     Sign,
+}
+
+/// What a minted token says: the subject (under `auth.user_claim`), its lifetime, and the
+/// optional claims a login backend would add.
+#[derive(Clone, Copy, Debug)]
+pub struct MintClaims<'a> {
+    pub sub: &'a str,
+    /// `auth.admin_claim = auth.admin_value`.
+    pub admin: bool,
+    pub ttl: Duration,
+    pub email: Option<&'a str>,
+    pub name: Option<&'a str>,
+    /// Written to `auth.plan_claim`.
+    pub plan: Option<&'a str>,
 }
 
 /// Mint an HS256 token for trials (`tollgate token`): the subject under `cfg.user_claim`, `iat`,
@@ -36,10 +52,30 @@ pub fn mint(
     email: Option<&str>,
     name: Option<&str>,
 ) -> Result<String, MintError> {
-    if sub.trim().is_empty() {
+    mint_claims(
+        secret,
+        cfg,
+        &MintClaims {
+            sub,
+            admin,
+            ttl,
+            email,
+            name,
+            plan: None,
+        },
+    )
+}
+
+/// [`mint`] with every claim it can write, the plan (`cfg.plan_claim`) included.
+pub fn mint_claims(
+    secret: &Secret,
+    cfg: &AuthConfig,
+    c: &MintClaims<'_>,
+) -> Result<String, MintError> {
+    if c.sub.trim().is_empty() {
         return Err(MintError::EmptySubject);
     }
-    if ttl.as_secs() == 0 {
+    if c.ttl.as_secs() == 0 {
         return Err(MintError::BadTtl);
     }
     let now = system_clock();
@@ -51,15 +87,18 @@ pub fn mint(
         Ok(())
     };
     put("iat", now.into())?;
-    put("exp", now.saturating_add(ttl.as_secs()).into())?;
-    put(&cfg.user_claim, sub.into())?;
-    if admin {
+    put("exp", now.saturating_add(c.ttl.as_secs()).into())?;
+    put(&cfg.user_claim, c.sub.into())?;
+    if c.admin {
         put(&cfg.admin_claim, cfg.admin_value.as_str().into())?;
     }
-    if let Some(email) = email {
+    if let Some(plan) = c.plan {
+        put(&cfg.plan_claim, plan.into())?;
+    }
+    if let Some(email) = c.email {
         put("email", email.into())?;
     }
-    if let Some(name) = name {
+    if let Some(name) = c.name {
         put("name", name.into())?;
     }
     if let Some(iss) = &cfg.issuer {
@@ -150,5 +189,31 @@ mod tests {
         assert!(
             matches!(mint(&s, &clash, "u", true, hour, None, None), Err(MintError::ClaimClash(c)) if c == "sub")
         );
+    }
+
+    #[test]
+    fn a_minted_plan_goes_to_the_plan_claim() {
+        let cfg = AuthConfig {
+            plan_claim: "tier".into(),
+            ..AuthConfig::default()
+        };
+        let token = mint_claims(
+            &Secret::new(SECRET),
+            &cfg,
+            &MintClaims {
+                sub: "u",
+                admin: false,
+                ttl: Duration::from_secs(60),
+                email: None,
+                name: None,
+                plan: Some("pro"),
+            },
+        )
+        .unwrap();
+        let caller = Verifier::new(&cfg, Some(&Secret::new(SECRET)), None)
+            .unwrap()
+            .verify(&token)
+            .unwrap();
+        assert_eq!(caller.plan.as_deref().map(|p| &*p[0]), Some("pro"));
     }
 }

@@ -37,7 +37,7 @@ pub use jwks::{
     Jwks, JwksError, JwksProblem, JwksSettings, JwksUrl, MAX_JWKS_BYTES, RefreshObserver,
     RefreshResult, UNKNOWN_KID_INTERVAL, UNKNOWN_KID_WAIT,
 };
-pub use mint::{MintError, mint};
+pub use mint::{MintClaims, MintError, mint, mint_claims};
 pub use settings::{AuthConfig, JwtAlgorithm};
 pub use verify::{Verifier, VerifierError};
 
@@ -52,6 +52,11 @@ pub struct Caller {
     pub name: Option<String>,
     /// Whether the `auth.admin_claim` claim holds `auth.admin_value`.
     pub is_admin: bool,
+    /// The values of the `auth.plan_claim` claim, in order: a string (or number) is one, an
+    /// array gives its strings (at most 16; values longer than 64 bytes or holding control
+    /// characters are skipped). `None` when the token carries none. Which one names a plan is
+    /// `plan::Plans::choose`'s decision.
+    pub plan: Option<Arc<[Box<str>]>>,
 }
 
 /// Why a credential was refused. Every message is fixed text, safe to show to the client: none

@@ -45,6 +45,9 @@ pub struct AuthConfig {
     pub admin_claim: String,
     /// The value of `admin_claim` that makes a caller an admin.
     pub admin_value: String,
+    /// The claim naming the user's plan (`[plans.NAME]`): a string, or an array of strings of
+    /// which the first naming a plan counts.
+    pub plan_claim: String,
 }
 
 impl Default for AuthConfig {
@@ -61,6 +64,7 @@ impl Default for AuthConfig {
             user_claim: "sub".into(),
             admin_claim: "role".into(),
             admin_value: "admin".into(),
+            plan_claim: "plan".into(),
         }
     }
 }

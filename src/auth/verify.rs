@@ -118,6 +118,7 @@ pub struct Verifier {
     leeway: u64,
     user_claim: String,
     admin_claim: String,
+    plan_claim: String,
     admin_value: String,
     pub(super) cache: TokenCache,
     clock: Clock,
@@ -245,6 +246,7 @@ impl Verifier {
             leeway: cfg.leeway_secs,
             user_claim: cfg.user_claim.clone(),
             admin_claim: cfg.admin_claim.clone(),
+            plan_claim: cfg.plan_claim.clone(),
             admin_value: cfg.admin_value.clone(),
             cache: TokenCache::new(DEFAULT_CACHE_CAPACITY),
             clock: Arc::new(system_clock),
@@ -401,6 +403,7 @@ impl Verifier {
             email: string_claim("email"),
             name: string_claim("name"),
             is_admin,
+            plan: claims.get(&self.plan_claim).and_then(plan_values),
         };
         Ok((caller, exp, key))
     }
@@ -501,6 +504,32 @@ fn claim_holds(v: &Value, expected: &str) -> bool {
     }
 }
 
+/// Most values read from an array plan claim.
+const MAX_PLAN_VALUES: usize = 16;
+/// Longest plan claim value kept (a plan's name is at most 64 bytes).
+const MAX_PLAN_VALUE_BYTES: usize = 64;
+
+/// The values of a plan claim: a string or number is one value, an array gives its strings and
+/// numbers (at most [`MAX_PLAN_VALUES`]); a value longer than [`MAX_PLAN_VALUE_BYTES`], empty or
+/// holding a control character is skipped. `None` when nothing is left.
+fn plan_values(v: &Value) -> Option<Arc<[Box<str>]>> {
+    fn one(v: &Value) -> Option<Box<str>> {
+        let s: Box<str> = match v {
+            Value::String(s) => s.as_str().into(),
+            Value::Number(n) => n.to_string().into(),
+            _ => return None,
+        };
+        let usable =
+            !s.is_empty() && s.len() <= MAX_PLAN_VALUE_BYTES && !s.chars().any(char::is_control);
+        usable.then_some(s)
+    }
+    let values: Vec<Box<str>> = match v {
+        Value::Array(items) => items.iter().take(MAX_PLAN_VALUES).filter_map(one).collect(),
+        other => one(other).into_iter().collect(),
+    };
+    (!values.is_empty()).then(|| values.into())
+}
+
 #[cfg(test)]
 mod tests {
     use jsonwebtoken::EncodingKey;
@@ -521,8 +550,45 @@ mod tests {
                 email: Some("a@example.com".into()),
                 name: Some("Ann".into()),
                 is_admin: false,
+                plan: None,
             }
         );
+    }
+
+    #[test]
+    fn the_plan_claim_is_read_as_a_list_of_values() {
+        let plan = |v: Value| {
+            let mut c = claims();
+            c["plan"] = v;
+            hs_verifier()
+                .verify(&hs(&c))
+                .unwrap()
+                .plan
+                .map(|p| p.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(plan(json!("pro")), Some(vec!["pro".to_string()]));
+        assert_eq!(plan(json!(3)), Some(vec!["3".to_string()]));
+        assert_eq!(
+            plan(json!(["staff", 7, null, ["x"], {"a": 1}, "team"])),
+            Some(vec!["staff".into(), "7".into(), "team".into()])
+        );
+        assert_eq!(plan(json!("")), None);
+        assert_eq!(plan(json!("a\nb")), None);
+        assert_eq!(plan(json!("x".repeat(65))), None);
+        assert_eq!(plan(json!([])), None);
+        assert_eq!(plan(json!(true)), None);
+        assert_eq!(plan(json!(null)), None);
+        let many: Vec<String> = (0..40).map(|i| format!("p{i}")).collect();
+        assert_eq!(plan(json!(many)).unwrap().len(), 16);
+        // Another claim name.
+        let v = verifier_for(&AuthConfig {
+            plan_claim: "tier".into(),
+            ..auth(&[JwtAlgorithm::HS256])
+        });
+        let mut c = claims();
+        c["tier"] = json!("gold");
+        c["plan"] = json!("free");
+        assert_eq!(&*v.verify(&hs(&c)).unwrap().plan.unwrap()[0], "gold");
     }
 
     #[test]

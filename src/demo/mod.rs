@@ -526,6 +526,7 @@ async fn summary(
             offset: 0,
             today: today.day(),
             month_start: today.month_start(),
+            plan: None,
         })
         .await;
     let _ = writeln!(

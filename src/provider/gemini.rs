@@ -74,7 +74,9 @@ pub fn wants_sse(query: Option<&str>) -> bool {
 }
 
 /// Top-level request keys read by [`inspect`]: the REST API accepts both spellings.
-const REQUEST_KEYS: [&[u8]; 2] = [b"generationConfig", b"generation_config"];
+const REQUEST_KEYS: [&[u8]; 3] = [b"generationConfig", b"generation_config", b"model"];
+/// [`REQUEST_KEYS`]'s `model`: read only when the path names no model.
+const BODY_MODEL: usize = 2;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -109,6 +111,7 @@ pub fn inspect(
         media_parts: 0,
         usage_injected: false,
         sse: stream && wants_sse(query),
+        model_ambiguous: false,
     };
     let in_table = endpoint != Endpoint::Other;
     let refuse = |info: RequestInfo, reason: BodyError| {
@@ -127,8 +130,18 @@ pub fn inspect(
     if !scan.valid {
         return refuse(info, BodyError::NotJson);
     }
-    if scan.duplicate.is_some() || (scan.spans[0].is_some() && scan.spans[1].is_some()) {
+    if matches!(scan.duplicate, Some(0 | 1)) || (scan.spans[0].is_some() && scan.spans[1].is_some())
+    {
         return refuse(info, BodyError::DuplicateKey("generationConfig"));
+    }
+    // A path without a model (`cachedContents`, the OpenAI-compatible endpoints): the body's
+    // `model`, as `models/…` or bare.
+    if info.model.is_none()
+        && let Some(raw) = scan.value(body, BODY_MODEL)
+    {
+        info.model = json::decode_string(raw, 0)
+            .map(|m| m.strip_prefix(MODEL_PREFIX).map(str::to_owned).unwrap_or(m));
+        info.model_ambiguous = info.model.is_none() || scan.duplicate == Some(BODY_MODEL);
     }
     let Some(raw) = scan.value(body, 0).or_else(|| scan.value(body, 1)) else {
         return Ok((info, None));
@@ -155,6 +168,85 @@ pub fn inspect(
 }
 
 /// The fields of `generationConfig` that Tollgate reads, by their one name.
+/// The body with `generationConfig.maxOutputTokens` set so that all its candidates together
+/// produce at most `total` tokens (each of `candidateCount` gets `total / candidates`): the
+/// field's value replaced where the body sets it (either spelling), else added to the
+/// `generationConfig` object, else a `generationConfig` added. Returns the body and the cap over
+/// all candidates it sets; `Ok(None)` for an endpoint that generates nothing.
+pub(crate) fn cap_output(
+    endpoint: Endpoint,
+    body: &Bytes,
+    total: u64,
+) -> Result<Option<(Bytes, u64)>, super::CapError> {
+    use super::CapError;
+    if !matches!(
+        endpoint,
+        Endpoint::GenerateContent | Endpoint::StreamGenerateContent
+    ) {
+        return Ok(None);
+    }
+    let scan = json::scan_body(body, REQUEST_KEYS, &[]);
+    let Some(open) = scan.open.filter(|_| scan.valid) else {
+        return Err(CapError::Unreadable);
+    };
+    let config = scan.spans[0].or(scan.spans[1]);
+    let raw = config.and_then(|(s, e)| body.get(s..e));
+    let candidates = match raw {
+        Some(raw) if raw.first() == Some(&b'{') => serde_json::from_slice::<GenerationConfig>(raw)
+            .map_err(|_| CapError::Unreadable)?
+            .candidate_count
+            .unwrap_or(1)
+            .max(1),
+        _ => 1,
+    };
+    if candidates > total {
+        return Err(CapError::TooManyChoices {
+            choices: candidates,
+        });
+    }
+    let each = total / candidates;
+    let out = match (config, raw) {
+        (Some((start, _)), Some(raw)) if raw.first() == Some(&b'{') => {
+            let field = json::field_span(raw, |k| {
+                matches!(k, b"maxOutputTokens" | b"max_output_tokens")
+            })
+            .map_err(|()| CapError::Unreadable)?;
+            match field {
+                Some((s, e)) => json::splice(
+                    body,
+                    &[(start + s, start + e)],
+                    each.to_string().as_bytes(),
+                    None,
+                ),
+                None => {
+                    let comma = if json::object_is_empty(raw, 0) {
+                        ""
+                    } else {
+                        ","
+                    };
+                    let added = format!("\"maxOutputTokens\":{each}{comma}");
+                    json::splice(body, &[], b"", Some((start, added.as_bytes())))
+                }
+            }
+        }
+        (Some(span), Some(b"null")) => {
+            let value = format!("{{\"maxOutputTokens\":{each}}}");
+            json::splice(body, &[span], value.as_bytes(), None)
+        }
+        (Some(_), _) => return Err(CapError::Unreadable),
+        (None, _) => {
+            let comma = if json::object_is_empty(body, open) {
+                ""
+            } else {
+                ","
+            };
+            let added = format!("\"generationConfig\":{{\"maxOutputTokens\":{each}}}{comma}");
+            json::splice(body, &[], b"", Some((open, added.as_bytes())))
+        }
+    };
+    Ok(Some((out.into(), each.saturating_mul(candidates))))
+}
+
 fn generation_config_field(key: &[u8]) -> Option<&'static str> {
     match key {
         b"maxOutputTokens" | b"max_output_tokens" => Some("generationConfig.maxOutputTokens"),
@@ -552,5 +644,96 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    fn capped(body: &str, total: u64) -> (serde_json::Value, u64) {
+        let (out, cap) = super::cap_output(
+            Endpoint::GenerateContent,
+            &Bytes::from(body.to_owned()),
+            total,
+        )
+        .unwrap()
+        .unwrap();
+        (serde_json::from_slice(&out).unwrap(), cap)
+    }
+
+    #[test]
+    fn an_output_cap_goes_into_generation_config() {
+        let (v, cap) = capped(r#"{"contents":[]}"#, 50);
+        assert_eq!(v["generationConfig"]["maxOutputTokens"], 50);
+        assert_eq!(v["contents"], serde_json::json!([]));
+        assert_eq!(cap, 50);
+        let (v, _) = capped(r#"{"generationConfig":{"temperature":0.5}}"#, 50);
+        assert_eq!(v["generationConfig"]["maxOutputTokens"], 50);
+        assert_eq!(v["generationConfig"]["temperature"], 0.5);
+        let (v, _) = capped(r#"{"generation_config":{"max_output_tokens":9000}}"#, 50);
+        assert_eq!(v["generation_config"]["max_output_tokens"], 50);
+        assert!(v.get("generationConfig").is_none());
+        let (v, _) = capped(r#"{"generationConfig":{}}"#, 50);
+        assert_eq!(
+            v["generationConfig"],
+            serde_json::json!({"maxOutputTokens": 50})
+        );
+        let (v, _) = capped(r#"{"generationConfig":null}"#, 50);
+        assert_eq!(v["generationConfig"]["maxOutputTokens"], 50);
+        let (v, cap) = capped(r#"{"generationConfig":{"candidateCount":4}}"#, 50);
+        assert_eq!(
+            (v["generationConfig"]["maxOutputTokens"].clone(), cap),
+            (serde_json::json!(12), 48)
+        );
+        let (v, _) = capped("{}", 5);
+        assert_eq!(
+            v,
+            serde_json::json!({"generationConfig": {"maxOutputTokens": 5}})
+        );
+        assert_eq!(
+            super::cap_output(
+                Endpoint::GenerateContent,
+                &Bytes::from_static(br#"{"generationConfig":"x"}"#),
+                5
+            )
+            .unwrap_err(),
+            crate::provider::CapError::Unreadable
+        );
+        assert!(
+            super::cap_output(Endpoint::CountTokens, &Bytes::from_static(b"{}"), 5)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_path_without_a_model_takes_the_bodys() {
+        let read = |rest: &str, body: &'static [u8]| {
+            inspect(&Method::POST, rest, None, &Bytes::from_static(body))
+                .map(|(info, _)| (info.model, info.model_ambiguous))
+                .unwrap()
+        };
+        assert_eq!(
+            read(
+                "/v1beta/cachedContents",
+                br#"{"model":"models/gemini-2.5-pro"}"#
+            ),
+            (Some("gemini-2.5-pro".into()), false)
+        );
+        assert_eq!(
+            read(
+                "/v1beta/openai/chat/completions",
+                br#"{"model":"gemini-2.5-flash"}"#
+            ),
+            (Some("gemini-2.5-flash".into()), false)
+        );
+        assert_eq!(
+            read("/v1beta/openai/chat/completions", br#"{"model":1}"#),
+            (None, true)
+        );
+        // The path's model wins: Google binds path parameters over the body.
+        assert_eq!(
+            read(
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                br#"{"model":"models/gemini-2.5-pro"}"#
+            ),
+            (Some("gemini-2.5-flash".into()), false)
+        );
     }
 }

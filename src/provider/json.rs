@@ -207,6 +207,74 @@ pub(crate) fn repeated_field(
     }
 }
 
+/// The value span of the last member of the object at `hay[0]` whose key, decoded, `wanted`
+/// accepts (`None` when there is none). `Err(())` when the object is malformed.
+pub(crate) fn field_span(
+    hay: &[u8],
+    wanted: impl Fn(&[u8]) -> bool,
+) -> Result<Option<(usize, usize)>, ()> {
+    if hay.first() != Some(&b'{') {
+        return Err(());
+    }
+    let mut found = None;
+    let mut i = skip_ws(hay, 1);
+    if hay.get(i) == Some(&b'}') {
+        return Ok(None);
+    }
+    loop {
+        if hay.get(i) != Some(&b'"') {
+            return Err(());
+        }
+        let key_end = string_end(hay, i).ok_or(())?;
+        let key = decode_key(&hay[i..key_end]).ok_or(())?;
+        i = skip_ws(hay, key_end);
+        if hay.get(i) != Some(&b':') {
+            return Err(());
+        }
+        let start = skip_ws(hay, i + 1);
+        let end = value_end(hay, start).ok_or(())?;
+        if wanted(&key) {
+            found = Some((start, end));
+        }
+        i = skip_ws(hay, end);
+        match hay.get(i) {
+            Some(b',') => i = skip_ws(hay, i + 1),
+            Some(b'}') => return Ok(found),
+            _ => return Err(()),
+        }
+    }
+}
+
+/// Whether the object whose `{` is at `hay[open]` has no member.
+pub(crate) fn object_is_empty(hay: &[u8], open: usize) -> bool {
+    hay.get(skip_ws(hay, open + 1)) == Some(&b'}')
+}
+
+/// `body` with each span of `spans` (non-overlapping) replaced by `value`, and `insert` put
+/// just after the byte at `after` when given.
+pub(crate) fn splice(
+    body: &[u8],
+    spans: &[(usize, usize)],
+    value: &[u8],
+    insert: Option<(usize, &[u8])>,
+) -> Vec<u8> {
+    let mut cuts: Vec<(usize, usize, &[u8])> = spans.iter().map(|&(s, e)| (s, e, value)).collect();
+    if let Some((after, text)) = insert {
+        cuts.push((after + 1, after + 1, text));
+    }
+    cuts.sort_unstable_by_key(|c| c.0);
+    let grow: usize = cuts.iter().map(|c| c.2.len()).sum();
+    let mut out = Vec::with_capacity(body.len() + grow);
+    let mut at = 0;
+    for (start, end, text) in cuts {
+        out.extend_from_slice(&body[at..start]);
+        out.extend_from_slice(text);
+        at = end;
+    }
+    out.extend_from_slice(&body[at..]);
+    out
+}
+
 /// Characters in raw string content: UTF-8 scalar values, an escape sequence counting as
 /// one. Cheap enough to run on every streamed delta.
 pub(crate) fn chars_in(raw: &[u8]) -> u64 {

@@ -136,8 +136,13 @@ impl Endpoint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestInfo {
     pub endpoint: Endpoint,
-    /// The model named by the request (OpenAI: body `model`; Gemini: the path's `models/{model}`).
+    /// The model named by the request (OpenAI: body `model`; Gemini: the path's `models/{model}`,
+    /// or for a path that names none, such as `cachedContents` or the OpenAI-compatible
+    /// endpoints, the body's `model`).
     pub model: Option<String>,
+    /// The body sets `model` so that no one model can be read from it: more than once, or not as
+    /// a string (on any endpoint). A plan that restricts models refuses such a call.
+    pub model_ambiguous: bool,
     /// The answer will be a stream (OpenAI `"stream": true`; Gemini `streamGenerateContent`).
     pub stream: bool,
     /// The request's cap on output tokens, if it sets one.
@@ -214,6 +219,36 @@ pub fn inspect(
     body: &Bytes,
 ) -> Result<(RequestInfo, Option<Bytes>), Refused> {
     kind.dialect().inspect(method, rest, query, body)
+}
+
+/// Why a request's output cap could not be written ([`cap_output`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapError {
+    /// The body's output settings cannot be read (not a JSON object, a `generationConfig` that
+    /// is not one).
+    Unreadable,
+    /// More choices (`n`, `best_of`, `candidateCount`) than the cap has tokens: each would get
+    /// less than one.
+    TooManyChoices { choices: u64 },
+}
+
+/// `body` (of a request `info` describes) with its cap on output tokens set so that the call
+/// produces at most `total` tokens over all its choices, written where the provider reads it
+/// (OpenAI: `max_completion_tokens`/`max_tokens`/`max_output_tokens` by endpoint; Gemini:
+/// `generationConfig.maxOutputTokens`), every other byte the client's. Returns the new body and
+/// the cap it sets over all choices (`total` rounded down to a multiple of the choices);
+/// `Ok(None)` for an endpoint that generates nothing (embeddings, `countTokens`, endpoints not
+/// in the table).
+pub fn cap_output(
+    kind: ProviderKind,
+    info: &RequestInfo,
+    body: &Bytes,
+    total: u64,
+) -> Result<Option<(Bytes, u64)>, CapError> {
+    match kind {
+        ProviderKind::Openai => openai::cap_output(info.endpoint, body, total),
+        ProviderKind::Gemini => gemini::cap_output(info.endpoint, body, total),
+    }
 }
 
 /// The usage to record for a call that ended without a provider report: the prompt estimate

@@ -128,6 +128,7 @@ pub fn inspect(
         media_parts: 0,
         usage_injected: false,
         sse: false,
+        model_ambiguous: false,
     };
     // Every endpoint of the table takes one JSON object; the others (multipart uploads,
     // empty bodies) are only described.
@@ -141,9 +142,10 @@ pub fn inspect(
     if !scan.valid {
         return refuse_if(in_table, info, BodyError::NotJson);
     }
-    info.model = scan
-        .value(body, MODEL)
-        .and_then(|v| json::decode_string(v, 0));
+    let model = scan.value(body, MODEL);
+    info.model = model.and_then(|v| json::decode_string(v, 0));
+    info.model_ambiguous =
+        (model.is_some() && info.model.is_none()) || scan.duplicate == Some(MODEL);
     if in_table {
         if let Some(k) = scan.duplicate {
             if k == MODEL {
@@ -216,6 +218,57 @@ fn parse_u64(raw: &[u8]) -> Option<u64> {
 
 /// The body with `stream_options.include_usage = true`, or `None` when it already asks for it
 /// (or `stream_options` is something other than an object or null, which OpenAI rejects anyway).
+/// The body with its output cap set so that all its choices together produce at most `total`
+/// tokens: each of `n` (or `best_of`) choices gets `total / choices`, written where the endpoint
+/// reads it — chat completions' `max_completion_tokens` and `max_tokens` (whichever are set;
+/// `max_completion_tokens` added when neither is), legacy completions' `max_tokens`, responses'
+/// `max_output_tokens`. Returns the body and the cap over all choices it sets; `Ok(None)` for an
+/// endpoint that generates nothing.
+pub(crate) fn cap_output(
+    endpoint: Endpoint,
+    body: &Bytes,
+    total: u64,
+) -> Result<Option<(Bytes, u64)>, super::CapError> {
+    let (keys, insert): (&[usize], &str) = match endpoint {
+        Endpoint::ChatCompletions => (
+            &[MAX_COMPLETION_TOKENS, MAX_TOKENS],
+            "max_completion_tokens",
+        ),
+        Endpoint::Completions => (&[MAX_TOKENS], "max_tokens"),
+        Endpoint::Responses => (&[MAX_OUTPUT_TOKENS], "max_output_tokens"),
+        _ => return Ok(None),
+    };
+    let scan = json::scan_body(body, REQUEST_KEYS, &[]);
+    let Some(open) = scan.open.filter(|_| scan.valid) else {
+        return Err(super::CapError::Unreadable);
+    };
+    let number = |i: usize| scan.value(body, i).and_then(parse_u64);
+    let choices = number(N)
+        .unwrap_or(1)
+        .max(number(BEST_OF).unwrap_or(1))
+        .max(1);
+    if choices > total {
+        return Err(super::CapError::TooManyChoices { choices });
+    }
+    let each = total / choices;
+    let value = each.to_string();
+    let spans: Vec<(usize, usize)> = keys.iter().filter_map(|&k| scan.spans[k]).collect();
+    let added;
+    let insert = if spans.is_empty() {
+        let comma = if json::object_is_empty(body, open) {
+            ""
+        } else {
+            ","
+        };
+        added = format!("\"{insert}\":{each}{comma}");
+        Some((open, added.as_bytes()))
+    } else {
+        None
+    };
+    let out = json::splice(body, &spans, value.as_bytes(), insert);
+    Ok(Some((out.into(), each.saturating_mul(choices))))
+}
+
 fn with_include_usage(
     body: &Bytes,
     open: Option<usize>,
@@ -920,5 +973,91 @@ mod tests {
             r#"{"model":"gpt-4o","stream":null,"messages":[]}"#,
         );
         assert!(!info.stream && body.is_none());
+    }
+
+    fn capped(endpoint: Endpoint, body: &str, total: u64) -> (Value, u64) {
+        let (out, cap) = super::cap_output(endpoint, &Bytes::from(body.to_owned()), total)
+            .unwrap()
+            .unwrap();
+        (serde_json::from_slice(&out).unwrap(), cap)
+    }
+
+    #[test]
+    fn an_output_cap_is_written_where_each_endpoint_reads_it() {
+        let chat = Endpoint::ChatCompletions;
+        // Added when the request sets none: the object keeps every other byte.
+        let (v, cap) = capped(chat, r#"{"model":"gpt-4o","messages":[]}"#, 100);
+        assert_eq!(v["max_completion_tokens"], 100);
+        assert_eq!(v["model"], "gpt-4o");
+        assert_eq!(cap, 100);
+        // Replaced where it is set, in either spelling, whatever the value was.
+        let (v, _) = capped(chat, r#"{"max_tokens": 4000, "model":"m"}"#, 100);
+        assert_eq!(v["max_tokens"], 100);
+        assert!(v.get("max_completion_tokens").is_none());
+        let (v, _) = capped(
+            chat,
+            r#"{"max_completion_tokens":null,"max_tokens":"9","model":"m"}"#,
+            100,
+        );
+        assert_eq!(
+            (v["max_completion_tokens"].clone(), v["max_tokens"].clone()),
+            (json!(100), json!(100))
+        );
+        let (v, _) = capped(chat, r#"{"\u006dax_tokens":5000}"#, 64);
+        assert_eq!(v["max_tokens"], 64, "an escaped key is the key");
+        // n choices share the cap.
+        let (v, cap) = capped(chat, r#"{"n":3,"model":"m"}"#, 100);
+        assert_eq!((v["max_completion_tokens"].clone(), cap), (json!(33), 99));
+        let too_many = super::cap_output(chat, &Bytes::from_static(br#"{"n":500}"#), 100);
+        assert_eq!(
+            too_many.unwrap_err(),
+            crate::provider::CapError::TooManyChoices { choices: 500 }
+        );
+        // Empty object, other endpoints.
+        let (v, _) = capped(chat, "{ }", 7);
+        assert_eq!(v, json!({"max_completion_tokens": 7}));
+        let (v, _) = capped(Endpoint::Completions, r#"{"prompt":"x"}"#, 7);
+        assert_eq!(v["max_tokens"], 7);
+        let (v, _) = capped(
+            Endpoint::Responses,
+            r#"{"input":"x","max_output_tokens":900}"#,
+            7,
+        );
+        assert_eq!(v["max_output_tokens"], 7);
+        assert!(
+            super::cap_output(Endpoint::Embeddings, &Bytes::from_static(b"{}"), 7)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            super::cap_output(chat, &Bytes::from_static(b"[1]"), 7).unwrap_err(),
+            crate::provider::CapError::Unreadable
+        );
+    }
+
+    #[test]
+    fn a_model_named_twice_or_not_as_a_string_is_ambiguous() {
+        let read = |rest: &str, body: &'static [u8]| {
+            inspect(&Method::POST, rest, None, &Bytes::from_static(body))
+                .map(|(info, _)| (info.model, info.model_ambiguous))
+        };
+        assert_eq!(
+            read("/v1/chat/completions", br#"{"model":"gpt-4o"}"#).unwrap(),
+            (Some("gpt-4o".into()), false)
+        );
+        assert_eq!(
+            read("/v1/chat/completions", br#"{"model":["gpt-4o"]}"#).unwrap(),
+            (None, true)
+        );
+        assert_eq!(
+            read("/v1/chat/completions", br#"{}"#).unwrap(),
+            (None, false)
+        );
+        assert!(
+            read("/v1/audio/speech", br#"{"model":"a","model":"b"}"#)
+                .unwrap()
+                .1,
+            "outside the table too"
+        );
     }
 }

@@ -681,6 +681,7 @@ mod tests {
                 media_parts: 0,
                 usage_injected: self.injected,
                 sse: self.sse,
+                model_ambiguous: false,
             }
         }
         fn tap(&self, encoding: Option<&str>) -> ResponseTap {

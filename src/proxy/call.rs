@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::meter::{BodyEnd, OnEnd};
 use crate::metrics::InFlight;
+use crate::plan::Plan;
 use crate::provider::{self, Endpoint, ProviderKind, RequestInfo, TapReport};
 use crate::quota::{Hold, Reservation};
 use crate::store::{OpenCall, RowSlot, Store, UsageRow};
@@ -90,11 +91,13 @@ enum Stage {
     Finished,
 }
 
-/// Who calls, through which provider.
+/// Who calls, through which provider, on which plan.
 struct Who {
     kind: ProviderKind,
     provider: Arc<str>,
     caller: Caller,
+    /// The plan the caller's token put them on (`None`: no plan, `[limits]` alone).
+    plan: Option<Arc<Plan>>,
 }
 
 /// How a call ended, as [`Call::finish`] is told.
@@ -181,6 +184,18 @@ impl Call {
         }
     }
 
+    /// The plan the caller is on, once authenticated.
+    pub fn plan(&self) -> Option<&Arc<Plan>> {
+        match &self.stage {
+            Stage::Identified { who }
+            | Stage::Inspected { who, .. }
+            | Stage::Admitted { who, .. }
+            | Stage::Sent { who, .. }
+            | Stage::Answered { who, .. } => who.plan.as_ref(),
+            Stage::Anonymous { .. } | Stage::Finished => None,
+        }
+    }
+
     /// The request, once inspected.
     pub fn info(&self) -> Option<&RequestInfo> {
         match &self.stage {
@@ -203,7 +218,12 @@ impl Call {
     }
 
     /// Phase 2 verified the caller.
-    pub(super) fn identified(&mut self, provider: Arc<str>, caller: Caller) {
+    pub(super) fn identified(
+        &mut self,
+        provider: Arc<str>,
+        caller: Caller,
+        plan: Option<Arc<Plan>>,
+    ) {
         self.span.record("user", &*caller.user_id);
         if let Stage::Anonymous { kind: Some(kind) } = self.stage {
             self.stage = Stage::Identified {
@@ -211,6 +231,7 @@ impl Call {
                     kind,
                     provider,
                     caller,
+                    plan,
                 },
             };
         }
@@ -409,6 +430,7 @@ impl Call {
             ttfb_ms: settled.ttfb_ms,
             outcome: settled.outcome,
             journal_id: self.journal_id,
+            plan: who.plan.map(|p| Arc::clone(&p.name)),
         };
         let queued = match self.slot.take() {
             Some(slot) => self.store.record_reserved(slot, row),
@@ -563,14 +585,14 @@ impl Held {
     }
 }
 
-/// What a call described by `info` may cost at most (see [`Held`]).
-pub fn held(config: &Config, info: &RequestInfo) -> Held {
+/// What a call described by `info` may cost at most (see [`Held`]), on `plan` (whose
+/// `default_max_output_tokens`, when it sets one, replaces `[limits]`'s).
+pub fn held(config: &Config, info: &RequestInfo, plan: Option<&Plan>) -> Held {
     let limits = &config.raw.limits;
-    let tokens = hold_tokens(
-        info,
-        limits.default_max_output_tokens,
-        limits.media_part_tokens,
-    );
+    let default_max_output = plan
+        .and_then(|p| p.settings.default_max_output_tokens)
+        .unwrap_or(limits.default_max_output_tokens);
+    let tokens = hold_tokens(info, default_max_output, limits.media_part_tokens);
     let input = info
         .prompt_tokens_with(limits.media_part_tokens)
         .min(tokens);
@@ -636,6 +658,7 @@ mod tests {
             media_parts: 0,
             usage_injected: false,
             sse: false,
+            model_ambiguous: false,
         }
     }
 

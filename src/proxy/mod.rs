@@ -13,6 +13,9 @@
 //!                 and server.request_body_timeout_ms               408
 //! 4 inspect       endpoint, model, stream flag; include_usage rewrite;
 //!                 a body of a metered endpoint read two ways      400
+//! 4a plan         the caller's plan (JWT plan claim): a model it does 403
+//!                 not allow, more output than its ceiling (or the
+//!                 ceiling written into the request)
 //! 4b admit        room for the call's row in the store's queue      503 + Retry-After
 //!                 the call's hold against the user's limits        403 / 429
 //! 4c journal      the call's entry in the store's call journal, kept  503 + Retry-After
@@ -63,7 +66,8 @@ use crate::config::{Config, Provider, UnknownEndpoints};
 use crate::error::GatewayError;
 use crate::meter::MeteredBody;
 use crate::metrics::{LeaseResult, Metrics};
-use crate::provider::{self, Endpoint, ProviderKind, ResponseTap};
+use crate::plan::{OutputCap, Plan, PlanRefusal};
+use crate::provider::{self, CapError, Endpoint, ProviderKind, ResponseTap};
 use crate::quota::{self, Denied, Ledger, QuotaStatus};
 use crate::store::Store;
 pub use crate::upstream::UpstreamClient;
@@ -185,6 +189,8 @@ pub struct Proxy {
     ids: RequestIds,
     /// A store that cannot lease is warned about once a minute, not per call.
     lease_warnings: crate::telemetry::Throttle,
+    /// A plan claim naming no plan is logged once an hour per value, not per call.
+    plan_warnings: crate::telemetry::Throttle,
 }
 
 /// Response headers that tell the app where its user stands.
@@ -210,6 +216,7 @@ impl Proxy {
             gate: Arc::default(),
             ids: RequestIds::new(),
             lease_warnings: crate::telemetry::Throttle::new(Duration::from_secs(60)),
+            plan_warnings: crate::telemetry::Throttle::new(Duration::from_secs(3_600)),
         }
     }
 
@@ -332,7 +339,8 @@ impl Proxy {
                 .map_err(GatewayError::Unauthenticated)?
         };
         let user = Arc::clone(&caller.user_id);
-        call.identified(provider.name.clone(), caller);
+        let plan = self.plan_of(&rt.config, &caller);
+        call.identified(provider.name.clone(), caller, plan);
 
         // 2b the path: a refusal now has the caller's row (400). From here on `rest` is both
         // what is classified and what is forwarded.
@@ -367,7 +375,7 @@ impl Proxy {
         })??;
 
         // 4 inspect: a body of a metered endpoint that could be read two ways is refused (400)
-        let (info, rewritten) =
+        let (mut info, rewritten) =
             match provider::inspect(provider.kind, &parts.method, rest, query, &body) {
                 Ok(read) => read,
                 Err(refused) => {
@@ -375,8 +383,18 @@ impl Proxy {
                     return Err(GatewayError::InvalidBody(refused.reason));
                 }
             };
-        let body = rewritten.unwrap_or(body);
-        let held = call::held(&rt.config, &info);
+        let mut body = rewritten.unwrap_or(body);
+
+        // 4a the plan: the model it allows and the output it caps (written into the request)
+        let plan = call.plan().cloned();
+        if let Some(plan) = &plan
+            && let Err(refusal) =
+                apply_plan(plan, provider.kind, &parts.method, &mut info, &mut body)
+        {
+            call.inspected(info);
+            return Err(GatewayError::Plan(refusal));
+        }
+        let held = call::held(&rt.config, &info, plan.as_deref());
         call.inspected(info);
 
         // 4b admit: room for the row (else 503), then blocked 403, quota or rate 429; the
@@ -384,7 +402,11 @@ impl Proxy {
         call.row_reserved(self.store.reserve_row().ok_or(GatewayError::StoreFull)?);
         let admit_locally =
             rt.config.raw.store.when_unavailable == crate::config::WhenUnavailable::AdmitLocally;
-        call.admitted(self.admit(&user, held.hold(), admit_locally).await?);
+        let basis = quota::Basis::new(&rt.config.raw.limits, plan.as_deref());
+        call.admitted(
+            self.admit(&user, held.hold(), &basis, admit_locally)
+                .await?,
+        );
 
         // 4c journal: the call exists durably before the upstream can serve it
         if let Some(jid) = self.store.journal_id()
@@ -458,6 +480,29 @@ impl Proxy {
         })
     }
 
+    /// The plan `caller`'s token puts them on under `config` (see `plan::Plans::choose`). A
+    /// claim naming no plan (with plans configured) is counted, and logged once an hour per
+    /// value.
+    fn plan_of(&self, config: &Config, caller: &auth::Caller) -> Option<Arc<Plan>> {
+        let choice = config.plans.choose(caller.plan.as_deref());
+        if let Some(value) = choice.unknown
+            && !config.plans.is_empty()
+        {
+            self.metrics.unknown_plan();
+            if let Some(held_back) = self.plan_warnings.admit(value) {
+                tracing::warn!(
+                    claim = %config.raw.auth.plan_claim,
+                    value,
+                    plan = choice.plan.map_or("-", |p| &*p.name),
+                    held_back,
+                    "a token's plan claim names no [plans] table: the call gets limits.default_plan \
+                     (or [limits] without one)"
+                );
+            }
+        }
+        choice.plan.cloned()
+    }
+
     /// An upstream refusing Tollgate's own key is not the client's business, and its body can
     /// echo key fragments: OpenAI and Gemini answer 401/403, Gemini also 400 with reason
     /// `API_KEY_INVALID`. Those become a 502 of Tollgate's own and an error in the operator's
@@ -469,9 +514,10 @@ impl Proxy {
         &self,
         user: &Arc<str>,
         hold: quota::Hold,
+        basis: &quota::Basis,
         admit_locally: bool,
     ) -> Result<quota::Reservation, GatewayError> {
-        let mut ask = match self.ledger.try_admit(user, hold) {
+        let mut ask = match self.ledger.try_admit_on(user, hold, basis) {
             Ok(reservation) => return Ok(reservation),
             Err(quota::Admission::Denied(d)) => return Err(GatewayError::Denied(d)),
             Err(quota::Admission::Short(ask)) => ask,
@@ -576,14 +622,13 @@ impl Proxy {
 
     /// `GET /me/usage`: the caller's own usage, limits and reset times, for the app to show.
     async fn me_usage(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        let rt = self.runtime();
         let caller = match auth::credential(req.headers(), req.uri().query()) {
-            Some(token) => {
-                let rt = self.runtime();
-                rt.verifier
-                    .verify_with_refresh(&token)
-                    .await
-                    .map_err(GatewayError::Unauthenticated)
-            }
+            Some(token) => rt
+                .verifier
+                .verify_with_refresh(&token)
+                .await
+                .map_err(GatewayError::Unauthenticated),
             None => Err(GatewayError::Unauthenticated(
                 auth::AuthError::MissingCredential,
             )),
@@ -592,8 +637,15 @@ impl Proxy {
             Ok(c) => c,
             Err(e) => return e.response::<Full<Bytes>>(None).map(Either::Right),
         };
-        let status = self.ledger.status(&caller.user_id);
-        let body = me_usage_json(&caller.user_id, self.ledger.timezone(), &status);
+        let plan = self.plan_of(&rt.config, &caller);
+        let basis = quota::Basis::new(&rt.config.raw.limits, plan.as_deref());
+        let status = self.ledger.status_on(&caller.user_id, &basis);
+        let body = me_usage_json(
+            &caller.user_id,
+            self.ledger.timezone(),
+            &status,
+            plan.as_deref(),
+        );
         let mut resp = crate::error::json_response::<Full<Bytes>>(
             StatusCode::OK,
             Bytes::from(body.to_string()),
@@ -602,6 +654,34 @@ impl Proxy {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         quota_headers(resp.headers_mut(), &status);
         resp.map(Either::Right)
+    }
+}
+
+/// Phase 4a: hold the request to `plan` — the model must be one it allows (for a call that
+/// can spend: not `GET`, `HEAD` or `DELETE`), and its output at most the plan's ceiling: a
+/// request asking for more is refused or, with `clamp_max_output_tokens`, lowered; one asking
+/// for nothing gets the ceiling written in. `info` and `body` follow a rewrite.
+fn apply_plan(
+    plan: &Plan,
+    kind: ProviderKind,
+    method: &Method,
+    info: &mut provider::RequestInfo,
+    body: &mut Bytes,
+) -> Result<(), PlanRefusal> {
+    let spends = !matches!(*method, Method::GET | Method::HEAD | Method::DELETE);
+    plan.check_model(info.model.as_deref(), info.model_ambiguous, spends)?;
+    let OutputCap::Set(total) = plan.output(info.max_output_tokens)? else {
+        return Ok(());
+    };
+    match provider::cap_output(kind, info, body, total) {
+        Ok(Some((capped, cap))) => {
+            *body = capped;
+            info.max_output_tokens = Some(cap);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(CapError::Unreadable) => Err(plan.output_unreadable(total)),
+        Err(CapError::TooManyChoices { choices }) => Err(plan.output_over(choices, total)),
     }
 }
 
@@ -816,7 +896,12 @@ fn reset_value(at: jiff::Timestamp) -> Option<HeaderValue> {
 }
 
 /// The body of `GET /me/usage`.
-fn me_usage_json(user: &str, tz: &jiff::tz::TimeZone, s: &QuotaStatus) -> serde_json::Value {
+fn me_usage_json(
+    user: &str,
+    tz: &jiff::tz::TimeZone,
+    s: &QuotaStatus,
+    plan: Option<&Plan>,
+) -> serde_json::Value {
     fn usd(nano: u64) -> f64 {
         nano as f64 / 1e9
     }
@@ -844,6 +929,13 @@ fn me_usage_json(user: &str, tz: &jiff::tz::TimeZone, s: &QuotaStatus) -> serde_
         "requests_per_minute": s.limits.requests_per_minute.get(),
         "max_concurrent": s.limits.max_concurrent.map(|n| n.get()),
         "in_flight": s.in_flight,
+        "plan": plan.map(|p| &*p.name),
+        "models": {
+            "allowed": plan.and_then(|p| p.settings.models.as_ref()),
+            "denied": plan.map_or(&[][..], |p| &p.settings.deny_models[..]),
+        },
+        "max_output_tokens": plan.and_then(|p| p.settings.max_output_tokens),
+        "clamp_max_output_tokens": plan.is_some_and(|p| p.settings.clamp_max_output_tokens),
     })
 }
 

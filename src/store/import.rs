@@ -86,6 +86,7 @@ pub fn usage_row(c: CallRow) -> UsageRow {
         ttfb_ms: c.ttfb_ms.and_then(|t| u64::try_from(t).ok()),
         outcome: Outcome::parse(&c.outcome).unwrap_or(Outcome::InternalError),
         journal_id: None,
+        plan: None,
     }
 }
 

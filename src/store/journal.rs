@@ -783,6 +783,7 @@ fn decode_payload(mut p: &[u8]) -> Option<Decoded> {
         ttfb_ms: has_ttfb.then_some(ttfb),
         outcome,
         journal_id: Some(journal_id),
+        plan: None,
     };
     Some((call, Some(row)))
 }

@@ -305,6 +305,9 @@ pub struct UsageRow {
     /// The call's entry in the call journal, closed when this row is committed (and stored
     /// with it, so that a start can tell the entries that have their row).
     pub journal_id: Option<u64>,
+    /// The plan the call was admitted on (`[plans.NAME]`); `None`: no plan. Becomes the user's
+    /// `users.plan` when it is their latest call.
+    pub plan: Option<Arc<str>>,
 }
 
 /// A call about to be forwarded, as the call journal keeps it until its row is committed: who,
@@ -350,6 +353,7 @@ impl OpenCall {
             ttfb_ms: None,
             outcome: Outcome::Recovered,
             journal_id: Some(self.journal_id),
+            plan: None,
         }
     }
 }
@@ -530,6 +534,8 @@ pub struct UsersQuery {
     pub today: String,
     /// `YYYY-MM-01`: the first day of the `month` figures.
     pub month_start: String,
+    /// Only the users whose `plan` (their latest call's) is this one; `None` = everyone.
+    pub plan: Option<String>,
 }
 
 /// One user with their usage today and this month.
@@ -543,6 +549,8 @@ pub struct UserSummary {
     pub created_at: i64,
     /// Unix ms UTC of the latest recorded call; `None` if the user never called.
     pub last_seen_at: Option<i64>,
+    /// The plan of the user's latest recorded call (`users.plan`); `None`: no plan.
+    pub plan: Option<String>,
     pub today: Totals,
     /// From the first of the month to today, inclusive.
     pub month: Totals,

@@ -84,6 +84,16 @@ pub struct Seen<'a> {
     pub name: Option<&'a str>,
     pub first_ms: i64,
     pub last_ms: i64,
+    /// The plan of the user's latest call in the batch that knew it (`None` inside: no plan),
+    /// with that call's `ts`; `None` when every row is a recovered one (which carry no plan). A
+    /// backend makes it the user's `plan` unless a later call is already recorded.
+    pub plan: Option<(Option<&'a str>, i64)>,
+}
+
+/// Whether a row says which plan its call was on: every row but a recovered one (the journal
+/// does not keep the plan).
+fn knows_plan(row: &UsageRow) -> bool {
+    row.outcome != crate::usage::Outcome::Recovered
 }
 
 /// The users a batch names.
@@ -97,6 +107,7 @@ pub fn users_seen(batch: &[UsageRow]) -> HashMap<&str, Seen<'_>> {
                     name: row.user_name.as_deref(),
                     first_ms: row.ts_ms,
                     last_ms: row.ts_ms,
+                    plan: knows_plan(row).then_some((row.plan.as_deref(), row.ts_ms)),
                 });
             }
             Entry::Occupied(mut o) => {
@@ -105,6 +116,9 @@ pub fn users_seen(batch: &[UsageRow]) -> HashMap<&str, Seen<'_>> {
                 seen.name = seen.name.or(row.user_name.as_deref());
                 seen.first_ms = seen.first_ms.min(row.ts_ms);
                 seen.last_ms = seen.last_ms.max(row.ts_ms);
+                if knows_plan(row) && seen.plan.is_none_or(|(_, at)| row.ts_ms >= at) {
+                    seen.plan = Some((row.plan.as_deref(), row.ts_ms));
+                }
             }
         }
     }

@@ -614,6 +614,7 @@ impl Harness {
                 offset: 0,
                 today,
                 month_start,
+                plan: None,
             })
             .await
             .unwrap();
@@ -790,6 +791,26 @@ impl Harness {
             Duration::from_secs(3600),
             None,
             None,
+        )
+        .expect("mint");
+        self.mock.forbid(&t);
+        t
+    }
+
+    /// A valid JWT for `sub` whose plan claim (`auth.plan_claim`) is `plan`; registered with
+    /// the mock as a credential it must never see.
+    pub fn plan_token(&self, sub: &str, plan: &str) -> String {
+        let t = tollgate::auth::mint_claims(
+            &tollgate::config::Secret::new(JWT_SECRET),
+            &self.raw.auth,
+            &tollgate::auth::MintClaims {
+                sub,
+                admin: false,
+                ttl: Duration::from_secs(3600),
+                email: None,
+                name: None,
+                plan: Some(plan),
+            },
         )
         .expect("mint");
         self.mock.forbid(&t);

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::{json, user_id};
 use crate::admin::session::Admin;
-use crate::admin::views::ControlsChange;
+use crate::admin::views::{ControlsChange, Effective};
 use crate::admin::{AdminState, ApiError, JsonObject};
 use crate::quota::{Change, OverridesPatch, UserControls};
 
@@ -31,15 +31,16 @@ fn controls_change(
     user: String,
     change: Change<UserControls>,
 ) -> ControlsChange {
-    let limits = state
-        .ledger
-        .defaults()
-        .with_overrides(&change.after.overrides);
+    let config = state.config();
+    let plan = state.ledger.status(&user).plan;
+    let plan = config.plans.for_name(plan.as_deref());
+    let effective = Effective::of(&config, plan.map(|p| &**p), &change.after.overrides);
     ControlsChange {
         user,
         before: change.before.into(),
         after: change.after.into(),
-        limits: limits.into(),
+        limits: effective.limits.into(),
+        limit_sources: effective.sources,
     }
 }
 

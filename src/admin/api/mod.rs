@@ -40,6 +40,7 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
     let admin_only = Router::new()
         .route("/api/admin/me", get(session::me))
         .route("/api/admin/users", get(users::users))
+        .route("/api/admin/plans", get(users::plans))
         .route("/api/admin/user/{id}/usage", get(users::user_usage))
         .route("/api/admin/user/{id}/block", post(actions::block))
         .route("/api/admin/user/{id}/unblock", post(actions::unblock))

@@ -9,15 +9,20 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{page_limit, query, user_id};
-use crate::admin::views::{UserUsage, UserView, UsersPage};
+use crate::admin::views::{Effective, PlansView, UserUsage, UserView, UsersPage};
 use crate::admin::{AdminState, ApiError};
+use crate::config::Config;
+use crate::quota::Basis;
 use crate::store::{self, UserUsageQuery, UsersQuery};
 
-fn user_view(state: &AdminState, summary: store::UserSummary) -> UserView {
-    let limits = state.ledger.defaults().with_overrides(summary.overrides());
+fn user_view(config: &Config, summary: store::UserSummary) -> UserView {
+    let plan = config.plans.for_name(summary.plan.as_deref());
+    let effective = Effective::of(config, plan.map(|p| &**p), summary.overrides());
     UserView {
         summary: summary.into(),
-        limits: limits.into(),
+        plan: plan.map(|p| p.name.to_string()),
+        limits: effective.limits.into(),
+        limit_sources: effective.sources,
     }
 }
 
@@ -65,6 +70,8 @@ pub enum Order {
 pub struct UsersParams {
     /// Case-insensitive substring of the id, email or name.
     pub search: Option<String>,
+    /// Only the users on this plan (their latest call's, `[plans.NAME]`).
+    pub plan: Option<String>,
     /// Default `tokens_month`.
     #[param(inline)]
     pub sort: Option<UserSort>,
@@ -105,13 +112,15 @@ pub(crate) async fn users(
         offset,
         today: today.day(),
         month_start: today.month_start(),
+        plan: p.plan.filter(|s| !s.is_empty()),
     };
     let page = state.store.users_page(q).await?;
+    let config = state.config();
     Ok(Json(UsersPage {
         users: page
             .users
             .into_iter()
-            .map(|u| user_view(&state, u))
+            .map(|u| user_view(&config, u))
             .collect(),
         total: page.total,
         limit,
@@ -189,7 +198,10 @@ pub(crate) async fn user_usage(
     } else {
         None
     };
-    let mut status = state.ledger.status(&id);
+    let config = state.config();
+    let plan = config.plans.for_name(usage.summary.plan.as_deref());
+    let basis = Basis::new(&config.raw.limits, plan.map(|p| &**p));
+    let mut status = state.ledger.status_on(&id, &basis);
     if state.ledger.shared().is_some() {
         // Several gateways: what all of them recorded, not only what this one counted.
         let (t, m) = (&usage.summary.today, &usage.summary.month);
@@ -197,7 +209,7 @@ pub(crate) async fn user_usage(
         status.month.recorded(m.total_tokens, m.cost_nano_usd);
     }
     Ok(Json(UserUsage {
-        user: user_view(&state, usage.summary),
+        user: user_view(&config, usage.summary),
         days: n_days,
         daily: usage.daily.into_iter().map(Into::into).collect(),
         models: usage.models.into_iter().map(Into::into).collect(),
@@ -206,4 +218,17 @@ pub(crate) async fn user_usage(
         quota: (&status).into(),
         timezone: today.zone_name().to_string(),
     }))
+}
+
+/// The plans in force: `auth.plan_claim`, `limits.default_plan`, `[limits]`, and each
+/// `[plans.NAME]` with its limits (and where each comes from), models and output ceiling.
+#[utoipa::path(get, path = "/api/admin/plans", tag = "users",
+    responses(
+        (status = 200, description = "The plans in force", body = PlansView),
+        (status = 401, description = "Not signed in", body = super::ErrorBody),
+        (status = 403, description = "Not an admin", body = super::ErrorBody),
+    ),
+    security(("session" = []), ("bearer" = [])))]
+pub(crate) async fn plans(State(state): State<Arc<AdminState>>) -> Json<PlansView> {
+    Json(PlansView::of(&state.config()))
 }

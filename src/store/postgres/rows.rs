@@ -278,7 +278,9 @@ async fn insert_rows(
 }
 
 /// One upsert for every user of the batch: created on first sight with the first email and
-/// name seen, never overwriting stored ones, `last_seen_at` moved forward only.
+/// name seen, never overwriting stored ones, `last_seen_at` moved forward only. The plan of the
+/// batch's latest call becomes a known user's unless a later call is already recorded (read
+/// before the upsert moves `last_seen_at`), and a new user's.
 async fn upsert_users(
     tx: &Transaction<'_>,
     batch: &[UsageRow],
@@ -289,21 +291,35 @@ async fn upsert_users(
     let mut names = Vec::with_capacity(users.len());
     let mut first = Vec::with_capacity(users.len());
     let mut last = Vec::with_capacity(users.len());
+    let mut plans = Vec::with_capacity(users.len());
+    let mut plan_at = Vec::with_capacity(users.len());
     for (id, seen) in &users {
         ids.push(*id);
         emails.push(seen.email);
         names.push(seen.name);
         first.push(seen.first_ms);
         last.push(seen.last_ms);
+        plans.push(seen.plan.and_then(|(p, _)| p));
+        plan_at.push(seen.plan.map(|(_, at)| at));
     }
     tx.execute(
-        "INSERT INTO users (id, email, name, created_at, last_seen_at) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[]) \
+        "UPDATE users SET plan = b.plan \
+             FROM UNNEST($1::text[], $2::int8[], $3::text[]) AS b(id, plan_ms, plan) \
+             WHERE users.id = b.id AND b.plan_ms IS NOT NULL \
+               AND b.plan_ms >= COALESCE(users.last_seen_at, b.plan_ms) \
+               AND users.plan IS DISTINCT FROM b.plan",
+        &[&ids, &plan_at, &plans],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO users (id, email, name, created_at, last_seen_at, plan) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], \
+                                  $6::text[]) \
              ON CONFLICT (id) DO UPDATE SET \
                email = COALESCE(users.email, excluded.email), \
                name = COALESCE(users.name, excluded.name), \
                last_seen_at = GREATEST(users.last_seen_at, excluded.last_seen_at)",
-        &[&ids, &emails, &names, &first, &last],
+        &[&ids, &emails, &names, &first, &last, &plans],
     )
     .await?;
     Ok(())
@@ -504,6 +520,7 @@ mod tests {
             ttfb_ms: Some(10),
             outcome: Outcome::Complete,
             journal_id: Some(n),
+            plan: None,
         }
     }
 

@@ -18,10 +18,15 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (3, "leases", include_str!("migrations/0003_leases.sql")),
     (4, "alerts", include_str!("migrations/0004_alerts.sql")),
+    (
+        5,
+        "users_plan",
+        include_str!("migrations/0005_users_plan.sql"),
+    ),
 ];
 
 /// The newest schema version this Tollgate writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// `pg_advisory_xact_lock` key of the migrations ("tollgate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;

@@ -237,6 +237,7 @@ mod tests {
             ttfb_ms: None,
             outcome: Outcome::Complete,
             journal_id: None,
+            plan: None,
         }
     }
 

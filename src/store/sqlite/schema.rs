@@ -9,7 +9,8 @@
 //! `'invalid'` and repairs, once, the impossible figures an older Tollgate could store (an
 //! upstream's absurd usage report, rollups that overflowed into REALs): see [`super::repair`].
 //! Files of version 3 are written only by writers that validate usage and saturate their sums,
-//! so the repair never has to run again (and the reads tolerate a REAL regardless).
+//! so the repair never has to run again (and the reads tolerate a REAL regardless). 3 → 4 adds
+//! `token_usage.journal_id`, 4 → 5 `users.plan`: nullable columns, nothing rewritten.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use crate::store::StoreError;
 pub const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
 
 /// `PRAGMA user_version` written by [`SCHEMA_SQL`].
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The `usage_source` constraint of versions 1 and 2, and of version 3 (as in [`SCHEMA_SQL`]).
 const OLD_SOURCE_CHECK: &str = "CHECK (usage_source IN ('reported', 'estimated', 'none'))";
@@ -101,6 +102,9 @@ pub fn apply_schema(conn: &Connection, tz: &TimeZone) -> Result<(), StoreError> 
     if (1..4).contains(&version) {
         add_journal_id(&tx)?;
     }
+    if version < 5 {
+        add_users_plan(&tx)?;
+    }
     tx.commit()?;
     if repaired.any() {
         tracing::warn!(
@@ -172,6 +176,20 @@ fn add_journal_id(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch("ALTER TABLE token_usage ADD COLUMN journal_id INTEGER")?;
     }
     Ok(())
+}
+
+/// 4 → 5: `users.plan` (new files have it from [`SCHEMA_SQL`]) and its index, which
+/// `schema.sql` cannot create before an older file has the column.
+fn add_users_plan(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('users') WHERE name = 'plan'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE users ADD COLUMN plan TEXT")?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS users_plan ON users (plan)")
 }
 
 /// 1 → 2: the per-user and per-model rollups, summed from `usage_daily` (which equals the sum of

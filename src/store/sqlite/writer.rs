@@ -217,23 +217,30 @@ fn int(n: u64) -> i64 {
 }
 
 /// One upsert per distinct user in the batch: create on first sight with the first email and
-/// name seen, never overwrite ones already stored, move `last_seen_at` forward only.
+/// name seen, never overwrite ones already stored, move `last_seen_at` forward only; the plan of
+/// the batch's latest call becomes the user's unless a later call is already recorded.
 fn upsert_users(conn: &Connection, batch: &[UsageRow]) -> rusqlite::Result<()> {
     let users = crate::store::rollup::users_seen(batch);
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO users (id, email, name, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+        "INSERT INTO users (id, email, name, created_at, last_seen_at, plan) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?7) \
          ON CONFLICT (id) DO UPDATE SET \
            email = COALESCE(users.email, excluded.email), \
            name = COALESCE(users.name, excluded.name), \
-           last_seen_at = max(COALESCE(users.last_seen_at, excluded.last_seen_at), excluded.last_seen_at)",
+           last_seen_at = max(COALESCE(users.last_seen_at, excluded.last_seen_at), excluded.last_seen_at), \
+           plan = CASE WHEN ?6 IS NOT NULL AND ?6 >= COALESCE(users.last_seen_at, ?6) \
+                  THEN ?7 ELSE users.plan END",
     )?;
     for (id, seen) in users {
+        let (plan, plan_ms) = seen.plan.map_or((None, None), |(p, at)| (p, Some(at)));
         stmt.execute(params![
             id,
             seen.email,
             seen.name,
             seen.first_ms,
-            seen.last_ms
+            seen.last_ms,
+            plan_ms,
+            plan
         ])?;
     }
     Ok(())
@@ -424,6 +431,7 @@ mod tests {
             },
             outcome: Outcome::Complete,
             journal_id: None,
+            plan: None,
         }
     }
 
@@ -478,6 +486,7 @@ mod tests {
             ttfb_ms: Some(321),
             outcome: Outcome::Complete,
             journal_id: None,
+            plan: None,
         };
         let sparse = UsageRow {
             request_id: "req-sparse".into(),
@@ -497,6 +506,7 @@ mod tests {
             ttfb_ms: None,
             outcome: Outcome::RefusedQuota,
             journal_id: None,
+            plan: None,
         };
         let (store, writer) = Queue::open(&db.path, TimeZone::UTC, 16, 16).unwrap();
         assert!(store.record(full.clone()));

@@ -76,6 +76,7 @@ fn call(n: u64, user: &str, day: &str, secs: i64, model: Option<&str>, input: u6
         ttfb_ms: Some(10),
         outcome: Outcome::Complete,
         journal_id: None,
+        plan: None,
     }
 }
 
@@ -128,6 +129,7 @@ fn base() -> UsersQuery {
         offset: 0,
         today: TODAY.into(),
         month_start: MONTH.into(),
+        plan: None,
     }
 }
 
@@ -1279,6 +1281,7 @@ async fn compare_with_sqlite(pg: &TestDb, c: &Client, conn: &rusqlite::Connectio
                             offset,
                             today: today.into(),
                             month_start: month_start.clone(),
+                            plan: None,
                         };
                         let want = lite::users::users_page(conn, &q).unwrap();
                         let got = users_page(c, &q).await.unwrap();

@@ -10,8 +10,8 @@ use crate::store::{StoreError, UserSort, UserSummary, UsersPage, UsersQuery};
 use crate::usage::Totals;
 
 /// The user columns of a [`UserSummary`], in the order [`user_from_row`] reads them: the
-/// control columns from the sixth on.
-const USER_COLUMNS: &str = "id, email, name, created_at, last_seen_at, blocked, blocked_reason, \
+/// control columns from the seventh on.
+const USER_COLUMNS: &str = "id, email, name, created_at, last_seen_at, plan, blocked, blocked_reason, \
      daily_tokens, monthly_tokens, daily_cost_nano_usd, monthly_cost_nano_usd, \
      requests_per_minute, max_concurrent";
 
@@ -50,7 +50,8 @@ fn user_from_row(row: &Row) -> Result<UserSummary, StoreError> {
         name: row.try_get(2)?,
         created_at: row.try_get(3)?,
         last_seen_at: row.try_get(4)?,
-        controls: controls_at(row, 5)?,
+        plan: row.try_get(5)?,
+        controls: controls_at(row, 6)?,
         today: Totals::default(),
         month: Totals::default(),
     })
@@ -153,13 +154,15 @@ pub(super) fn like_pattern(text: &str) -> String {
     out
 }
 
-/// `$1` is the (ASCII-lower-cased) LIKE pattern, or NULL for everyone. Each column is folded
+/// `$1` is the (ASCII-lower-cased) LIKE pattern, or NULL for everyone; `$2` the plan, or NULL
+/// for every plan. Each column is folded
 /// for ASCII letters only (`lower` under the "C" collation), so that the search is
 /// case-insensitive exactly where SQLite's `LIKE` is.
 const SEARCH: &str = "($1::text IS NULL \
      OR lower(id COLLATE \"C\") LIKE $1 ESCAPE '\\' \
      OR lower(email COLLATE \"C\") LIKE $1 ESCAPE '\\' \
-     OR lower(name COLLATE \"C\") LIKE $1 ESCAPE '\\')";
+     OR lower(name COLLATE \"C\") LIKE $1 ESCAPE '\\') \
+     AND ($2::text IS NULL OR plan = $2)";
 
 /// The page query of a sort on a `users` column: ids compared as bytes, and a user who never
 /// called (`last_seen_at` NULL) first when ascending, last when descending — SQLite's order.
@@ -177,7 +180,7 @@ fn users_page_sql(sort: UserSort, desc: bool) -> Option<String> {
         _ => return None,
     };
     Some(format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE {SEARCH} ORDER BY {order} LIMIT $2 OFFSET $3"
+        "SELECT {USER_COLUMNS} FROM users WHERE {SEARCH} ORDER BY {order} LIMIT $3 OFFSET $4"
     ))
 }
 
@@ -195,10 +198,13 @@ pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersP
         .map(like_pattern);
     if let Some(sql) = users_page_sql(q.sort, q.desc) {
         let count_sql = format!("SELECT COUNT(*) FROM users WHERE {SEARCH}");
-        let total: i64 = c.query_one(&count_sql, &[&pattern]).await?.try_get(0)?;
+        let total: i64 = c
+            .query_one(&count_sql, &[&pattern, &q.plan])
+            .await?
+            .try_get(0)?;
         let (limit, offset) = (i64::from(q.limit), i64::from(q.offset));
         let mut users = c
-            .query(&sql, &[&pattern, &limit, &offset])
+            .query(&sql, &[&pattern, &q.plan, &limit, &offset])
             .await?
             .iter()
             .map(user_from_row)
@@ -223,24 +229,25 @@ pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersP
         (
             format!("COALESCE(r.{column}, 0) - COALESCE(l.{column}, 0)"),
             format!(
-                "LEFT JOIN usage_user_monthly r ON r.month = $2 AND r.user_id = u.id \
+                "LEFT JOIN usage_user_monthly r ON r.month = $3 AND r.user_id = u.id \
                  LEFT JOIN (SELECT user_id, \
                      LEAST(SUM({column}), 9223372036854775807)::BIGINT AS {column} \
-                     FROM usage_user_daily WHERE day > $3 AND day < $4 GROUP BY user_id) l \
+                     FROM usage_user_daily WHERE day > $4 AND day < $5 GROUP BY user_id) l \
                      ON l.user_id = u.id"
             ),
         )
     } else {
         (
             format!("COALESCE(r.{column}, 0)"),
-            "LEFT JOIN usage_user_daily r ON r.day = $2 AND r.user_id = u.id".to_string(),
+            "LEFT JOIN usage_user_daily r ON r.day = $3 AND r.user_id = u.id".to_string(),
         )
     };
     let search = SEARCH
         .replace("(id ", "(u.id ")
         .replace("(email ", "(u.email ")
-        .replace("(name ", "(u.name ");
-    let (limit_at, offset_at) = if month_sort { (5, 6) } else { (3, 4) };
+        .replace("(name ", "(u.name ")
+        .replace("OR plan = ", "OR u.plan = ");
+    let (limit_at, offset_at) = if month_sort { (6, 7) } else { (4, 5) };
     let page_sql = format!(
         "SELECT u.id, COUNT(*) OVER () FROM users u {join} WHERE {search} \
          ORDER BY {figure} {dir}, u.id COLLATE \"C\" {dir} LIMIT ${limit_at} OFFSET ${offset_at}"
@@ -250,11 +257,19 @@ pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersP
     let rows = if month_sort {
         c.query(
             &page_sql,
-            &[&pattern, &q.month_start, &q.today, &next, &limit, &offset],
+            &[
+                &pattern,
+                &q.plan,
+                &q.month_start,
+                &q.today,
+                &next,
+                &limit,
+                &offset,
+            ],
         )
         .await?
     } else {
-        c.query(&page_sql, &[&pattern, &q.today, &limit, &offset])
+        c.query(&page_sql, &[&pattern, &q.plan, &q.today, &limit, &offset])
             .await?
     };
     let page: Vec<String> = rows
@@ -266,7 +281,10 @@ pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersP
         // Past the last page: how many match, on their own.
         None => {
             let count_sql = format!("SELECT COUNT(*) FROM users WHERE {SEARCH}");
-            let n: i64 = c.query_one(&count_sql, &[&pattern]).await?.try_get(0)?;
+            let n: i64 = c
+                .query_one(&count_sql, &[&pattern, &q.plan])
+                .await?
+                .try_get(0)?;
             u64::try_from(n).unwrap_or(0)
         }
     };

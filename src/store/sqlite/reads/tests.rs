@@ -75,6 +75,7 @@ fn call(n: u64, user: &str, day: &str, secs: i64, model: Option<&str>, input: u6
         ttfb_ms: Some(10),
         outcome: Outcome::Complete,
         journal_id: None,
+        plan: None,
     }
 }
 
@@ -127,6 +128,7 @@ fn base() -> UsersQuery {
         offset: 0,
         today: TODAY.into(),
         month_start: MONTH.into(),
+        plan: None,
     }
 }
 

@@ -9,9 +9,9 @@ use crate::store::{UserSort, UserSummary, UsersPage, UsersQuery};
 use crate::usage::Totals;
 
 /// The user columns of a [`UserSummary`], in the order [`user_from_row`] reads them: the
-/// control columns from the sixth on.
+/// control columns from the seventh on.
 fn user_columns() -> String {
-    format!("id, email, name, created_at, last_seen_at, {CONTROL_COLUMNS}")
+    format!("id, email, name, created_at, last_seen_at, plan, {CONTROL_COLUMNS}")
 }
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserSummary> {
@@ -21,7 +21,8 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserSummary> {
         name: row.get(2)?,
         created_at: row.get(3)?,
         last_seen_at: row.get(4)?,
-        controls: controls_from_row(row, 5)?,
+        plan: row.get(5)?,
+        controls: controls_from_row(row, 6)?,
         today: Totals::default(),
         month: Totals::default(),
     })
@@ -105,8 +106,9 @@ pub(super) fn like_pattern(text: &str) -> String {
 }
 
 /// `?1` is the LIKE pattern, or NULL for everyone. LIKE is case-insensitive for ASCII letters.
+/// `?2` is the plan, or NULL for every plan.
 const SEARCH: &str = "(?1 IS NULL OR id LIKE ?1 ESCAPE '\\' OR email LIKE ?1 ESCAPE '\\' \
-     OR name LIKE ?1 ESCAPE '\\')";
+     OR name LIKE ?1 ESCAPE '\\') AND (?2 IS NULL OR plan = ?2)";
 
 fn users_count_sql() -> String {
     format!("SELECT COUNT(*) FROM users WHERE {SEARCH}")
@@ -135,12 +137,12 @@ fn users_page_sql(sort: UserSort, desc: bool) -> Option<String> {
         _ => return None,
     };
     Some(format!(
-        "SELECT {} FROM users WHERE {SEARCH} ORDER BY {order} LIMIT ?2 OFFSET ?3",
+        "SELECT {} FROM users WHERE {SEARCH} ORDER BY {order} LIMIT ?3 OFFSET ?4",
         user_columns()
     ))
 }
 
-/// A page of the users matching `q.search`, ordered by `q.sort` over all of them (users without
+/// A page of the users matching `q.search` (and on `q.plan`), ordered by `q.sort` over all of them (users without
 /// usage count as 0; ties go by id in the same direction), and how many match.
 ///
 /// Sorts on a `users` column are one indexed query. Sorts on usage rank every matching user by
@@ -155,10 +157,10 @@ pub fn users_page(conn: &Connection, q: &UsersQuery) -> rusqlite::Result<UsersPa
     if let Some(sql) = users_page_sql(q.sort, q.desc) {
         let total: i64 = conn
             .prepare_cached(&users_count_sql())?
-            .query_row([&pattern], |r| r.get(0))?;
+            .query_row(params![pattern, q.plan], |r| r.get(0))?;
         let users = conn
             .prepare_cached(&sql)?
-            .query_map(params![pattern, q.limit, q.offset], user_from_row)?
+            .query_map(params![pattern, q.plan, q.limit, q.offset], user_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let users = users
             .into_iter()
@@ -196,7 +198,7 @@ pub fn users_page(conn: &Connection, q: &UsersQuery) -> rusqlite::Result<UsersPa
     }
     let mut ranked: Vec<(i64, String)> = conn
         .prepare_cached(&users_ids_sql())?
-        .query_map([&pattern], |r| r.get::<_, String>(0))?
+        .query_map(params![pattern, q.plan], |r| r.get::<_, String>(0))?
         .map(|id| id.map(|id| (figures.get(&id).copied().unwrap_or(0), id)))
         .collect::<rusqlite::Result<_>>()?;
     let total = ranked.len() as u64;
