@@ -228,6 +228,19 @@ async fn admin_get(h: &Harness, base: &str, path: &str) -> Value {
     resp.json().await.unwrap()
 }
 
+/// The one user the users list shows on `plan`, once the writer has recorded their calls.
+async fn users_on(h: &Harness, base: &str, plan: &str) -> Value {
+    for _ in 0..500 {
+        let page = admin_get(h, base, &format!("/api/admin/users?plan={plan}")).await;
+        if page["total"] == 1 {
+            return page["users"][0].clone();
+        }
+        assert_eq!(page["total"], 0, "{page}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no user on {plan} after 10 s");
+}
+
 on_both_stores! {
     #[tokio::test]
     async fn a_plans_limits_sit_between_limits_and_overrides_and_the_admin_api_says_which_is_which(backend: Backend) {
@@ -251,15 +264,7 @@ on_both_stores! {
 
         let (server, base) = admin(&h).await;
         // The writer records the plan with the rows, a commit interval after the calls.
-        let mut fay = Value::Null;
-        for _ in 0..250 {
-            let page = admin_get(&h, &base, "/api/admin/users?plan=free").await;
-            if page["total"] == 1 {
-                fay = page["users"][0].clone();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let fay = users_on(&h, &base, "free").await;
         assert_eq!(fay["id"], "fay");
         assert_eq!(fay["plan"], "free");
         assert_eq!(fay["limits"]["daily_tokens"], 5000);
@@ -268,10 +273,9 @@ on_both_stores! {
         assert_eq!(fay["limit_sources"]["daily_tokens"], "plan");
         assert_eq!(fay["limit_sources"]["monthly_tokens"], "limits");
         assert_eq!(fay["limit_sources"]["requests_per_minute"], "plan");
-        let pros = admin_get(&h, &base, "/api/admin/users?plan=pro").await;
-        assert_eq!(pros["total"], 1);
-        assert_eq!(pros["users"][0]["id"], "pia");
-        assert_eq!(pros["users"][0]["limits"]["daily_tokens"], 1_000_000);
+        let pia = users_on(&h, &base, "pro").await;
+        assert_eq!(pia["id"], "pia");
+        assert_eq!(pia["limits"]["daily_tokens"], 1_000_000);
 
         // An operator's override wins over the plan, from the next call on.
         h.actions()

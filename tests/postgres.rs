@@ -155,13 +155,13 @@ async fn migrate_and_check_config_reach_the_database_named_in_the_environment() 
     let out = run(&["migrate"], db.url());
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("migrated from schema version 0 to 4"),
+        text(&out).contains("migrated from schema version 0 to 5"),
         "{}",
         text(&out)
     );
     let out = run(&["migrate"], db.url());
     assert!(
-        text(&out).contains("already at schema version 4"),
+        text(&out).contains("already at schema version 5"),
         "{}",
         text(&out)
     );

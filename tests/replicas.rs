@@ -3,7 +3,9 @@
 //! three gateways goes over by at most one call; an operator's block, unblock and limit change
 //! made on one gateway apply on another within a second; a gateway killed while holding leases
 //! frees its share of the budget within `store.lease_ms`, and its calls are recorded when it
-//! comes back; the request rate and the concurrency cap are each gateway's own.
+//! comes back; the request rate and the concurrency cap are each gateway's own; a plan's limit
+//! holds across gateways, its models are refused on each, and a token naming another plan moves
+//! the user on every gateway without resetting the day.
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a panic is the test's failure report"
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::pg_server::PgServer;
-use common::process::{admin_jwt, jwt, start_gateway_with, write_config};
+use common::process::{admin_jwt, jwt, plan_jwt, start_gateway_with, write_config};
 use common::*;
 use tollgate::config::{RawConfig, StoreBackend};
 use tollgate::store::postgres::testing::TestDb;
@@ -608,4 +610,104 @@ async fn a_gateway_killed_while_the_database_is_away_records_its_calls_exactly_o
         );
     }
     assert_eq!(fleet.mock.hits(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plans_limit_holds_across_gateways_and_another_plan_applies_on_every_gateway() {
+    const FREE_DAY: i64 = 400;
+    let fleet = Arc::new(
+        Fleet::start(2, |c| {
+            let free: tollgate::config::PlanConfig = toml::from_str(&format!(
+                "daily_tokens = {FREE_DAY}\nmodels = [\"gpt-4o-mini*\"]"
+            ))
+            .unwrap();
+            let pro: tollgate::config::PlanConfig =
+                toml::from_str("daily_tokens = 100000").unwrap();
+            c.plans.insert("free".into(), free);
+            c.plans.insert("pro".into(), pro);
+            c.limits.default_plan = Some("free".into());
+        })
+        .await,
+    );
+    fleet
+        .mock
+        .set_default(Reply::json(200, ANSWER).head_delay(Duration::from_millis(10)));
+    let raw = &fleet.replicas[0].raw;
+    let free = plan_jwt(raw, "tia", "free");
+    // A model outside the plan: refused by each gateway, never forwarded.
+    let big = r#"{"model":"gpt-4o","max_tokens":40,"messages":[]}"#;
+    assert_eq!(fleet.call(0, &free, big).await, 403);
+    assert_eq!(fleet.call(1, &free, big).await, 403);
+    assert_eq!(fleet.mock.hits(), 0);
+    // 30 calls of 40 tokens, 6 at a time over both gateways, against free's 400 a day.
+    let gate = Arc::new(tokio::sync::Semaphore::new(6));
+    let mut calls = Vec::new();
+    for n in 0..30 {
+        let (fleet, free, gate) = (Arc::clone(&fleet), free.clone(), Arc::clone(&gate));
+        calls.push(tokio::spawn(async move {
+            let _pass = gate.acquire().await.unwrap();
+            fleet.call(n % 2, &free, CALL).await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for c in calls {
+        statuses.push(c.await.unwrap());
+    }
+    let served = statuses.iter().filter(|&&s| s == 200).count();
+    assert_eq!(
+        served + statuses.iter().filter(|&&s| s == 429).count(),
+        30,
+        "{statuses:?}"
+    );
+    let rows = fleet.rows(32).await;
+    let spent: i64 = rows
+        .iter()
+        .filter(|r| r.outcome == "complete")
+        .map(|r| r.total_tokens)
+        .sum();
+    assert!(
+        spent <= FREE_DAY + 40,
+        "{spent} tokens over two gateways: more than one call past free's {FREE_DAY}"
+    );
+    assert!(
+        spent >= FREE_DAY / 2,
+        "{spent}: far less than the limit let through"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.outcome == "refused_plan").count(),
+        2
+    );
+
+    // Upgraded: a pro token for the same user goes through on both gateways at once, the day's
+    // usage kept (each gateway asks the database again under pro's limits).
+    let pro = plan_jwt(raw, "tia", "pro");
+    assert_eq!(fleet.call(0, &pro, CALL).await, 200);
+    assert_eq!(fleet.call(1, &pro, CALL).await, 200);
+    assert_eq!(
+        fleet.call(1, &pro, big).await,
+        200,
+        "pro allows every model"
+    );
+    let me: serde_json::Value = fleet
+        .client
+        .get(fleet.replicas[1].url("/me/usage"))
+        .bearer_auth(&pro)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["plan"], "pro");
+    assert_eq!(me["day"]["limit_tokens"], 100_000);
+    // The old free token is still past free's day on either gateway.
+    assert_eq!(fleet.call(0, &free, CALL).await, 429);
+    assert_eq!(fleet.call(1, &free, CALL).await, 429);
+    // The user's plan in the database is their latest call's.
+    let url = fleet.db.url().to_string();
+    eventually("users.plan", Duration::from_secs(10), || {
+        let plan = pg_text_rows(&url, "SELECT plan FROM users WHERE id = 'tia'");
+        (plan == vec![vec![Some("free".to_string())]]).then_some(())
+    })
+    .await;
 }

@@ -36,6 +36,8 @@ pub struct ImportUser {
     pub max_concurrent: Option<i64>,
     pub created_at: i64,
     pub last_seen_at: Option<i64>,
+    /// The plan of the user's latest call (`None` in a file older than schema version 5).
+    pub plan: Option<String>,
 }
 
 /// An admin account as the file keeps it (the password only as its argon2id hash).

@@ -47,6 +47,23 @@ pub fn jwt(raw: &RawConfig, sub: &str) -> String {
     .unwrap()
 }
 
+/// A JWT for `sub` on the plan `plan` (its `auth.plan_claim`) under `raw`'s `[auth]`.
+pub fn plan_jwt(raw: &RawConfig, sub: &str, plan: &str) -> String {
+    tollgate::auth::mint_claims(
+        &tollgate::config::Secret::new(JWT_SECRET),
+        &raw.auth,
+        &tollgate::auth::MintClaims {
+            sub,
+            admin: false,
+            ttl: Duration::from_secs(3600),
+            email: None,
+            name: None,
+            plan: Some(plan),
+        },
+    )
+    .unwrap()
+}
+
 /// An admin's JWT (subject `ops`) under `raw`'s `[auth]`.
 pub fn admin_jwt(raw: &RawConfig) -> String {
     tollgate::auth::mint(

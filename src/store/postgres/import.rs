@@ -42,11 +42,12 @@ pub async fn users(c: &mut Client, users: &[ImportUser]) -> Result<u64, StoreErr
         tx.execute(
             "INSERT INTO users (id, email, name, blocked, blocked_reason, daily_tokens, \
              monthly_tokens, daily_cost_nano_usd, monthly_cost_nano_usd, requests_per_minute, \
-             max_concurrent, created_at, last_seen_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             max_concurrent, created_at, last_seen_at, plan) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (id) DO UPDATE SET \
                email = COALESCE(users.email, excluded.email), \
                name = COALESCE(users.name, excluded.name), \
+               plan = COALESCE(users.plan, excluded.plan), \
                created_at = LEAST(users.created_at, excluded.created_at), \
                last_seen_at = GREATEST(users.last_seen_at, excluded.last_seen_at)",
             &[
@@ -63,6 +64,7 @@ pub async fn users(c: &mut Client, users: &[ImportUser]) -> Result<u64, StoreErr
                 &u.max_concurrent,
                 &u.created_at,
                 &u.last_seen_at,
+                &u.plan,
             ],
         )
         .await?;

@@ -536,6 +536,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_users_plan_is_their_latest_calls_and_a_recovered_row_leaves_it() {
+        let db = TestDb::create().await;
+        let mut c = db.settings().connect().await.unwrap();
+        migrate(&mut c).await.unwrap();
+        let base = partition((2026, 12)).1 + 3_600_000;
+        let on = |n: u64, at: i64, plan: Option<&str>| {
+            let mut r = row(n, "eve", base + at);
+            r.plan = plan.map(Arc::from);
+            r
+        };
+        let mut days = DayCache::new(jiff::tz::TimeZone::UTC);
+        let mut write = async |batch: Vec<UsageRow>| -> Option<String> {
+            ensure_partitions(&mut c, &months_of(&batch)).await.unwrap();
+            let tx = c.transaction().await.unwrap();
+            write_rows(&tx, &mut days, &batch, "gw-a").await.unwrap();
+            tx.commit().await.unwrap();
+            c.query_one("SELECT plan FROM users WHERE id = 'eve'", &[])
+                .await
+                .unwrap()
+                .get(0)
+        };
+        let in_order = vec![
+            on(1, 2_000, Some("free")),
+            on(2, 4_000, Some("pro")),
+            on(3, 3_000, Some("free")),
+        ];
+        assert_eq!(write(in_order).await.as_deref(), Some("pro"));
+        assert_eq!(
+            write(vec![on(4, 3_500, Some("free"))]).await.as_deref(),
+            Some("pro"),
+            "an older call written later changes nothing"
+        );
+        let mut recovered = on(5, 9_000, None);
+        recovered.outcome = Outcome::Recovered;
+        assert_eq!(write(vec![recovered]).await.as_deref(), Some("pro"));
+        assert_eq!(write(vec![on(6, 9_500, None)]).await, None);
+    }
+
+    #[tokio::test]
     async fn rows_land_in_their_month_and_the_rollups_equal_their_sums() {
         let db = TestDb::create().await;
         let settings = db.settings();

@@ -88,11 +88,18 @@ impl Dump {
 
     /// Every user with their controls.
     pub fn users(&self) -> Result<Vec<ImportUser>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        // A file older than schema version 5 has no `plan` (the dump never migrates the file).
+        let has_plan: bool = self.conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('users') WHERE name = 'plan'",
+            [],
+            |r| r.get(0),
+        )?;
+        let plan = if has_plan { "plan" } else { "NULL" };
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT id, email, name, blocked, blocked_reason, daily_tokens, monthly_tokens, \
              daily_cost_nano_usd, monthly_cost_nano_usd, requests_per_minute, max_concurrent, \
-             created_at, last_seen_at FROM users ORDER BY id",
-        )?;
+             created_at, last_seen_at, {plan} FROM users ORDER BY id"
+        ))?;
         let opt = |r: &rusqlite::Row<'_>, i: usize| r.get_ref(i).map(lenient_opt_int);
         let rows = stmt.query_map([], |r| {
             Ok(ImportUser {
@@ -109,6 +116,7 @@ impl Dump {
                 max_concurrent: opt(r, 10)?,
                 created_at: opt(r, 11)?.unwrap_or(0),
                 last_seen_at: opt(r, 12)?,
+                plan: r.get(13)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

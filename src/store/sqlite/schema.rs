@@ -208,3 +208,50 @@ fn fill_coarse_rollups(conn: &Connection) -> rusqlite::Result<()> {
            SELECT day, provider, model, {sums} FROM usage_daily GROUP BY day, provider, model;"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn a_version_4_file_gets_users_plan_and_keeps_its_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        {
+            // A file as version 4 left it: the users table without `plan`.
+            let conn = open_writer(&path, Duration::from_secs(1), &TimeZone::UTC).unwrap();
+            conn.execute_batch(
+                "DROP INDEX users_plan;
+                 ALTER TABLE users DROP COLUMN plan;
+                 INSERT INTO users (id, created_at, last_seen_at) VALUES ('old', 1, 2);
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+        }
+        let conn = open_writer(&path, Duration::from_secs(1), &TimeZone::UTC).unwrap();
+        let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(one("PRAGMA user_version"), SCHEMA_VERSION);
+        assert_eq!(
+            one("SELECT count(*) FROM pragma_table_info('users') WHERE name = 'plan'"),
+            1
+        );
+        assert_eq!(
+            one("SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'users_plan'"),
+            1
+        );
+        assert_eq!(
+            one(
+                "SELECT count(*) FROM users WHERE id = 'old' AND plan IS NULL AND last_seen_at = 2"
+            ),
+            1
+        );
+        // Opening it again changes nothing.
+        drop(conn);
+        let conn = open_writer(&path, Duration::from_secs(1), &TimeZone::UTC).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+}

@@ -859,6 +859,46 @@ mod tests {
     }
 
     #[test]
+    fn a_users_plan_is_their_latest_calls_and_a_recovered_row_leaves_it() {
+        let db = db();
+        let plan_of = |user: &str| -> Option<String> {
+            let conn = open_reader(&db.path).unwrap();
+            conn.query_row("SELECT plan FROM users WHERE id = ?1", [user], |r| r.get(0))
+                .unwrap()
+        };
+        let on = |n: u64, ts_ms: i64, plan: Option<&str>| {
+            let mut r = row(n, "eve", ts_ms);
+            r.plan = plan.map(Arc::from);
+            r
+        };
+        let (store, writer) = Queue::open_with(&db.path, TimeZone::UTC, options(100, 100)).unwrap();
+        // One batch: the latest call's plan wins, whatever the order rows arrive in.
+        store.record(on(1, 2_000, Some("free")));
+        store.record(on(2, 4_000, Some("pro")));
+        store.record(on(3, 3_000, Some("free")));
+        writer.close();
+        assert_eq!(plan_of("eve").as_deref(), Some("pro"));
+
+        let (store, writer) = Queue::open_with(&db.path, TimeZone::UTC, options(100, 100)).unwrap();
+        // A later batch with an older call (a slow stream ending late) changes nothing…
+        store.record(on(4, 3_500, Some("free")));
+        writer.close();
+        assert_eq!(plan_of("eve").as_deref(), Some("pro"));
+        // …a recovered row carries no plan and leaves it…
+        let (store, writer) = Queue::open_with(&db.path, TimeZone::UTC, options(100, 100)).unwrap();
+        let mut recovered = on(5, 9_000, None);
+        recovered.outcome = Outcome::Recovered;
+        store.record(recovered);
+        writer.close();
+        assert_eq!(plan_of("eve").as_deref(), Some("pro"));
+        // …and a later call on no plan clears it.
+        let (store, writer) = Queue::open_with(&db.path, TimeZone::UTC, options(100, 100)).unwrap();
+        store.record(on(6, 9_500, None));
+        writer.close();
+        assert_eq!(plan_of("eve"), None);
+    }
+
+    #[test]
     fn close_commits_every_queued_row() {
         let db = db();
         let (store, writer) =
