@@ -12,6 +12,11 @@
 //!   `generateContent` body, and a 3 MB chat body carrying a screenshot as a base64 data URL.
 //! - `price::*`: `PriceTable::cost_nano_usd` with the `[pricing]` table shipped in gateway.toml:
 //!   an exact key, a dated model name found by longest prefix, and a model with no price.
+//! - `plan::*`: what a plan adds to a call, with the free and pro tiers of gateway.toml's
+//!   commented example: `choose` (the token's claim to its plan) + `check_model` + `output` on
+//!   the 1.2 KB chat body that asks for no more than the ceiling (`allowed`), and the same with
+//!   the ceiling written into a body that sets no cap (`cap_written`: `provider::cap_output`'s
+//!   scan and copy).
 //!
 //! `main` first checks what each case is meant to exercise (cache hit and miss, the rewrite,
 //! the media part, the prefix match).
@@ -260,6 +265,79 @@ mod price {
     }
 }
 
+// === plans ===
+
+/// The free and pro tiers of gateway.toml's commented example.
+static PLANS: LazyLock<tollgate::plan::Plans> = LazyLock::new(|| {
+    let tiers: BTreeMap<String, tollgate::plan::PlanConfig> = toml::from_str(
+        r#"
+        [free]
+        daily_tokens = 20000
+        monthly_tokens = 200000
+        requests_per_minute = 10
+        models = ["gpt-4o-mini*", "gemini-2.5-flash*"]
+        max_output_tokens = 1024
+        [pro]
+        daily_tokens = 1000000
+        monthly_cost_usd = 50.00
+        deny_models = ["o1-pro*", "gpt-4.5*"]
+        max_output_tokens = 16384
+        clamp_max_output_tokens = true
+        "#,
+    )
+    .unwrap();
+    tollgate::plan::Plans::new(&tiers, Some("free")).unwrap()
+});
+
+/// The claim of a free user's token.
+static FREE_CLAIM: LazyLock<Vec<Box<str>>> = LazyLock::new(|| vec![Box::from("free")]);
+
+/// The chat body without its `max_tokens`, so a plan's ceiling is written in.
+static CHAT_NO_CAP: LazyLock<Bytes> = LazyLock::new(|| {
+    body(&json!({
+        "model": "gpt-4o-mini",
+        "messages": chat_messages(),
+        "temperature": 0.7,
+        "user": "user-4f3c9a2e"
+    }))
+});
+
+mod plan {
+    use super::*;
+
+    fn bench_plan(bencher: Bencher<'_, '_>, body: &'static LazyLock<Bytes>) {
+        let (info, _) = provider::inspect(
+            ProviderKind::Openai,
+            &Method::POST,
+            OPENAI_CHAT_PATH,
+            None,
+            body,
+        )
+        .unwrap();
+        bencher.bench(|| {
+            let plan = PLANS.choose(Some(black_box(&FREE_CLAIM[..]))).plan.unwrap();
+            plan.check_model(info.model.as_deref(), false, true)
+                .unwrap();
+            match plan.output(black_box(info.max_output_tokens)).unwrap() {
+                tollgate::plan::OutputCap::Keep => None,
+                tollgate::plan::OutputCap::Set(total) => {
+                    provider::cap_output(ProviderKind::Openai, &info, body, total).unwrap()
+                }
+            }
+        });
+    }
+
+    #[divan::bench]
+    fn allowed(bencher: Bencher<'_, '_>) {
+        bench_plan(bencher, &CHAT);
+    }
+
+    #[divan::bench]
+    fn cap_written(bencher: Bencher<'_, '_>) {
+        bench_plan(bencher, &CHAT_NO_CAP);
+    }
+}
+
 // === set-up check ===
 
 fn check_cases() {
@@ -332,6 +410,26 @@ fn check_cases() {
             .contains(&info.prompt_tokens_estimate),
         "the screenshot must count as one media part, not as text: {}",
         info.prompt_tokens_estimate
+    );
+
+    let free = PLANS.choose(Some(&FREE_CLAIM[..])).plan.unwrap();
+    let (info, _) = provider::inspect(
+        ProviderKind::Openai,
+        &post,
+        OPENAI_CHAT_PATH,
+        None,
+        &CHAT_NO_CAP,
+    )
+    .unwrap();
+    assert_eq!(
+        free.output(info.max_output_tokens),
+        Ok(tollgate::plan::OutputCap::Set(1024)),
+        "cap_written must write the ceiling"
+    );
+    assert_eq!(
+        free.output(Some(512)),
+        Ok(tollgate::plan::OutputCap::Keep),
+        "allowed must keep the body"
     );
 
     assert!(
