@@ -11,7 +11,10 @@
 //   user detail · audit log · settings · CSV export downloads every row · alerts: a
 //   `user_limit` rule fires when traffic pushes a user past 80% of their daily tokens (and when a
 //   limit is lowered below a user's usage), the webhook (a receiver in this process) takes it,
-//   signed, and the alerts page and the menu's badge show it · session expiry →
+//   signed, and the alerts page and the menu's badge show it · plans: a user whose token names
+//   the pro plan is listed under it by the users page's plan filter, their page shows the plan and
+//   each limit's source (plan, then override once one is set in the UI), the plans page lists
+//   both plans of gateway.toml · session expiry →
 //   sign-in page and back · sign out · every page at 1280×800 and 360×740, screenshotted into
 //   test-artifacts/, without horizontal scroll at 360 px · no request leaves 127.0.0.1.
 // Everything it started is stopped on exit, failure included. Exit code 1 on any failed check.
@@ -411,6 +414,20 @@ daily_tokens = 100000
 monthly_tokens = 1000000
 requests_per_minute = 600
 timezone = "UTC"
+default_plan = "free"
+
+# Every user but frank calls without a plan claim: on "free", which changes nothing the checks
+# before the plans' count on ([limits]'s daily tokens stay in force).
+[plans.free]
+monthly_tokens = 500000
+models = ["gpt-4o-mini*", "gemini-2.5-flash*"]
+
+[plans.pro]
+daily_tokens = 250000
+requests_per_minute = 1200
+deny_models = ["o1-pro*"]
+max_output_tokens = 4096
+clamp_max_output_tokens = true
 
 [store]
 path = "${path.join(tmp, 'tollgate.db').replaceAll('\\', '/')}"
@@ -466,6 +483,7 @@ secret_env = "E2E_WEBHOOK_SECRET"
   jwts.carol = mint('carol');
   jwts.dave = mint('dave');
   jwts.erin = mint('erin');
+  jwts.frank = mint('frank', ['--plan', 'pro']);
 
   // Seed: a few users on both providers, a stream, an upstream error, a cut stream (estimated).
   await openaiChat('alice', { nWords: 12 });
@@ -838,6 +856,134 @@ secret_env = "E2E_WEBHOOK_SECRET"
     await row.getByRole('link', { name: 'erin', exact: true }).click();
     await page.getByRole('heading', { name: /^erin/ }).waitFor();
     assertEq(new URL(page.url()).pathname, '/users/erin', 'the user’s page');
+  });
+
+  // --- plans ---
+  await check('plans: the users page’s plan filter lists a pro user under pro, the others under the default plan', async () => {
+    const call = await openaiChat('frank', { nWords: 4 });
+    assertEq(call.status, 200, 'frank’s call on pro');
+    await waitFor('frank on pro in the database', async () => (await adminApi('/api/admin/users?plan=pro')).users.map((u) => u.id).join() === 'frank');
+    const free = (await adminApi('/api/admin/users?plan=free&sort=id&order=asc')).users.map((u) => u.id);
+    assertEq(free, ['alice', 'bob', 'carol', 'dave', 'erin'], 'the users on the default plan (tokens without the claim)');
+
+    await page.goto(`${ADMIN_URL}/users`);
+    await page.getByRole('heading', { name: 'Users' }).waitFor();
+    await settled(page);
+    await page.locator('tr[data-user="frank"]').waitFor();
+    assertEq(await page.locator('tr[data-user="frank"] td[data-label="Plan"]').textContent(), 'pro', 'frank’s plan column');
+    assertEq(await page.locator('tr[data-user="alice"] td[data-label="Plan"]').textContent(), 'free', 'alice’s plan column');
+    const filter = page.getByLabel('Plan', { exact: true });
+    assertEq(
+      await filter.locator('option').evaluateAll((o) => o.map((x) => [x.value, x.textContent])),
+      [['', 'All plans'], ['free', 'free'], ['pro', 'pro']],
+      'the plan filter’s choices',
+    );
+    await filter.selectOption('pro');
+    await waitFor('only frank', async () =>
+      JSON.stringify(await page.locator('tr[data-user]').evaluateAll((r) => r.map((x) => x.getAttribute('data-user')))) === '["frank"]',
+    );
+    assertEq(new URL(page.url()).searchParams.get('plan'), 'pro', 'the filter in the address');
+    await bothWidths(page, '13-users-plan-filter');
+    await filter.selectOption('free');
+    await waitFor('the users on free', async () => {
+      const ids = await page.locator('tr[data-user]').evaluateAll((r) => r.map((x) => x.getAttribute('data-user')));
+      return JSON.stringify([...ids].sort()) === JSON.stringify(free);
+    });
+    // A reload keeps the filter.
+    await page.reload();
+    await page.locator('tr[data-user="alice"]').waitFor();
+    assertEq(await page.getByLabel('Plan', { exact: true }).inputValue(), 'free', 'the filter after a reload');
+    assertEq(await page.locator('tr[data-user="frank"]').count(), 0, 'frank is not on free');
+  });
+
+  await check('plans: a user’s page shows their plan and where each limit comes from; an override set in the UI shows as such', async () => {
+    await page.goto(`${ADMIN_URL}/users?plan=pro`);
+    await page.locator('tr[data-user="frank"]').getByRole('link', { name: /frank/ }).click();
+    await page.getByRole('heading', { name: /^frank/ }).waitFor();
+    await settled(page);
+    assertEq((await page.getByTestId('user-plan').textContent()).trim(), 'plan pro', 'the plan beside the name');
+    const limits = page.getByRole('table', { name: /^Limits in force for frank/ });
+    const row = (key) => limits.locator(`tr[data-limit="${key}"]`);
+    const shown = async (key) => [
+      (await row(key).locator('td').nth(0).textContent()).trim(),
+      (await row(key).locator('td').nth(1).textContent()).trim(),
+      await row(key).getAttribute('data-source'),
+    ];
+    const api = (await adminApi('/api/admin/user/frank/usage?days=7')).user;
+    assertEq([api.plan, api.limits.daily_tokens, api.limit_sources.daily_tokens], ['pro', 250000, 'plan'], 'frank in the admin API');
+    assertEq(await shown('daily_tokens'), ['250,000', 'plan pro', 'plan'], 'tokens per day from the plan');
+    assertEq(await shown('requests_per_minute'), ['1,200', 'plan pro', 'plan'], 'requests per minute from the plan');
+    assertEq(await shown('monthly_tokens'), ['1,000,000', '[limits]', 'limits'], 'tokens per month from [limits]');
+    await bothWidths(page, '14-user-plan');
+
+    await page.getByRole('button', { name: 'Edit limits' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Limits for frank' });
+    const perDay = dialog.getByLabel('Tokens per day', { exact: true });
+    await perDay.waitFor();
+    // Without an override, the plan's value applies: the editor says so.
+    await waitFor('the plan’s value as the placeholder', async () => (await perDay.getAttribute('placeholder')) === '250,000');
+    await dialog.getByText('From plan pro').first().waitFor();
+    await perDay.fill('50000');
+    await dialog.getByRole('button', { name: 'Save limits' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await waitFor('the override shown', async () => JSON.stringify(await shown('daily_tokens')) === JSON.stringify(['50,000', 'override', 'override']));
+    assertEq(await shown('requests_per_minute'), ['1,200', 'plan pro', 'plan'], 'the plan’s other limits stay');
+    const after = (await adminApi('/api/admin/users?search=frank')).users[0];
+    assertEq([after.overrides.daily_tokens, after.limits.daily_tokens, after.limit_sources.daily_tokens], [50000, 50000, 'override'], 'frank’s override in the database');
+
+    // Cleared, the plan's limit is back.
+    await page.getByRole('button', { name: 'Edit limits' }).click();
+    await dialog.getByRole('button', { name: 'Clear all' }).click();
+    await dialog.getByRole('button', { name: 'Save limits' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await waitFor('the plan’s limit again', async () => JSON.stringify(await shown('daily_tokens')) === JSON.stringify(['250,000', 'plan pro', 'plan']));
+  });
+
+  await check('plans: the plans page lists both plans of gateway.toml', async () => {
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Plans' }).click();
+    await page.getByRole('heading', { name: 'Plans', level: 1 }).waitFor();
+    await settled(page);
+    const api = await adminApi('/api/admin/plans');
+    assertEq([api.plan_claim, api.default_plan, api.plans.map((p) => p.name)], ['plan', 'free', ['free', 'pro']], 'the plans in the admin API');
+    assertEq((await page.getByTestId('plan-claim').textContent()).trim(), 'plan', 'the claim');
+    assertEq((await page.getByTestId('default-plan').textContent()).trim(), 'free', 'the default plan');
+    const free = page.locator('#plan-free');
+    const pro = page.locator('#plan-pro');
+    await free.getByRole('heading', { name: 'free default' }).waitFor();
+    await pro.getByRole('heading', { name: 'pro', exact: true }).waitFor();
+    const sources = (card) =>
+      card.locator('tr[data-limit]').evaluateAll((r) => Object.fromEntries(r.map((x) => [x.getAttribute('data-limit'), x.getAttribute('data-source')])));
+    assertEq(
+      await sources(free),
+      { daily_tokens: 'limits', monthly_tokens: 'plan', daily_cost_nano_usd: 'limits', monthly_cost_nano_usd: 'limits', requests_per_minute: 'limits', max_concurrent: 'limits' },
+      'free’s sources',
+    );
+    assertEq(
+      await sources(pro),
+      { daily_tokens: 'plan', monthly_tokens: 'limits', daily_cost_nano_usd: 'limits', monthly_cost_nano_usd: 'limits', requests_per_minute: 'plan', max_concurrent: 'limits' },
+      'pro’s sources',
+    );
+    assertEq((await free.locator('tr[data-limit="monthly_tokens"] td').first().textContent()).trim(), '500,000', 'free’s monthly tokens');
+    assertEq(await page.getByTestId('plan-models-free').locator('li').allTextContents(), ['gpt-4o-mini*', 'gemini-2.5-flash*'], 'free’s models');
+    await page.getByTestId('plan-models-pro').getByText('every model not denied').waitFor();
+    assertEq(await page.getByTestId('plan-models-pro').locator('li').allTextContents(), ['o1-pro*'], 'pro’s denied models');
+    const terms = (testId) =>
+      page.getByTestId(testId).evaluate((dl) => Object.fromEntries([...dl.querySelectorAll('dt')].map((dt) => [dt.textContent, dt.nextElementSibling.textContent])));
+    const proOutput = api.plans[1];
+    assertEq(
+      await terms('plan-output-pro'),
+      {
+        'Ceiling per call': '4,096 tokens',
+        'Asking for more': 'lowered to the ceiling',
+        'Reserved for a call without a cap': `${intFmt.format(proOutput.default_max_output_tokens)} tokens`,
+      },
+      'pro’s output ceiling',
+    );
+    assertEq((await terms('plan-output-free'))['Ceiling per call'], 'no ceiling', 'free’s output ceiling');
+    await bothWidths(page, '15-plans');
+    await pro.getByRole('link', { name: 'Users on pro' }).click();
+    await page.locator('tr[data-user="frank"]').waitFor();
+    assertEq(await page.locator('tr[data-user]').count(), 1, 'only frank on pro');
   });
 
   await check('phone: the menu opens, navigates and closes', async () => {

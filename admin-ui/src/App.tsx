@@ -12,6 +12,7 @@ import { SignIn } from './pages/SignIn';
 const Overview = lazy(() => import('./pages/Overview'));
 const Users = lazy(() => import('./pages/Users'));
 const UserDetail = lazy(() => import('./pages/UserDetail'));
+const Plans = lazy(() => import('./pages/Plans'));
 const Audit = lazy(() => import('./pages/Audit'));
 const Settings = lazy(() => import('./pages/Settings'));
 const Export = lazy(() => import('./pages/Export'));
@@ -43,6 +44,7 @@ function AlertCount() {
 const NAV: NavItem[] = [
   { to: '/', label: 'Overview', icon: 'overview', match: (p) => p === '/' },
   { to: '/users', label: 'Users', icon: 'users', match: (p) => p === '/users' || p.startsWith('/users/') },
+  { to: '/plans', label: 'Plans', icon: 'layers', match: (p) => p === '/plans' },
   { to: '/alerts', label: 'Alerts', icon: 'bell', match: (p) => p === '/alerts', badge: AlertCount },
   { to: '/audit', label: 'Audit log', icon: 'audit', match: (p) => p === '/audit' },
   { to: '/export', label: 'CSV export', icon: 'download', match: (p) => p === '/export' },
@@ -54,6 +56,7 @@ function route(pathname: string): { page: ReactNode; title: string } {
   if (pathname === '/users') return { page: <Users />, title: 'Users' };
   const user = matchPath('/users/:id', pathname);
   if (user) return { page: <UserDetail id={user.id!} />, title: user.id! };
+  if (pathname === '/plans') return { page: <Plans />, title: 'Plans' };
   if (pathname === '/alerts') return { page: <Alerts />, title: 'Alerts' };
   if (pathname === '/audit') return { page: <Audit />, title: 'Audit log' };
   if (pathname === '/settings') return { page: <Settings />, title: 'Settings' };

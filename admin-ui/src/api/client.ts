@@ -10,6 +10,7 @@ import type {
   ControlsChange,
   LimitsRequest,
   Order,
+  PlansView,
   Series,
   SessionInfo,
   Stats,
@@ -108,6 +109,8 @@ const enc = encodeURIComponent;
 
 export interface UsersParams {
   search?: string;
+  /** Only the users on this plan (`[plans.NAME]`). */
+  plan?: string;
   sort?: UserSort;
   order?: Order;
   limit?: number;
@@ -146,6 +149,7 @@ export const api = {
   alerts: (cursor?: number | null, limit?: number, signal?: AbortSignal) =>
     request<AlertsPage>(`/api/admin/alerts${queryString({ cursor, limit })}`, { signal }),
   config: (signal?: AbortSignal) => request<ConfigView>('/api/admin/config', { signal }),
+  plans: (signal?: AbortSignal) => request<PlansView>('/api/admin/plans', { signal }),
 };
 
 /** The CSV export's address: a plain link downloads it with the session cookie. */

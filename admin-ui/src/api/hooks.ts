@@ -3,13 +3,15 @@
 
 import {
   keepPreviousData,
+  type InfiniteData,
+  type QueryClient,
   useInfiniteQuery,
   useMutation,
   useQuery,
   useQueryClient,
 } from '@tanstack/react-query';
 import { api, type UsersParams } from './client';
-import type { LimitsRequest } from './types';
+import type { ControlsChange, LimitsRequest, UserUsage, UsersPage, UserView } from './types';
 
 /** How often open views refetch. */
 export const REFRESH_MS = 20_000;
@@ -24,6 +26,7 @@ export const keys = {
   alerts: ['alerts', 'list'] as const,
   alertCount: ['alerts', 'count'] as const,
   config: ['config'] as const,
+  plans: ['plans'] as const,
 };
 
 export function useStats() {
@@ -112,23 +115,60 @@ export function useConfig() {
   });
 }
 
-/** After an action on a user: everything that shows users or the audit trail is stale. */
+/** The plans in force (`[plans.NAME]`, `limits.default_plan`, `auth.plan_claim`). */
+export function usePlans() {
+  return useQuery({
+    queryKey: keys.plans,
+    queryFn: ({ signal }) => api.plans(signal),
+    staleTime: 60_000,
+    refetchInterval: 60_000,
+  });
+}
+
+/** A user as the answer of an action leaves them: controls, limits in force and their sources. */
+function changed(u: UserView, change: ControlsChange): UserView {
+  if (u.id !== change.user) return u;
+  return {
+    ...u,
+    blocked: change.after.blocked,
+    blocked_reason: change.after.blocked_reason,
+    overrides: change.after.overrides,
+    limits: change.limits,
+    limit_sources: change.limit_sources,
+  };
+}
+
+/** Show an action's answer at once in the cached users and the user's page (the refetch that
+ * follows brings the rest). */
+export function applyControlsChange(qc: QueryClient, change: ControlsChange) {
+  qc.setQueriesData<UsersPage>({ queryKey: ['users'] }, (page) =>
+    page ? { ...page, users: page.users.map((u) => changed(u, change)) } : page,
+  );
+  qc.setQueriesData<InfiniteData<UserUsage>>({ queryKey: ['user', change.user] }, (data) =>
+    data ? { ...data, pages: data.pages.map((p) => ({ ...p, user: changed(p.user, change) })) } : data,
+  );
+}
+
+/** After an action on a user: its answer shown, and everything that shows users or the audit
+ * trail is stale. */
 function useInvalidateUser() {
   const qc = useQueryClient();
-  return (id: string) =>
-    Promise.all([
+  return (id: string, change?: ControlsChange) => {
+    if (change) applyControlsChange(qc, change);
+    return Promise.all([
       qc.invalidateQueries({ queryKey: ['users'] }),
       qc.invalidateQueries({ queryKey: ['user', id] }),
       qc.invalidateQueries({ queryKey: ['stats'] }),
       qc.invalidateQueries({ queryKey: ['audit'] }),
     ]);
+  };
 }
 
 export function useBlock() {
   const invalidate = useInvalidateUser();
   return useMutation({
     mutationFn: ({ id, reason }: { id: string; reason: string }) => api.block(id, reason),
-    onSuccess: (_d, v) => invalidate(v.id),
+    onSuccess: (d, v) => invalidate(v.id, d),
   });
 }
 
@@ -136,7 +176,7 @@ export function useUnblock() {
   const invalidate = useInvalidateUser();
   return useMutation({
     mutationFn: ({ id }: { id: string }) => api.unblock(id),
-    onSuccess: (_d, v) => invalidate(v.id),
+    onSuccess: (d, v) => invalidate(v.id, d),
   });
 }
 
@@ -144,6 +184,6 @@ export function useSetLimits() {
   const invalidate = useInvalidateUser();
   return useMutation({
     mutationFn: ({ id, body }: { id: string; body: LimitsRequest }) => api.setLimits(id, body),
-    onSuccess: (_d, v) => invalidate(v.id),
+    onSuccess: (d, v) => invalidate(v.id, d),
   });
 }

@@ -32,7 +32,7 @@ export interface UserOverrides {
   max_concurrent: number | null;
 }
 
-/** The limits in force: defaults with the user's overrides applied. */
+/** The limits in force: `[limits]`, the user's plan on top, the user's overrides on top of both. */
 export interface LimitsView {
   daily_tokens: number;
   monthly_tokens: number;
@@ -40,6 +40,19 @@ export interface LimitsView {
   monthly_cost_nano_usd: number | null;
   requests_per_minute: number;
   max_concurrent: number | null;
+}
+
+/** Where a limit in force comes from: override > plan > `[limits]`. */
+export type LimitSource = 'override' | 'plan' | 'limits';
+
+/** For each limit of a `LimitsView`, where its value comes from. */
+export interface LimitSources {
+  daily_tokens: LimitSource;
+  monthly_tokens: LimitSource;
+  daily_cost_nano_usd: LimitSource;
+  monthly_cost_nano_usd: LimitSource;
+  requests_per_minute: LimitSource;
+  max_concurrent: LimitSource;
 }
 
 export interface UserView {
@@ -53,7 +66,10 @@ export interface UserView {
   last_seen_at: number | null;
   today: UsageTotals;
   month: UsageTotals;
+  /** The plan the user is on (their latest call's, or `limits.default_plan`); null: no plan. */
+  plan: string | null;
   limits: LimitsView;
+  limit_sources: LimitSources;
 }
 
 export type UserSort =
@@ -241,7 +257,40 @@ export interface ControlsChange {
   user: string;
   before: UserControls;
   after: UserControls;
+  /** The limits in force from the user's next call on. */
   limits: LimitsView;
+  limit_sources: LimitSources;
+}
+
+/** One `[plans.NAME]` as it applies now (`GET /api/admin/plans`). */
+export interface PlanView {
+  name: string;
+  /** Whether this is `limits.default_plan`. */
+  default: boolean;
+  /** The plan's limits: its own, `[limits]`'s for those it leaves out. */
+  limits: LimitsView;
+  /** `plan` or `limits` for each of `limits`. */
+  limit_sources: LimitSources;
+  /** Output tokens a call's reservation assumes when it sets no cap. */
+  default_max_output_tokens: number;
+  /** Allowed model patterns (globs); null: every model not denied. */
+  models: string[] | null;
+  /** Refused model patterns (globs). */
+  deny_models: string[];
+  /** The most output tokens one call may ask for; null: no ceiling. */
+  max_output_tokens: number | null;
+  /** A request asking for more is lowered to the ceiling rather than refused. */
+  clamp_max_output_tokens: boolean;
+}
+
+export interface PlansView {
+  /** The JWT claim that names a user's plan (`auth.plan_claim`). */
+  plan_claim: string;
+  /** The plan of a token without the claim (`limits.default_plan`); null: such a token is on no plan. */
+  default_plan: string | null;
+  /** `[limits]`: what a user on no plan gets, and what each plan inherits. */
+  limits: LimitsView;
+  plans: PlanView[];
 }
 
 /** `PUT /api/admin/user/{id}/limits`: absent = unchanged, null = back to the default. */
@@ -274,6 +323,7 @@ export interface LimitsConfig {
   max_concurrent?: number;
   default_max_output_tokens: number;
   media_part_tokens: number;
+  default_plan?: string;
 }
 
 export interface ProviderConfig {
@@ -303,6 +353,7 @@ export interface RawConfig {
   providers?: ProviderConfig[];
   pricing?: Record<string, Price>;
   alerts?: AlertRuleConfig[];
+  plans?: Record<string, Record<string, unknown>>;
   webhooks?: { name: string; format?: string; [key: string]: unknown }[];
   [section: string]: unknown;
 }

@@ -1,12 +1,12 @@
 import { screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it, vi } from 'vitest';
-import type { LimitsConfig } from '../api/types';
-import { configView, me, mockApi, noOverrides } from '../test/mockApi';
+import { defaultLimits, fromLimits, me, mockApi, noOverrides, proPlan } from '../test/mockApi';
 import { renderWithProviders } from '../test/render';
 import { BlockDialog, LimitsDialog, limitsPatch, parseLimit, UnblockDialog } from './UserActions';
 
-const defaults = configView.config.limits as LimitsConfig;
+/** A user on no plan: [limits] applies where they have no override. */
+const baseline = { limits: defaultLimits, sources: fromLimits, plan: null };
 
 function api() {
   return mockApi({
@@ -91,7 +91,7 @@ describe('the limits editor', () => {
 
   it('shows overrides as values and defaults as placeholders', async () => {
     api();
-    renderWithProviders(<LimitsDialog user={{ id: 'alice', overrides }} defaults={defaults} onClose={() => {}} />);
+    renderWithProviders(<LimitsDialog user={{ id: 'alice', overrides }} baseline={baseline} onClose={() => {}} />);
     expect(await screen.findByLabelText('Tokens per day')).toHaveValue('5000');
     expect(screen.getByLabelText('Cost per month (USD)')).toHaveValue('2.5');
     expect(screen.getByLabelText('Tokens per month')).toHaveValue('');
@@ -99,11 +99,31 @@ describe('the limits editor', () => {
     expect(screen.getByLabelText('Cost per day (USD)')).toHaveAttribute('placeholder', 'no budget');
   });
 
+  it('on a plan, shows what the plan gives as placeholders, and where each limit would come from', async () => {
+    api();
+    const ue = userEvent.setup();
+    const onPro = { limits: proPlan.limits, sources: proPlan.limit_sources, plan: 'pro' };
+    renderWithProviders(<LimitsDialog user={{ id: 'alice', overrides }} baseline={onPro} onClose={() => {}} />);
+    const dialog = await screen.findByRole('dialog', { name: 'Limits for alice' });
+    expect(dialog).toHaveTextContent("Leave a field empty to follow the user's plan ([plans.pro]), or [limits] where the plan sets nothing.");
+    // Set by the plan: its value; left out by the plan: [limits]'s.
+    expect(screen.getByLabelText('Tokens per month')).toHaveAttribute('placeholder', '5,000,000');
+    expect(screen.getByText('From plan pro', { selector: '#limit-monthly_tokens-hint' })).toBeInTheDocument();
+    expect(screen.getByLabelText('Requests per minute')).toHaveAttribute('placeholder', '60');
+    expect(screen.getByText('From [limits]', { selector: '#limit-requests_per_minute-hint' })).toBeInTheDocument();
+    expect(screen.getByLabelText('Cost per day (USD)')).toHaveAttribute('placeholder', '$2.50');
+    // An override says what it replaces.
+    expect(screen.getByLabelText('Tokens per day')).toHaveValue('5000');
+    expect(screen.getByText('Own limit (without it: 500,000 from plan pro)')).toBeInTheDocument();
+    await ue.click(screen.getByRole('button', { name: 'Use the default for tokens per day' }));
+    expect(screen.getByText('From plan pro', { selector: '#limit-daily_tokens-hint' })).toBeInTheDocument();
+  });
+
   it('sends only what changed; an emptied field is null (back to the default)', async () => {
     const m = api();
     const ue = userEvent.setup();
     const onClose = vi.fn();
-    renderWithProviders(<LimitsDialog user={{ id: 'alice', overrides }} defaults={defaults} onClose={onClose} />);
+    renderWithProviders(<LimitsDialog user={{ id: 'alice', overrides }} baseline={baseline} onClose={onClose} />);
     await ue.click(await screen.findByRole('button', { name: 'Use the default for tokens per day' }));
     await ue.type(screen.getByLabelText('Requests per minute'), '30');
     await ue.type(screen.getByLabelText('Cost per day (USD)'), '1.25');
@@ -117,7 +137,7 @@ describe('the limits editor', () => {
   it('clears every override with "Clear all"', async () => {
     const m = api();
     const ue = userEvent.setup();
-    renderWithProviders(<LimitsDialog user={{ id: 'alice', overrides }} defaults={defaults} onClose={() => {}} />);
+    renderWithProviders(<LimitsDialog user={{ id: 'alice', overrides }} baseline={baseline} onClose={() => {}} />);
     await ue.click(await screen.findByRole('button', { name: 'Clear all' }));
     await ue.click(screen.getByRole('button', { name: 'Save limits' }));
     await waitFor(() => expect(m.to('/api/admin/user/alice/limits')).toHaveLength(1));
@@ -127,7 +147,7 @@ describe('the limits editor', () => {
   it('refuses bad values and names them', async () => {
     const m = api();
     const ue = userEvent.setup();
-    renderWithProviders(<LimitsDialog user={{ id: 'alice', overrides: noOverrides }} defaults={defaults} onClose={() => {}} />);
+    renderWithProviders(<LimitsDialog user={{ id: 'alice', overrides: noOverrides }} baseline={baseline} onClose={() => {}} />);
     await ue.type(await screen.findByLabelText('Tokens per month'), '12.5');
     await ue.type(screen.getByLabelText('Requests per minute'), '0');
     await ue.click(screen.getByRole('button', { name: 'Save limits' }));
@@ -140,7 +160,7 @@ describe('the limits editor', () => {
   it('says when nothing changed instead of saving', async () => {
     const m = api();
     const ue = userEvent.setup();
-    renderWithProviders(<LimitsDialog user={{ id: 'alice', overrides }} defaults={defaults} onClose={() => {}} />);
+    renderWithProviders(<LimitsDialog user={{ id: 'alice', overrides }} baseline={baseline} onClose={() => {}} />);
     await ue.click(await screen.findByRole('button', { name: 'Save limits' }));
     expect(await screen.findByText('Nothing changed.')).toBeInTheDocument();
     expect(m.to('/api/admin/user/alice/limits')).toHaveLength(0);

@@ -1,10 +1,11 @@
 // The actions on a user: block (with a reason, confirmed), unblock (confirmed), and the limits
-// editor (a field left empty goes back to the [limits] default).
+// editor (a field left empty goes back to the user's plan, or the [limits] default).
 
 import { useState, type FormEvent } from 'react';
-import { useBlock, useSetLimits, useUnblock } from '../api/hooks';
-import type { LimitsConfig, LimitsRequest, UserOverrides, UserView } from '../api/types';
-import { formatDollars, formatInt, nanoToUsd } from '../lib/format';
+import { useBlock, usePlans, useSetLimits, useUnblock } from '../api/hooks';
+import type { LimitsRequest, LimitsView, UserOverrides, UserView } from '../api/types';
+import { nanoToUsd } from '../lib/format';
+import { baselineFor, LIMIT_ROWS, sourceText, type LimitsBaseline } from './Limits';
 import { Modal } from './Modal';
 import { errorMessage } from './ui';
 
@@ -115,8 +116,8 @@ interface FieldSpec {
   min: number;
   /** The user's override, as the form shows it ('' = none). */
   current: (o: UserOverrides) => string;
-  /** The [limits] default, as a hint. */
-  fallback: (d: LimitsConfig | undefined) => string;
+  /** The limit in force without an override (`LimitsView`'s key). */
+  view: keyof LimitsView;
 }
 
 const intOrEmpty = (v: number | null) => (v === null || v === undefined ? '' : String(v));
@@ -124,29 +125,15 @@ const usdOrEmpty = (v: number | null) =>
   v === null || v === undefined ? '' : nanoToUsd(v).toFixed(9).replace(/\.?0+$/, '');
 
 export const LIMIT_FIELDS: FieldSpec[] = [
-  {
-    key: 'daily_tokens',
-    label: 'Tokens per day',
-    kind: 'int',
-    min: 0,
-    current: (o) => intOrEmpty(o.daily_tokens),
-    fallback: (d) => (d ? formatInt(d.daily_tokens) : '—'),
-  },
-  {
-    key: 'monthly_tokens',
-    label: 'Tokens per month',
-    kind: 'int',
-    min: 0,
-    current: (o) => intOrEmpty(o.monthly_tokens),
-    fallback: (d) => (d ? formatInt(d.monthly_tokens) : '—'),
-  },
+  { key: 'daily_tokens', label: 'Tokens per day', kind: 'int', min: 0, current: (o) => intOrEmpty(o.daily_tokens), view: 'daily_tokens' },
+  { key: 'monthly_tokens', label: 'Tokens per month', kind: 'int', min: 0, current: (o) => intOrEmpty(o.monthly_tokens), view: 'monthly_tokens' },
   {
     key: 'daily_cost_usd',
     label: 'Cost per day (USD)',
     kind: 'usd',
     min: 0,
     current: (o) => usdOrEmpty(o.daily_cost_nano_usd),
-    fallback: (d) => (d ? (d.daily_cost_usd !== undefined && d.daily_cost_usd !== null ? formatDollars(d.daily_cost_usd) : 'no budget') : '—'),
+    view: 'daily_cost_nano_usd',
   },
   {
     key: 'monthly_cost_usd',
@@ -154,7 +141,7 @@ export const LIMIT_FIELDS: FieldSpec[] = [
     kind: 'usd',
     min: 0,
     current: (o) => usdOrEmpty(o.monthly_cost_nano_usd),
-    fallback: (d) => (d ? (d.monthly_cost_usd !== undefined && d.monthly_cost_usd !== null ? formatDollars(d.monthly_cost_usd) : 'no budget') : '—'),
+    view: 'monthly_cost_nano_usd',
   },
   {
     key: 'requests_per_minute',
@@ -162,17 +149,22 @@ export const LIMIT_FIELDS: FieldSpec[] = [
     kind: 'int',
     min: 1,
     current: (o) => intOrEmpty(o.requests_per_minute),
-    fallback: (d) => (d ? formatInt(d.requests_per_minute) : '—'),
+    view: 'requests_per_minute',
   },
-  {
-    key: 'max_concurrent',
-    label: 'Calls at once',
-    kind: 'int',
-    min: 1,
-    current: (o) => intOrEmpty(o.max_concurrent),
-    fallback: (d) => (d ? (d.max_concurrent ? formatInt(d.max_concurrent) : 'no cap') : '—'),
-  },
+  { key: 'max_concurrent', label: 'Calls at once', kind: 'int', min: 1, current: (o) => intOrEmpty(o.max_concurrent), view: 'max_concurrent' },
 ];
+
+/** What applies without an override, as a placeholder ("100,000", "no budget"); '—' unknown. */
+function fallback(spec: FieldSpec, b: LimitsBaseline | undefined): string {
+  if (!b) return '—';
+  const row = LIMIT_ROWS.find((r) => r.key === spec.view)!;
+  return row.format(b.limits[spec.view]);
+}
+
+/** Where that comes from: "plan pro" or "[limits]". */
+function fallbackFrom(spec: FieldSpec, b: LimitsBaseline | undefined): string | null {
+  return b ? sourceText(b.sources[spec.view], b.plan) : null;
+}
 
 /** Parse a field: null for empty (= default), a number, or an error sentence. */
 export function parseLimit(raw: string, spec: Pick<FieldSpec, 'kind' | 'min'>): { value: number | null } | { error: string } {
@@ -209,13 +201,21 @@ export function limitsPatch(initial: Record<FieldKey, string>, values: Record<Fi
   return Object.keys(errors).length ? { errors } : body;
 }
 
+/** Under a field: where the limit comes from as the form stands. */
+function hint(spec: FieldSpec, own: boolean, b: LimitsBaseline | undefined): string {
+  const from = fallbackFrom(spec, b);
+  if (!own) return from ? `From ${from}` : 'The default';
+  return from ? `Own limit (without it: ${fallback(spec, b)} from ${from})` : 'Own limit';
+}
+
 export function LimitsDialog({
   user,
-  defaults,
+  baseline,
   onClose,
 }: {
   user: Pick<UserView, 'id' | 'overrides'>;
-  defaults: LimitsConfig | undefined;
+  /** What applies without the user's overrides (their plan's limits, or [limits]). */
+  baseline: LimitsBaseline | undefined;
   onClose: () => void;
 }) {
   const setLimits = useSetLimits();
@@ -245,7 +245,17 @@ export function LimitsDialog({
     <Modal title={`Limits for ${user.id}`} onClose={onClose} busy={setLimits.isPending}>
       <form onSubmit={submit} noValidate className="limits-form">
         <p className="muted">
-          Leave a field empty to follow the gateway's default (<code>[limits]</code> in gateway.toml). Changes apply from the user's next call.
+          {baseline?.plan ? (
+            <>
+              Leave a field empty to follow the user's plan (<code>[plans.{baseline.plan}]</code>), or <code>[limits]</code> where the plan
+              sets nothing.
+            </>
+          ) : (
+            <>
+              Leave a field empty to follow the gateway's default (<code>[limits]</code> in gateway.toml).
+            </>
+          )}{' '}
+          Changes apply from the user's next call.
         </p>
         <div className="limits-grid">
           {LIMIT_FIELDS.map((f) => {
@@ -259,7 +269,7 @@ export function LimitsDialog({
                     name={f.key}
                     inputMode={f.kind === 'usd' ? 'decimal' : 'numeric'}
                     autoComplete="off"
-                    placeholder={f.fallback(defaults)}
+                    placeholder={fallback(f, baseline)}
                     value={values[f.key]}
                     aria-invalid={!!errors[f.key]}
                     aria-describedby={`${id}-hint`}
@@ -280,7 +290,7 @@ export function LimitsDialog({
                   )}
                 </div>
                 <span id={`${id}-hint`} className={errors[f.key] ? 'field-error' : 'field-hint'}>
-                  {errors[f.key] ?? (values[f.key] === '' ? 'The default' : `Own limit (default: ${f.fallback(defaults)})`)}
+                  {errors[f.key] ?? hint(f, values[f.key] !== '', baseline)}
                 </span>
               </div>
             );
@@ -325,17 +335,15 @@ export type UserDialog =
   | { kind: 'limits'; user: UserView }
   | null;
 
-export function UserDialogs({
-  dialog,
-  defaults,
-  onClose,
-}: {
-  dialog: UserDialog;
-  defaults: LimitsConfig | undefined;
-  onClose: () => void;
-}) {
+export function UserDialogs({ dialog, onClose }: { dialog: UserDialog; onClose: () => void }) {
   if (!dialog) return null;
   if (dialog.kind === 'block') return <BlockDialog user={dialog.user} onClose={onClose} />;
   if (dialog.kind === 'unblock') return <UnblockDialog user={dialog.user} onClose={onClose} />;
-  return <LimitsDialog user={dialog.user} defaults={defaults} onClose={onClose} />;
+  return <UserLimitsDialog user={dialog.user} onClose={onClose} />;
+}
+
+/** The limits editor with what the user's plan (or [limits]) gives them without overrides. */
+function UserLimitsDialog({ user, onClose }: { user: UserView; onClose: () => void }) {
+  const plans = usePlans();
+  return <LimitsDialog user={user} baseline={baselineFor(plans.data, user.plan)} onClose={onClose} />;
 }

@@ -131,7 +131,7 @@ export function Stat({
   );
 }
 
-export function Badge({ tone = 'neutral', children, title }: { tone?: 'neutral' | 'danger' | 'warn' | 'ok' | 'info'; children: ReactNode; title?: string }) {
+export function Badge({ tone = 'neutral', children, title }: { tone?: 'neutral' | 'danger' | 'warn' | 'ok' | 'info' | 'plan'; children: ReactNode; title?: string }) {
   return (
     <span className={`badge badge-${tone}`} title={title}>
       {children}

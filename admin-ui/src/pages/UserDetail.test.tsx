@@ -1,8 +1,8 @@
-import { screen, within } from '@testing-library/react';
+import { screen, waitFor, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it } from 'vitest';
-import type { CallRow, UserUsage } from '../api/types';
-import { configView, me, mockApi, stats, totals, user } from '../test/mockApi';
+import type { CallRow, ControlsChange, LimitSources, LimitsRequest, UserOverrides, UserUsage, UserView } from '../api/types';
+import { configView, defaultLimits, fromLimits, me, mockApi, noOverrides, plansView, proPlan, stats, totals, user } from '../test/mockApi';
 import { renderApp } from '../test/render';
 
 const now = Date.now();
@@ -32,7 +32,7 @@ function call(id: number, partial: Partial<CallRow> = {}): CallRow {
   };
 }
 
-function usage(calls: CallRow[], next: number | null): UserUsage {
+function usage(calls: CallRow[], next: number | null, who: UserView = user('alice', { name: 'Alice', blocked: true, blocked_reason: 'abuse' })): UserUsage {
   const d = new Date(now);
   const window = (w: string) => ({
     window: w,
@@ -47,7 +47,7 @@ function usage(calls: CallRow[], next: number | null): UserUsage {
     remaining_cost_nano_usd: null,
   });
   return {
-    user: user('alice', { name: 'Alice', blocked: true, blocked_reason: 'abuse' }),
+    user: who,
     days: 30,
     daily: [{ day: '2026-11-28', totals: totals({ calls: 2, input_tokens: 20, output_tokens: 40, total_tokens: 60 }) }],
     models: [{ provider: 'openai', model: 'gpt-4o-mini', totals: totals({ calls: 2, total_tokens: 60, cost_nano_usd: 27_000 }) }],
@@ -104,5 +104,147 @@ describe('a user’s page', () => {
     });
     renderApp('/users/ghost');
     expect(await screen.findByText('No such user', {}, { timeout: 10_000 })).toBeInTheDocument();
+  });
+});
+
+/** The rows of the limits table: label → [value shown, source shown, data-source]. */
+function limitRows() {
+  const table = screen.getByRole('table', { name: /^Limits in force for/ });
+  return Object.fromEntries(
+    within(table)
+      .getAllByRole('row')
+      .slice(1)
+      .map((r) => {
+        const [value, from] = within(r).getAllByRole('cell');
+        return [
+          within(r).getByRole('rowheader').textContent,
+          [value!.querySelector('.limit-value')!.textContent, from!.textContent, r.getAttribute('data-source')],
+        ];
+      }),
+  );
+}
+
+describe('a user’s plan and where their limits come from', () => {
+  /** alice on pro, her own 5,000 tokens a day; the gateway applies a PUT as the real one does. */
+  function setupPro(opts: { rereads?: boolean } = {}) {
+    let overrides: UserOverrides = { ...noOverrides, daily_tokens: 5000 };
+    let reads = 0;
+    const current = (): UserView => {
+      const sources: LimitSources = { ...proPlan.limit_sources };
+      const limits = { ...proPlan.limits };
+      if (overrides.daily_tokens !== null) [limits.daily_tokens, sources.daily_tokens] = [overrides.daily_tokens, 'override'];
+      if (overrides.monthly_tokens !== null) [limits.monthly_tokens, sources.monthly_tokens] = [overrides.monthly_tokens, 'override'];
+      return user('alice', { plan: 'pro', overrides, limits, limit_sources: sources });
+    };
+    const api = mockApi({
+      'GET /api/admin/me': () => ({ body: me }),
+      'GET /api/admin/stats': () => ({ body: stats({ timezone: 'UTC' }) }),
+      'GET /api/admin/config': () => ({ body: configView }),
+      'GET /api/admin/plans': () => ({ body: plansView() }),
+      'GET /api/admin/audit': () => ({ body: { entries: [], next_cursor: null } }),
+      'GET /api/admin/user/alice/usage': () => {
+        reads++;
+        // Without rereads, the page is never read again after the first time: what changes on it
+        // comes from the answer to the change.
+        if (reads > 1 && opts.rereads === false) return new Promise<never>(() => {});
+        return { body: usage([call(1)], null, current()) };
+      },
+      'PUT /api/admin/user/alice/limits': (c) => {
+        const before = current();
+        const body = c.body as LimitsRequest;
+        overrides = {
+          ...overrides,
+          ...(body.daily_tokens !== undefined ? { daily_tokens: body.daily_tokens } : {}),
+          ...(body.monthly_tokens !== undefined ? { monthly_tokens: body.monthly_tokens } : {}),
+        };
+        const after = current();
+        const change: ControlsChange = {
+          user: 'alice',
+          before: { blocked: false, blocked_reason: null, overrides: before.overrides },
+          after: { blocked: false, blocked_reason: null, overrides: after.overrides },
+          limits: after.limits,
+          limit_sources: after.limit_sources,
+        };
+        return { body: change };
+      },
+    });
+    return api;
+  }
+
+  it('shows the plan beside the name, and each limit with its value and source', async () => {
+    setupPro();
+    renderApp('/users/alice');
+    await screen.findByRole('table', { name: /^Limits in force for alice/ }, { timeout: 10_000 });
+    const heading = screen.getByRole('heading', { level: 1 });
+    expect(within(heading).getByTestId('user-plan')).toHaveTextContent(/^plan pro$/);
+    expect(limitRows()).toEqual({
+      'Tokens per day': ['5,000', 'override', 'override'],
+      'Tokens per month': ['5,000,000', 'plan pro', 'plan'],
+      'Cost per day': ['$2.50', 'plan pro', 'plan'],
+      'Cost per month': ['no budget', '[limits]', 'limits'],
+      'Requests per minute': ['60', '[limits]', 'limits'],
+      'Calls at once': ['no cap', '[limits]', 'limits'],
+    });
+    expect(within(screen.getByRole('row', { name: /^Calls at once/ })).getByText('1 in flight now')).toBeInTheDocument();
+    expect(screen.getByRole('region', { name: 'Limits and quota' })).toHaveTextContent('else their plan ([plans.pro]), else [limits]');
+  });
+
+  it('says “no plan” for a user on none, their limits from [limits]', async () => {
+    mockApi({
+      'GET /api/admin/me': () => ({ body: me }),
+      'GET /api/admin/stats': () => ({ body: stats({ timezone: 'UTC' }) }),
+      'GET /api/admin/config': () => ({ body: configView }),
+      'GET /api/admin/audit': () => ({ body: { entries: [], next_cursor: null } }),
+      'GET /api/admin/user/bob/usage': () => ({ body: usage([], null, user('bob', { limits: defaultLimits, limit_sources: fromLimits })) }),
+    });
+    renderApp('/users/bob');
+    await screen.findByRole('table', { name: /^Limits in force for bob/ }, { timeout: 10_000 });
+    const heading = screen.getByRole('heading', { level: 1 });
+    expect(within(heading).getByTestId('user-plan')).toHaveTextContent(/^no plan$/);
+    expect(Object.values(limitRows()).map(([, from]) => from)).toEqual(Array(6).fill('[limits]'));
+    expect(limitRows()['Tokens per day']![0]).toBe('100,000');
+  });
+
+  it('an override set in the editor shows as the source once saved; cleared, the plan’s comes back', async () => {
+    const api = setupPro();
+    const ue = userEvent.setup();
+    renderApp('/users/alice');
+    await screen.findByRole('table', { name: /^Limits in force for alice/ }, { timeout: 10_000 });
+    await ue.click(screen.getByRole('button', { name: 'Edit limits' }));
+    const dialog = await screen.findByRole('dialog', { name: 'Limits for alice' });
+    // Without an override, tokens per month would be the plan's.
+    await waitFor(() => expect(within(dialog).getByLabelText('Tokens per month')).toHaveAttribute('placeholder', '5,000,000'));
+    await ue.type(within(dialog).getByLabelText('Tokens per month'), '750000');
+    await ue.click(within(dialog).getByRole('button', { name: 'Save limits' }));
+    await waitFor(() => expect(screen.queryByRole('dialog')).not.toBeInTheDocument());
+    expect(api.to('/api/admin/user/alice/limits', 'PUT')[0]!.body).toEqual({ monthly_tokens: 750_000 });
+    await waitFor(() => expect(limitRows()['Tokens per month']).toEqual(['750,000', 'override', 'override']));
+
+    await ue.click(screen.getByRole('button', { name: 'Edit limits' }));
+    const again = await screen.findByRole('dialog', { name: 'Limits for alice' });
+    await ue.click(within(again).getByRole('button', { name: 'Clear all' }));
+    await ue.click(within(again).getByRole('button', { name: 'Save limits' }));
+    await waitFor(() => expect(screen.queryByRole('dialog')).not.toBeInTheDocument());
+    expect(api.to('/api/admin/user/alice/limits', 'PUT')[1]!.body).toEqual({ daily_tokens: null, monthly_tokens: null });
+    await waitFor(() =>
+      expect(limitRows()).toMatchObject({
+        'Tokens per day': ['500,000', 'plan pro', 'plan'],
+        'Tokens per month': ['5,000,000', 'plan pro', 'plan'],
+      }),
+    );
+  });
+
+  it('shows the saved limit and its source from the answer, before the page is read again', async () => {
+    const api = setupPro({ rereads: false });
+    const ue = userEvent.setup();
+    renderApp('/users/alice');
+    await screen.findByRole('table', { name: /^Limits in force for alice/ }, { timeout: 10_000 });
+    await ue.click(screen.getByRole('button', { name: 'Edit limits' }));
+    const dialog = await screen.findByRole('dialog', { name: 'Limits for alice' });
+    await ue.click(within(dialog).getByRole('button', { name: 'Use the default for tokens per day' }));
+    await ue.click(within(dialog).getByRole('button', { name: 'Save limits' }));
+    await waitFor(() => expect(limitRows()['Tokens per day']).toEqual(['500,000', 'plan pro', 'plan']));
+    // The reread was asked for, and has not answered.
+    expect(api.to('/api/admin/user/alice/usage').length).toBeGreaterThan(1);
   });
 });

@@ -1,10 +1,11 @@
 import { useMemo, useState } from 'react';
 import { ApiError, csvUrl } from '../api/client';
-import { useAudit, useConfig, useUserUsage } from '../api/hooks';
+import { useAudit, useUserUsage } from '../api/hooks';
 import type { CallRow, QuotaView, UserUsage, UserView, WindowView } from '../api/types';
 import { AuditTable } from '../components/AuditTable';
 import { StackedDays, dailyRows, type Metric } from '../components/charts';
 import { Icon } from '../components/Icon';
+import { LimitsTable, PlanBadge } from '../components/Limits';
 import { UserDialogs, type UserDialog } from '../components/UserActions';
 import { Badge, Card, EmptyState, ErrorBanner, LoadingBlock, RelativeTime, Segmented, Spinner, UsageBar, useNow } from '../components/ui';
 import { dayIn, formatDateTime, formatDuration, formatInt, formatPercent, formatShortTime, formatUsd } from '../lib/format';
@@ -47,53 +48,26 @@ function WindowCard({ w, timeZone, title }: { w: WindowView; timeZone: string; t
 }
 
 function Quota({ quota, user, timeZone }: { quota: QuotaView; user: UserView; timeZone: string }) {
-  const o = user.overrides;
-  const own = (v: number | null) => (v !== null ? <Badge tone="info">own</Badge> : null);
   return (
     <Card title="Limits and quota" id="quota">
       <div className="quota">
         <WindowCard w={quota.day} timeZone={timeZone} title="Today" />
         <WindowCard w={quota.month} timeZone={timeZone} title="This month" />
       </div>
-      <dl className="kv kv-inline">
-        <div>
-          <dt>Tokens per day</dt>
-          <dd>
-            {formatInt(user.limits.daily_tokens)} {own(o.daily_tokens)}
-          </dd>
-        </div>
-        <div>
-          <dt>Tokens per month</dt>
-          <dd>
-            {formatInt(user.limits.monthly_tokens)} {own(o.monthly_tokens)}
-          </dd>
-        </div>
-        <div>
-          <dt>Cost per day</dt>
-          <dd>
-            {user.limits.daily_cost_nano_usd !== null ? formatUsd(user.limits.daily_cost_nano_usd) : 'no budget'} {own(o.daily_cost_nano_usd)}
-          </dd>
-        </div>
-        <div>
-          <dt>Cost per month</dt>
-          <dd>
-            {user.limits.monthly_cost_nano_usd !== null ? formatUsd(user.limits.monthly_cost_nano_usd) : 'no budget'} {own(o.monthly_cost_nano_usd)}
-          </dd>
-        </div>
-        <div>
-          <dt>Requests per minute</dt>
-          <dd>
-            {formatInt(user.limits.requests_per_minute)} {own(o.requests_per_minute)}
-          </dd>
-        </div>
-        <div>
-          <dt>Calls at once</dt>
-          <dd>
-            {user.limits.max_concurrent !== null ? formatInt(user.limits.max_concurrent) : 'no cap'} {own(o.max_concurrent)}
-            <span className="muted small"> · {formatInt(quota.in_flight)} in flight now</span>
-          </dd>
-        </div>
-      </dl>
+      <h3 className="subhead" id="limits-in-force">
+        Limits in force
+      </h3>
+      <p className="small muted">
+        Each limit comes from an operator’s override for this user, else {user.plan ? <>their plan (<code>[plans.{user.plan}]</code>)</> : 'their plan'}, else{' '}
+        <code>[limits]</code> in gateway.toml.
+      </p>
+      <LimitsTable
+        limits={user.limits}
+        sources={user.limit_sources}
+        plan={user.plan}
+        caption={`Limits in force for ${user.id} and where each comes from`}
+        notes={{ max_concurrent: `${formatInt(quota.in_flight)} in flight now` }}
+      />
     </Card>
   );
 }
@@ -245,7 +219,6 @@ export default function UserDetail({ id }: { id: string }) {
   const [metric, setMetric] = useState<Metric>('tokens');
   const [dialog, setDialog] = useState<UserDialog>(null);
   const usage = useUserUsage(id, range);
-  const config = useConfig();
   const first = usage.data?.pages[0];
   const calls = useMemo(() => usage.data?.pages.flatMap((p) => p.calls) ?? [], [usage.data]);
   const timeZone = first?.timezone ?? 'UTC';
@@ -291,7 +264,11 @@ export default function UserDetail({ id }: { id: string }) {
       <div className="page-head">
         <div className="min0">
           <h1 className="break">
-            {u.id} {u.blocked && <Badge tone="danger">Blocked</Badge>}
+            {u.id}{' '}
+            <span data-testid="user-plan">
+              <PlanBadge plan={u.plan} />
+            </span>{' '}
+            {u.blocked && <Badge tone="danger">Blocked</Badge>}
           </h1>
           <p className="muted break">
             {[u.name, u.email].filter(Boolean).join(' · ') || 'No name or email in their tokens'} · first seen{' '}
@@ -388,7 +365,7 @@ export default function UserDetail({ id }: { id: string }) {
 
       <UserAudit id={id} timeZone={timeZone} />
 
-      <UserDialogs dialog={dialog} defaults={config.data?.config.limits} onClose={() => setDialog(null)} />
+      <UserDialogs dialog={dialog} onClose={() => setDialog(null)} />
     </div>
   );
 }

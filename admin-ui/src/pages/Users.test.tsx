@@ -1,7 +1,8 @@
 import { screen, waitFor, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it } from 'vitest';
-import { configView, me, mockApi, stats, user, usersPage } from '../test/mockApi';
+import type { PlansView, UserView } from '../api/types';
+import { configView, me, mockApi, plansView, stats, user, usersPage } from '../test/mockApi';
 import { renderApp } from '../test/render';
 
 function lastUsersQuery(api: ReturnType<typeof mockApi>) {
@@ -124,5 +125,81 @@ describe('the users table', () => {
     await ue.click(within(alert).getByRole('button', { name: /Retry/ }));
     expect(await screen.findByText('alice')).toBeInTheDocument();
     expect(screen.queryByRole('alert')).not.toBeInTheDocument();
+  });
+});
+
+describe('plans on the users table', () => {
+  const onPlans = [user('alice', { plan: 'pro' }), user('bob', { plan: 'free' }), user('carol')];
+
+  function setupPlans(plans: PlansView = plansView(), users: (plan: string | null) => UserView[] = (plan) => onPlans.filter((u) => !plan || u.plan === plan)) {
+    return mockApi({
+      'GET /api/admin/me': () => ({ body: me }),
+      'GET /api/admin/stats': () => ({ body: stats() }),
+      'GET /api/admin/config': () => ({ body: configView }),
+      'GET /api/admin/plans': () => ({ body: plans }),
+      'GET /api/admin/users': (c) => {
+        const list = users(c.query.get('plan'));
+        return { body: usersPage(list, list.length) };
+      },
+    });
+  }
+
+  it('shows each user’s plan in its column', async () => {
+    setupPlans();
+    renderApp('/users');
+    await screen.findByText('alice');
+    expect(screen.getByRole('columnheader', { name: 'Plan' })).toBeInTheDocument();
+    const plan = (id: string) => within(screen.getByText(id).closest('tr')!).getByRole('cell', { name: /pro|free|no plan/ });
+    expect(plan('alice')).toHaveTextContent(/^pro$/);
+    expect(plan('alice')).toHaveAttribute('data-plan', 'pro');
+    expect(plan('bob')).toHaveTextContent(/^free$/);
+    expect(plan('carol')).toHaveTextContent(/^no plan$/);
+  });
+
+  it('filters by plan from a select of the configured plans, kept in the address', async () => {
+    const api = setupPlans();
+    const ue = userEvent.setup();
+    renderApp('/users?page=2');
+    await screen.findByText('alice');
+    const select = screen.getByLabelText('Plan');
+    await waitFor(() => expect(within(select).getAllByRole('option').map((o) => o.textContent)).toEqual(['All plans', 'free', 'pro']));
+    expect(select).toHaveValue('');
+    expect(lastUsersQuery(api).plan).toBeUndefined();
+    await ue.selectOptions(select, 'pro');
+    await waitFor(() => expect(lastUsersQuery(api)).toMatchObject({ plan: 'pro', offset: '0' }));
+    expect(window.location.search).toBe('?plan=pro');
+    await waitFor(() => expect(screen.queryByText('bob')).not.toBeInTheDocument());
+    expect(screen.getByText('alice')).toBeInTheDocument();
+    expect(screen.getByRole('table')).toHaveAccessibleName(/^Users on plan “pro”, sorted by/);
+    await ue.selectOptions(select, '');
+    await waitFor(() => expect(lastUsersQuery(api).plan).toBeUndefined());
+    expect(window.location.search).toBe('');
+    expect(await screen.findByText('bob')).toBeInTheDocument();
+  });
+
+  it('opens filtered from the address, even on a plan no longer configured', async () => {
+    const api = setupPlans(plansView(), () => []);
+    const ue = userEvent.setup();
+    renderApp('/users?plan=gold');
+    expect(await screen.findByText('No user on plan “gold”')).toBeInTheDocument();
+    expect(lastUsersQuery(api)).toMatchObject({ plan: 'gold' });
+    const select = screen.getByLabelText('Plan');
+    await waitFor(() => expect(within(select).getAllByRole('option').map((o) => o.textContent)).toEqual(['All plans', 'free', 'pro', 'gold']));
+    expect(select).toHaveValue('gold');
+    await ue.click(screen.getByRole('button', { name: 'Show all plans' }));
+    await waitFor(() => expect(lastUsersQuery(api).plan).toBeUndefined());
+    expect(screen.getByLabelText('Plan')).toHaveValue('');
+  });
+
+  it('has no plan filter when no plan is configured', async () => {
+    const api = setupPlans(plansView({ plans: [], default_plan: null }));
+    renderApp('/users');
+    await screen.findByText('alice');
+    // The plans are in (an empty list), and rendered.
+    await waitFor(() => expect(api.to('/api/admin/plans')).toHaveLength(1));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(screen.queryByLabelText('Plan')).not.toBeInTheDocument();
+    // The column still says who is on which plan (a plan since removed, here).
+    expect(within(screen.getByText('alice').closest('tr')!).getByText('pro')).toBeInTheDocument();
   });
 });

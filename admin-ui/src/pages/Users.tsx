@@ -1,7 +1,8 @@
 import { useEffect, useId, useState } from 'react';
-import { useConfig, useUsers } from '../api/hooks';
+import { usePlans, useUsers } from '../api/hooks';
 import type { Order, UserSort, UserView } from '../api/types';
 import { Icon } from '../components/Icon';
+import { PlanBadge } from '../components/Limits';
 import { UserDialogs, type UserDialog } from '../components/UserActions';
 import { Badge, EmptyState, ErrorBanner, LoadingBlock, RelativeTime, Spinner, UsageBar } from '../components/ui';
 import { formatCompact, formatInt, formatUsd } from '../lib/format';
@@ -29,6 +30,7 @@ function useListState() {
   const sortParam = params.get('sort');
   const state = {
     search: params.get('q') ?? '',
+    plan: params.get('plan') ?? '',
     sort: isSort(sortParam) ? sortParam : ('tokens_month' as UserSort),
     order: (params.get('order') === 'asc' ? 'asc' : 'desc') as Order,
     page: Math.max(1, Number(params.get('page')) || 1),
@@ -38,6 +40,7 @@ function useListState() {
     const next = { ...state, ...patch };
     const q = new URLSearchParams();
     if (next.search) q.set('q', next.search);
+    if (next.plan) q.set('plan', next.plan);
     if (next.sort !== 'tokens_month') q.set('sort', next.sort);
     if (next.order !== 'desc') q.set('order', next.order);
     if (next.page > 1) q.set('page', String(next.page));
@@ -95,6 +98,9 @@ function UserRow({ u, timeZone, onAction }: { u: UserView; timeZone: string; onA
           )}
           {hasOverrides && <Badge tone="info" title="This user has their own limits">Own limits</Badge>}
         </span>
+      </td>
+      <td data-label="Plan" className="cell-plan" data-plan={u.plan ?? ''}>
+        <PlanBadge plan={u.plan} named={false} />
       </td>
       <td data-label="Today" className="cell-usage">
         <UsageBar
@@ -177,8 +183,9 @@ export default function Users() {
   const [state, update] = useListState();
   const [searchText, setSearchText] = useState(state.search);
   const [dialog, setDialog] = useState<UserDialog>(null);
-  const config = useConfig();
+  const plans = usePlans();
   const searchId = useId();
+  const planId = useId();
   const sortId = useId();
   const sizeId = useId();
 
@@ -191,6 +198,7 @@ export default function Users() {
 
   const users = useUsers({
     search: state.search || undefined,
+    plan: state.plan || undefined,
     sort: state.sort,
     order: state.order,
     limit: state.size,
@@ -203,6 +211,10 @@ export default function Users() {
   const first = total === 0 ? 0 : (state.page - 1) * state.size + 1;
   const last = Math.min(total, state.page * state.size);
   const onSort = (sort: UserSort, order: Order) => update({ sort, order, page: 1 });
+  // The plans to filter by: those configured, and the one asked for even if it is gone.
+  const planNames = plans.data?.plans.map((p) => p.name) ?? [];
+  if (state.plan && !planNames.includes(state.plan)) planNames.push(state.plan);
+  const planLabel = state.plan ? `plan “${state.plan}”` : '';
 
   return (
     <div className="page">
@@ -232,6 +244,19 @@ export default function Users() {
             />
           </div>
         </div>
+        {planNames.length > 0 && (
+          <div className="field field-inline">
+            <label htmlFor={planId}>Plan</label>
+            <select id={planId} value={state.plan} onChange={(e) => update({ plan: e.target.value, page: 1 })}>
+              <option value="">All plans</option>
+              {planNames.map((name) => (
+                <option key={name} value={name}>
+                  {name}
+                </option>
+              ))}
+            </select>
+          </div>
+        )}
         <div className="field field-inline">
           <label htmlFor={sortId}>Sort by</label>
           <select id={sortId} value={state.sort} onChange={(e) => onSort(e.target.value as UserSort, state.order)}>
@@ -262,9 +287,16 @@ export default function Users() {
       ) : data && data.users.length === 0 ? (
         <div className="card">
           {state.search ? (
-            <EmptyState title={`No user matches “${state.search}”`} icon="search">
+            <EmptyState title={`No user ${state.plan ? `on ${planLabel} ` : ''}matches “${state.search}”`} icon="search">
               <button type="button" className="btn btn-small" onClick={() => { setSearchText(''); update({ search: '', page: 1 }); }}>
                 Clear the search
+              </button>
+            </EmptyState>
+          ) : state.plan && state.page === 1 ? (
+            <EmptyState title={`No user on ${planLabel}`} icon="search">
+              <p>A user is on the plan of their latest call.</p>
+              <button type="button" className="btn btn-small" onClick={() => update({ plan: '', page: 1 })}>
+                Show all plans
               </button>
             </EmptyState>
           ) : state.page > 1 ? (
@@ -282,11 +314,12 @@ export default function Users() {
           <div className="table-wrap">
             <table className="table table-users stack-on-phone" aria-busy={users.isFetching}>
               <caption className="visually-hidden">
-                Users, sorted by {SORTS.find((s) => s.value === state.sort)?.label.toLowerCase()} {state.order === 'asc' ? 'ascending' : 'descending'}
+                Users{state.plan ? ` on ${planLabel}` : ''}, sorted by {SORTS.find((s) => s.value === state.sort)?.label.toLowerCase()} {state.order === 'asc' ? 'ascending' : 'descending'}
               </caption>
               <thead>
                 <tr>
                   <SortHeader label="User" sort="id" current={state.sort} order={state.order} onSort={onSort} />
+                  <th scope="col">Plan</th>
                   <SortHeader label="Tokens today" sort="tokens_today" current={state.sort} order={state.order} onSort={onSort} />
                   <SortHeader label="Tokens this month" sort="tokens_month" current={state.sort} order={state.order} onSort={onSort} />
                   <SortHeader label="Cost today" sort="cost_today" current={state.sort} order={state.order} onSort={onSort} className="num" />
@@ -333,7 +366,7 @@ export default function Users() {
         </div>
       ) : null}
 
-      <UserDialogs dialog={dialog} defaults={config.data?.config.limits} onClose={() => setDialog(null)} />
+      <UserDialogs dialog={dialog} onClose={() => setDialog(null)} />
     </div>
   );
 }

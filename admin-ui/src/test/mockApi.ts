@@ -2,7 +2,7 @@
 // call is recorded (method, path, query, JSON body, headers) for assertions.
 
 import { vi } from 'vitest';
-import type { LimitsView, Stats, UsageTotals, UserOverrides, UserView, UsersPage } from '../api/types';
+import type { LimitSources, LimitsView, PlansView, PlanView, Stats, UsageTotals, UserOverrides, UserView, UsersPage } from '../api/types';
 
 export interface Call {
   method: string;
@@ -88,13 +88,23 @@ export const noOverrides: UserOverrides = {
   max_concurrent: null,
 };
 
-const defaultLimits: LimitsView = {
+export const defaultLimits: LimitsView = {
   daily_tokens: 100_000,
   monthly_tokens: 1_000_000,
   daily_cost_nano_usd: null,
   monthly_cost_nano_usd: null,
   requests_per_minute: 60,
   max_concurrent: null,
+};
+
+/** Every limit from `[limits]`. */
+export const fromLimits: LimitSources = {
+  daily_tokens: 'limits',
+  monthly_tokens: 'limits',
+  daily_cost_nano_usd: 'limits',
+  monthly_cost_nano_usd: 'limits',
+  requests_per_minute: 'limits',
+  max_concurrent: 'limits',
 };
 
 export function user(id: string, partial: Partial<UserView> = {}): UserView {
@@ -109,7 +119,9 @@ export function user(id: string, partial: Partial<UserView> = {}): UserView {
     last_seen_at: Date.now() - 5 * 60_000,
     today: totals({ calls: 2, total_tokens: 1200, cost_nano_usd: 3_000_000 }),
     month: totals({ calls: 10, total_tokens: 12_000, cost_nano_usd: 30_000_000 }),
+    plan: null,
     limits: defaultLimits,
+    limit_sources: fromLimits,
     ...partial,
   };
 }
@@ -156,3 +168,33 @@ export const configView = {
   secrets: { JWT_SECRET: true },
   toml: '[limits]\ndaily_tokens = 100000\n',
 };
+
+/** `[plans.free]`: 20,000 tokens a day, two model families, a 1,024-token ceiling (refused past it). */
+export const freePlan: PlanView = {
+  name: 'free',
+  default: true,
+  limits: { ...defaultLimits, daily_tokens: 20_000 },
+  limit_sources: { ...fromLimits, daily_tokens: 'plan' },
+  default_max_output_tokens: 4096,
+  models: ['gpt-4o-mini*', 'gemini-2.5-flash*'],
+  deny_models: [],
+  max_output_tokens: 1024,
+  clamp_max_output_tokens: false,
+};
+
+/** `[plans.pro]`: its own day and month tokens and a cost budget; o1-pro denied; clamped at 8,192. */
+export const proPlan: PlanView = {
+  name: 'pro',
+  default: false,
+  limits: { ...defaultLimits, daily_tokens: 500_000, monthly_tokens: 5_000_000, daily_cost_nano_usd: 2_500_000_000 },
+  limit_sources: { ...fromLimits, daily_tokens: 'plan', monthly_tokens: 'plan', daily_cost_nano_usd: 'plan' },
+  default_max_output_tokens: 2048,
+  models: null,
+  deny_models: ['o1-pro*'],
+  max_output_tokens: 8192,
+  clamp_max_output_tokens: true,
+};
+
+export function plansView(partial: Partial<PlansView> = {}): PlansView {
+  return { plan_claim: 'plan', default_plan: 'free', limits: defaultLimits, plans: [freePlan, proPlan], ...partial };
+}
