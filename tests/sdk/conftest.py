@@ -17,6 +17,7 @@ its own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import time
@@ -50,11 +51,13 @@ def gateway(fake, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def running_gateway(fake, d, daily_tokens=100000000, requests_per_minute=100000, tls=None):
+def running_gateway(fake, d, daily_tokens=100000000, requests_per_minute=100000, tls=None, plans=None,
+                    default_plan=None):
     """`tollgate serve` on a fresh config and database in `d`, stopped (exit 0 asserted) on exit.
 
     `tls`: (cert_file, key_file, ssl.SSLContext trusting their CA) to serve HTTPS with
-    `[server.tls]`; the gateway's URLs are then https://."""
+    `[server.tls]`; the gateway's URLs are then https://. `plans`: {name: {key: value}}, written
+    as `[plans.NAME]` tables; `default_plan`: `limits.default_plan`."""
     exe = binary("TOLLGATE_BIN", "target/debug/tollgate")
     db = d / "usage.db"
     port = free_port()
@@ -70,6 +73,11 @@ cert_file = "{tls[0]}"
 key_file = "{tls[1]}"
 """
     context = None if tls is None else tls[2]
+    plan_tables = "\n".join(
+        f"[plans.{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items())
+        for name, settings in (plans or {}).items()
+    )
+    default_plan_line = "" if default_plan is None else f"default_plan = {toml_value(default_plan)}"
     config.write_text(f"""\
 [server]
 listen = "127.0.0.1:{port}"
@@ -85,6 +93,7 @@ jwt_secret_env = "JWT_SECRET"
 daily_tokens = {daily_tokens}
 monthly_tokens = 1000000000
 requests_per_minute = {requests_per_minute}
+{default_plan_line}
 
 [store]
 path = "{db}"
@@ -104,6 +113,7 @@ upstream = "{upstream}"
 api_key_env = "GEMINI_API_KEY"
 
 {pricing}
+{plan_tables}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
     env.update(JWT_SECRET=JWT_SECRET, OPENAI_API_KEY=OPENAI_KEY, GEMINI_API_KEY=GEMINI_KEY,
@@ -133,6 +143,19 @@ api_key_env = "GEMINI_API_KEY"
     for secret, what in [(OPENAI_KEY, "the OpenAI key"), (GEMINI_KEY, "the Gemini key"), (JWT_SECRET, "the JWT secret"),
                          ("eyJ", "a JWT")]:
         assert secret not in log, f"the gateway's log contains {what} ({proc.stderr_path})"
+
+
+def toml_value(v) -> str:
+    """A TOML value for a plan setting: a string, a number, a boolean or a list of those."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string of these characters is a TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    raise TypeError(f"no TOML value for {v!r}")
 
 
 @pytest.fixture

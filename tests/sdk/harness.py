@@ -181,10 +181,13 @@ class Gateway:
         self.env = env
         self.proc = proc
 
-    def token(self, sub: str, ttl: str | None = None) -> str:
+    def token(self, sub: str, ttl: str | None = None, plan: str | None = None) -> str:
+        """`tollgate token` for `sub`; `plan` goes to the configured plan claim (`--plan`)."""
         args = [str(self.exe), "token", "--sub", sub, "--config", str(self.config)]
         if ttl:
             args += ["--ttl", ttl]
+        if plan:
+            args += ["--plan", plan]
         out = subprocess.run(args, env=self.env, capture_output=True, timeout=30)
         assert out.returncode == 0, f"tollgate token failed ({out.returncode}): {out.stderr.decode()}"
         jwt = out.stdout.decode().strip()
