@@ -273,6 +273,23 @@ on_both_stores! {
         assert_eq!(fay["limit_sources"]["daily_tokens"], "plan");
         assert_eq!(fay["limit_sources"]["monthly_tokens"], "limits");
         assert_eq!(fay["limit_sources"]["requests_per_minute"], "plan");
+        // Users who called before there were plans (or on a plan since removed) are on the
+        // default plan now: listed under it, and shown on it.
+        h.exec(
+            "INSERT INTO users (id, created_at, last_seen_at) VALUES ('old-timer', 1, 2); \
+             INSERT INTO users (id, created_at, last_seen_at, plan) VALUES ('ex-gold', 1, 2, 'gold')",
+        );
+        let free_page = admin_get(&h, &base, "/api/admin/users?plan=free&sort=id&order=asc").await;
+        let listed: Vec<(&str, &str)> = free_page["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| (u["id"].as_str().unwrap(), u["plan"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            listed,
+            [("ex-gold", "free"), ("fay", "free"), ("old-timer", "free")]
+        );
         let pia = users_on(&h, &base, "pro").await;
         assert_eq!(pia["id"], "pia");
         assert_eq!(pia["limits"]["daily_tokens"], 1_000_000);

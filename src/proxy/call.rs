@@ -512,6 +512,12 @@ fn settle(
                 BodyEnd::Complete => Outcome::Complete,
                 BodyEnd::UpstreamError => Outcome::UpstreamError,
                 BodyEnd::IdleTimeout => Outcome::IdleTimeout,
+                // The answer's natural end (`[DONE]`, the last chunk) was relayed and only the
+                // upstream's end of body was still to come: an SDK that stops reading at the
+                // final event (the openai SDK closes the response there) got the whole answer.
+                BodyEnd::ClientGone if report.complete && !report.error_seen && !error_status => {
+                    Outcome::Complete
+                }
                 BodyEnd::ClientGone => Outcome::ClientGone,
             };
             Settled {
@@ -811,6 +817,43 @@ mod tests {
             (s.source, s.outcome, s.usage.input_tokens),
             (UsageSource::Estimated, Outcome::ClientGone, 100)
         );
+        // A client that closes once it has the final event (and the usage) got it all.
+        let whole = TapReport {
+            usage: Some(Usage {
+                input_tokens: 7,
+                output_tokens: 3,
+                ..Usage::default()
+            }),
+            complete: true,
+            ..TapReport::default()
+        };
+        let s = settle(
+            Some(&stream),
+            true,
+            Some((200, 5)),
+            End::Body {
+                how: BodyEnd::ClientGone,
+                report: whole.clone(),
+            },
+        );
+        assert_eq!(
+            (s.source, s.outcome, s.usage.input_tokens),
+            (UsageSource::Reported, Outcome::Complete, 7)
+        );
+        // Not when the stream carried an error.
+        let s = settle(
+            Some(&stream),
+            true,
+            Some((200, 5)),
+            End::Body {
+                how: BodyEnd::ClientGone,
+                report: TapReport {
+                    error_seen: true,
+                    ..whole
+                },
+            },
+        );
+        assert_eq!(s.outcome, Outcome::ClientGone);
         // A clean end without the final event is a truncated stream.
         let s = settle(
             Some(&stream),

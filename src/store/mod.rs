@@ -534,8 +534,27 @@ pub struct UsersQuery {
     pub today: String,
     /// `YYYY-MM-01`: the first day of the `month` figures.
     pub month_start: String,
-    /// Only the users whose `plan` (their latest call's) is this one; `None` = everyone.
-    pub plan: Option<String>,
+    /// Only the users on one plan; `None` = everyone.
+    pub plan: Option<PlanFilter>,
+}
+
+/// The users of one plan, for [`UsersQuery`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanFilter {
+    /// Users whose `plan` (their latest call's) is this one.
+    pub name: String,
+    /// `Some(plans)` when `name` is the default plan: also the users whose `plan` is none of
+    /// `plans` (NULL, or a plan since removed), who are on the default plan now.
+    pub or_none_of: Option<Vec<String>>,
+}
+
+impl PlanFilter {
+    /// `or_none_of` as a JSON array (for SQL's `json_each`), when set.
+    pub fn none_of_json(&self) -> Option<String> {
+        self.or_none_of
+            .as_ref()
+            .map(|plans| serde_json::Value::from(plans.clone()).to_string())
+    }
 }
 
 /// One user with their usage today and this month.

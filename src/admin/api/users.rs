@@ -13,7 +13,7 @@ use crate::admin::views::{Effective, PlansView, UserUsage, UserView, UsersPage};
 use crate::admin::{AdminState, ApiError};
 use crate::config::Config;
 use crate::quota::Basis;
-use crate::store::{self, UserUsageQuery, UsersQuery};
+use crate::store::{self, PlanFilter, UserUsageQuery, UsersQuery};
 
 fn user_view(config: &Config, summary: store::UserSummary) -> UserView {
     let plan = config.plans.for_name(summary.plan.as_deref());
@@ -70,7 +70,8 @@ pub enum Order {
 pub struct UsersParams {
     /// Case-insensitive substring of the id, email or name.
     pub search: Option<String>,
-    /// Only the users on this plan (their latest call's, `[plans.NAME]`).
+    /// Only the users on this plan (their latest call's, `[plans.NAME]`; the default plan's
+    /// include the users on no plan, or on one since removed).
     pub plan: Option<String>,
     /// Default `tokens_month`.
     #[param(inline)]
@@ -112,7 +113,20 @@ pub(crate) async fn users(
         offset,
         today: today.day(),
         month_start: today.month_start(),
-        plan: p.plan.filter(|s| !s.is_empty()),
+        plan: p.plan.filter(|s| !s.is_empty()).map(|name| {
+            // The default plan's users include those on no plan (or on one since removed):
+            // the list shows them on it.
+            let config = state.config();
+            let is_default = config
+                .plans
+                .default_plan()
+                .is_some_and(|d| *d.name == *name);
+            PlanFilter {
+                or_none_of: is_default
+                    .then(|| config.plans.iter().map(|p| p.name.to_string()).collect()),
+                name,
+            }
+        }),
     };
     let page = state.store.users_page(q).await?;
     let config = state.config();

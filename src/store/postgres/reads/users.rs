@@ -155,14 +155,16 @@ pub(super) fn like_pattern(text: &str) -> String {
 }
 
 /// `$1` is the (ASCII-lower-cased) LIKE pattern, or NULL for everyone; `$2` the plan, or NULL
-/// for every plan. Each column is folded
+/// for every plan; `$3`, plans, also takes the users on none of them (the default plan's, see
+/// `PlanFilter`). Each column is folded
 /// for ASCII letters only (`lower` under the "C" collation), so that the search is
 /// case-insensitive exactly where SQLite's `LIKE` is.
 const SEARCH: &str = "($1::text IS NULL \
      OR lower(id COLLATE \"C\") LIKE $1 ESCAPE '\\' \
      OR lower(email COLLATE \"C\") LIKE $1 ESCAPE '\\' \
      OR lower(name COLLATE \"C\") LIKE $1 ESCAPE '\\') \
-     AND ($2::text IS NULL OR plan = $2)";
+     AND ($2::text IS NULL OR plan = $2 OR ($3::text[] IS NOT NULL \
+          AND (plan IS NULL OR plan <> ALL($3::text[]))))";
 
 /// The page query of a sort on a `users` column: ids compared as bytes, and a user who never
 /// called (`last_seen_at` NULL) first when ascending, last when descending — SQLite's order.
@@ -180,7 +182,7 @@ fn users_page_sql(sort: UserSort, desc: bool) -> Option<String> {
         _ => return None,
     };
     Some(format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE {SEARCH} ORDER BY {order} LIMIT $3 OFFSET $4"
+        "SELECT {USER_COLUMNS} FROM users WHERE {SEARCH} ORDER BY {order} LIMIT $4 OFFSET $5"
     ))
 }
 
@@ -196,15 +198,17 @@ pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersP
         .as_deref()
         .filter(|s| !s.is_empty())
         .map(like_pattern);
+    let plan = q.plan.as_ref().map(|p| p.name.as_str());
+    let none_of = q.plan.as_ref().and_then(|p| p.or_none_of.as_deref());
     if let Some(sql) = users_page_sql(q.sort, q.desc) {
         let count_sql = format!("SELECT COUNT(*) FROM users WHERE {SEARCH}");
         let total: i64 = c
-            .query_one(&count_sql, &[&pattern, &q.plan])
+            .query_one(&count_sql, &[&pattern, &plan, &none_of])
             .await?
             .try_get(0)?;
         let (limit, offset) = (i64::from(q.limit), i64::from(q.offset));
         let mut users = c
-            .query(&sql, &[&pattern, &q.plan, &limit, &offset])
+            .query(&sql, &[&pattern, &plan, &none_of, &limit, &offset])
             .await?
             .iter()
             .map(user_from_row)
@@ -229,25 +233,26 @@ pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersP
         (
             format!("COALESCE(r.{column}, 0) - COALESCE(l.{column}, 0)"),
             format!(
-                "LEFT JOIN usage_user_monthly r ON r.month = $3 AND r.user_id = u.id \
+                "LEFT JOIN usage_user_monthly r ON r.month = $4 AND r.user_id = u.id \
                  LEFT JOIN (SELECT user_id, \
                      LEAST(SUM({column}), 9223372036854775807)::BIGINT AS {column} \
-                     FROM usage_user_daily WHERE day > $4 AND day < $5 GROUP BY user_id) l \
+                     FROM usage_user_daily WHERE day > $5 AND day < $6 GROUP BY user_id) l \
                      ON l.user_id = u.id"
             ),
         )
     } else {
         (
             format!("COALESCE(r.{column}, 0)"),
-            "LEFT JOIN usage_user_daily r ON r.day = $3 AND r.user_id = u.id".to_string(),
+            "LEFT JOIN usage_user_daily r ON r.day = $4 AND r.user_id = u.id".to_string(),
         )
     };
     let search = SEARCH
         .replace("(id ", "(u.id ")
         .replace("(email ", "(u.email ")
         .replace("(name ", "(u.name ")
-        .replace("OR plan = ", "OR u.plan = ");
-    let (limit_at, offset_at) = if month_sort { (6, 7) } else { (4, 5) };
+        .replace("OR plan = ", "OR u.plan = ")
+        .replace("(plan IS NULL OR plan <> ", "(u.plan IS NULL OR u.plan <> ");
+    let (limit_at, offset_at) = if month_sort { (7, 8) } else { (5, 6) };
     let page_sql = format!(
         "SELECT u.id, COUNT(*) OVER () FROM users u {join} WHERE {search} \
          ORDER BY {figure} {dir}, u.id COLLATE \"C\" {dir} LIMIT ${limit_at} OFFSET ${offset_at}"
@@ -259,7 +264,8 @@ pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersP
             &page_sql,
             &[
                 &pattern,
-                &q.plan,
+                &plan,
+                &none_of,
                 &q.month_start,
                 &q.today,
                 &next,
@@ -269,8 +275,11 @@ pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersP
         )
         .await?
     } else {
-        c.query(&page_sql, &[&pattern, &q.plan, &q.today, &limit, &offset])
-            .await?
+        c.query(
+            &page_sql,
+            &[&pattern, &plan, &none_of, &q.today, &limit, &offset],
+        )
+        .await?
     };
     let page: Vec<String> = rows
         .iter()
@@ -282,7 +291,7 @@ pub async fn users_page(c: &impl GenericClient, q: &UsersQuery) -> Result<UsersP
         None => {
             let count_sql = format!("SELECT COUNT(*) FROM users WHERE {SEARCH}");
             let n: i64 = c
-                .query_one(&count_sql, &[&pattern, &q.plan])
+                .query_one(&count_sql, &[&pattern, &plan, &none_of])
                 .await?
                 .try_get(0)?;
             u64::try_from(n).unwrap_or(0)

@@ -106,9 +106,11 @@ pub(super) fn like_pattern(text: &str) -> String {
 }
 
 /// `?1` is the LIKE pattern, or NULL for everyone. LIKE is case-insensitive for ASCII letters.
-/// `?2` is the plan, or NULL for every plan.
+/// `?2` is the plan, or NULL for every plan; `?3`, a JSON array of plans, also takes the users
+/// on none of them (the default plan's, see `PlanFilter`).
 const SEARCH: &str = "(?1 IS NULL OR id LIKE ?1 ESCAPE '\\' OR email LIKE ?1 ESCAPE '\\' \
-     OR name LIKE ?1 ESCAPE '\\') AND (?2 IS NULL OR plan = ?2)";
+     OR name LIKE ?1 ESCAPE '\\') AND (?2 IS NULL OR plan = ?2 OR (?3 IS NOT NULL \
+     AND (plan IS NULL OR plan NOT IN (SELECT value FROM json_each(?3)))))";
 
 fn users_count_sql() -> String {
     format!("SELECT COUNT(*) FROM users WHERE {SEARCH}")
@@ -137,7 +139,7 @@ fn users_page_sql(sort: UserSort, desc: bool) -> Option<String> {
         _ => return None,
     };
     Some(format!(
-        "SELECT {} FROM users WHERE {SEARCH} ORDER BY {order} LIMIT ?3 OFFSET ?4",
+        "SELECT {} FROM users WHERE {SEARCH} ORDER BY {order} LIMIT ?4 OFFSET ?5",
         user_columns()
     ))
 }
@@ -154,13 +156,21 @@ pub fn users_page(conn: &Connection, q: &UsersQuery) -> rusqlite::Result<UsersPa
         .as_deref()
         .filter(|s| !s.is_empty())
         .map(like_pattern);
+    let plan = q.plan.as_ref().map(|p| p.name.as_str());
+    let none_of = q
+        .plan
+        .as_ref()
+        .and_then(crate::store::PlanFilter::none_of_json);
     if let Some(sql) = users_page_sql(q.sort, q.desc) {
         let total: i64 = conn
             .prepare_cached(&users_count_sql())?
-            .query_row(params![pattern, q.plan], |r| r.get(0))?;
+            .query_row(params![pattern, plan, none_of], |r| r.get(0))?;
         let users = conn
             .prepare_cached(&sql)?
-            .query_map(params![pattern, q.plan, q.limit, q.offset], user_from_row)?
+            .query_map(
+                params![pattern, plan, none_of, q.limit, q.offset],
+                user_from_row,
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let users = users
             .into_iter()
@@ -198,7 +208,7 @@ pub fn users_page(conn: &Connection, q: &UsersQuery) -> rusqlite::Result<UsersPa
     }
     let mut ranked: Vec<(i64, String)> = conn
         .prepare_cached(&users_ids_sql())?
-        .query_map(params![pattern, q.plan], |r| r.get::<_, String>(0))?
+        .query_map(params![pattern, plan, none_of], |r| r.get::<_, String>(0))?
         .map(|id| id.map(|id| (figures.get(&id).copied().unwrap_or(0), id)))
         .collect::<rusqlite::Result<_>>()?;
     let total = ranked.len() as u64;
