@@ -1,7 +1,7 @@
 //! Fuzz targets for every parser on the request and answer path, one function per target, each
 //! taking the fuzzer's bytes: the SSE framer, the JSON-array framer, both usage extractors, the
-//! response tap, both request inspectors (with OpenAI's `include_usage` rewrite), credential
-//! extraction and path normalisation.
+//! response tap, both request inspectors (with OpenAI's `include_usage` rewrite), the output cap
+//! a plan writes into a request, credential extraction and path normalisation.
 //!
 //! They live in the library, not in `fuzz/`, for two reasons: some of the functions they call
 //! are crate-private (`parse_usage`), and `cargo test` must run exactly the same checks as the
@@ -988,6 +988,114 @@ fn check_rewrite(orig: &Map<String, Value>, new: &[u8]) {
         new.len(),
         orig.len() + usize::from(!orig.contains_key("stream_options"))
     );
+}
+
+/// `provider::cap_output` (a plan's output ceiling written into a request) on a body `inspect`
+/// accepted, for either provider: it never panics; `TooManyChoices` only when the choices
+/// outnumber the tokens; an endpoint that generates is always capped (or, for Gemini, refused
+/// as unreadable), one that does not never is; a rewrite sets a cap between 1 and the ceiling
+/// that the body, read again, states — same endpoint, model and stream flag — and, on a body
+/// `serde_json` reads, changes nothing but the cap fields. Control bytes: provider and path,
+/// then the ceiling.
+pub fn cap_output(input: &[u8]) {
+    let [ctl, ceiling, body @ ..] = input else {
+        return;
+    };
+    let (kind, rest) = if ctl & 8 == 0 {
+        (ProviderKind::Openai, OPENAI_PATHS[usize::from(ctl & 7)])
+    } else {
+        (ProviderKind::Gemini, GEMINI_PATHS[usize::from(ctl & 7)])
+    };
+    // Small ceilings (where choices can outnumber tokens) as often as large ones.
+    let total = if *ceiling < 128 {
+        u64::from(*ceiling).max(1)
+    } else {
+        u64::from(*ceiling) * 1_000
+    };
+    let body = Bytes::copy_from_slice(body);
+    let Ok((info, rewritten)) = provider::inspect(kind, &Method::POST, rest, None, &body) else {
+        return;
+    };
+    let body = rewritten.unwrap_or(body);
+    let generates = matches!(
+        info.endpoint,
+        Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Responses
+            | Endpoint::GenerateContent
+            | Endpoint::StreamGenerateContent
+    );
+    let (new, cap) = match provider::cap_output(kind, &info, &body, total) {
+        Err(provider::CapError::TooManyChoices { choices }) => {
+            assert!(
+                generates && choices > total,
+                "{choices} choices, {total} tokens"
+            );
+            return;
+        }
+        Err(provider::CapError::Unreadable) => {
+            assert!(
+                generates && kind == ProviderKind::Gemini,
+                "only a Gemini generation config can be unreadable"
+            );
+            return;
+        }
+        Ok(None) => {
+            assert!(
+                !generates,
+                "{:?} generates: it must be capped",
+                info.endpoint
+            );
+            return;
+        }
+        Ok(Some(capped)) => capped,
+    };
+    assert!(generates);
+    assert!((1..=total).contains(&cap), "cap {cap} of {total}");
+    let (again, _) =
+        provider::inspect(kind, &Method::POST, rest, None, &new).expect("the capped body is read");
+    assert_eq!(
+        again.max_output_tokens,
+        Some(cap),
+        "the body states its cap"
+    );
+    assert_eq!(
+        (again.endpoint, &again.model, again.stream),
+        (info.endpoint, &info.model, info.stream)
+    );
+    let Some(mut before) = strict_object(&body) else {
+        return;
+    };
+    let mut after = strict_object(&new).expect("a capped JSON object stays one");
+    match kind {
+        ProviderKind::Openai => {
+            for key in ["max_completion_tokens", "max_tokens", "max_output_tokens"] {
+                before.remove(key);
+                after.remove(key);
+            }
+        }
+        ProviderKind::Gemini => {
+            // Absent, null and `{}` all set nothing; the rewrite makes any of them an object
+            // holding only the cap.
+            for map in [&mut before, &mut after] {
+                for key in ["generationConfig", "generation_config"] {
+                    let nothing = match map.get_mut(key) {
+                        Some(Value::Object(config)) => {
+                            config.remove("maxOutputTokens");
+                            config.remove("max_output_tokens");
+                            config.is_empty()
+                        }
+                        Some(Value::Null) => true,
+                        _ => false,
+                    };
+                    if nothing {
+                        map.remove(key);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(before, after, "only the cap changed");
 }
 
 /// Control byte: bits 0–2 the path (every Gemini endpoint, a tuned model, a path outside the

@@ -22,7 +22,7 @@ type Target = fn(&[u8]);
 type Corpus = Vec<(String, Vec<u8>)>;
 
 /// Every target of `tollgate::fuzzing`, by its corpus directory's name.
-const TARGETS: [(&str, Target); 10] = [
+const TARGETS: [(&str, Target); 11] = [
     ("sse_framer", tollgate::fuzzing::sse_framer),
     ("json_array_framer", tollgate::fuzzing::json_array_framer),
     ("openai_usage", tollgate::fuzzing::openai_usage),
@@ -30,6 +30,7 @@ const TARGETS: [(&str, Target); 10] = [
     ("response_tap", tollgate::fuzzing::response_tap),
     ("openai_inspect", tollgate::fuzzing::openai_inspect),
     ("gemini_inspect", tollgate::fuzzing::gemini_inspect),
+    ("cap_output", tollgate::fuzzing::cap_output),
     ("credential", tollgate::fuzzing::credential),
     ("normalize_path", tollgate::fuzzing::normalize_path),
     // Tollgate's SSE parser against eventsource-stream (see `sse_reference`).

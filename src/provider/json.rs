@@ -5,6 +5,7 @@
 //! else — they never panic on hostile input.
 
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 
 use memchr::memmem::{Finder, FinderRev};
 use memchr::{memchr, memchr2, memchr3};
@@ -166,57 +167,17 @@ pub(crate) fn decode_key(quoted: &[u8]) -> Option<Cow<'_, [u8]>> {
         .map(|k| Cow::Owned(k.into_bytes()))
 }
 
-/// The first member of the object at `hay[0]` whose key, decoded and named by `field` (which
-/// maps each spelling of a field that matters to its one name, and returns `None` for the
-/// others), is set more than once. `Err(())` when the object is malformed.
-pub(crate) fn repeated_field(
+/// Walk the members of the object at `hay[0]`, calling `visit(key, value_start, value_end)`
+/// with each key decoded as a parser reads it, until `visit` breaks (its value is returned) or
+/// the object ends (`Ok(None)`). `Err(())` when the object is malformed (up to where the walk
+/// stopped).
+fn each_member<B>(
     hay: &[u8],
-    field: impl Fn(&[u8]) -> Option<&'static str>,
-) -> Result<Option<&'static str>, ()> {
+    mut visit: impl FnMut(&[u8], usize, usize) -> ControlFlow<B>,
+) -> Result<Option<B>, ()> {
     if hay.first() != Some(&b'{') {
         return Err(());
     }
-    let mut seen: Vec<&'static str> = Vec::new();
-    let mut i = skip_ws(hay, 1);
-    if hay.get(i) == Some(&b'}') {
-        return Ok(None);
-    }
-    loop {
-        if hay.get(i) != Some(&b'"') {
-            return Err(());
-        }
-        let key_end = string_end(hay, i).ok_or(())?;
-        let key = decode_key(&hay[i..key_end]).ok_or(())?;
-        if let Some(name) = field(&key) {
-            if seen.contains(&name) {
-                return Ok(Some(name));
-            }
-            seen.push(name);
-        }
-        i = skip_ws(hay, key_end);
-        if hay.get(i) != Some(&b':') {
-            return Err(());
-        }
-        i = value_end(hay, skip_ws(hay, i + 1)).ok_or(())?;
-        i = skip_ws(hay, i);
-        match hay.get(i) {
-            Some(b',') => i = skip_ws(hay, i + 1),
-            Some(b'}') => return Ok(None),
-            _ => return Err(()),
-        }
-    }
-}
-
-/// The value span of the last member of the object at `hay[0]` whose key, decoded, `wanted`
-/// accepts (`None` when there is none). `Err(())` when the object is malformed.
-pub(crate) fn field_span(
-    hay: &[u8],
-    wanted: impl Fn(&[u8]) -> bool,
-) -> Result<Option<(usize, usize)>, ()> {
-    if hay.first() != Some(&b'{') {
-        return Err(());
-    }
-    let mut found = None;
     let mut i = skip_ws(hay, 1);
     if hay.get(i) == Some(&b'}') {
         return Ok(None);
@@ -233,16 +194,50 @@ pub(crate) fn field_span(
         }
         let start = skip_ws(hay, i + 1);
         let end = value_end(hay, start).ok_or(())?;
-        if wanted(&key) {
-            found = Some((start, end));
+        if let ControlFlow::Break(b) = visit(&key, start, end) {
+            return Ok(Some(b));
         }
         i = skip_ws(hay, end);
         match hay.get(i) {
             Some(b',') => i = skip_ws(hay, i + 1),
-            Some(b'}') => return Ok(found),
+            Some(b'}') => return Ok(None),
             _ => return Err(()),
         }
     }
+}
+
+/// The first member of the object at `hay[0]` whose key, decoded and named by `field` (which
+/// maps each spelling of a field that matters to its one name, and returns `None` for the
+/// others), is set more than once. `Err(())` when the object is malformed.
+pub(crate) fn repeated_field(
+    hay: &[u8],
+    field: impl Fn(&[u8]) -> Option<&'static str>,
+) -> Result<Option<&'static str>, ()> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    each_member(hay, |key, _, _| match field(key) {
+        Some(name) if seen.contains(&name) => ControlFlow::Break(name),
+        Some(name) => {
+            seen.push(name);
+            ControlFlow::Continue(())
+        }
+        None => ControlFlow::Continue(()),
+    })
+}
+
+/// The value span of the last member of the object at `hay[0]` whose key, decoded, `wanted`
+/// accepts (`None` when there is none). `Err(())` when the object is malformed.
+pub(crate) fn field_span(
+    hay: &[u8],
+    wanted: impl Fn(&[u8]) -> bool,
+) -> Result<Option<(usize, usize)>, ()> {
+    let mut found = None;
+    each_member(hay, |key, start, end| {
+        if wanted(key) {
+            found = Some((start, end));
+        }
+        ControlFlow::<()>::Continue(())
+    })?;
+    Ok(found)
 }
 
 /// Whether the object whose `{` is at `hay[open]` has no member.

@@ -800,19 +800,7 @@ impl Harness {
     /// A valid JWT for `sub` whose plan claim (`auth.plan_claim`) is `plan`; registered with
     /// the mock as a credential it must never see.
     pub fn plan_token(&self, sub: &str, plan: &str) -> String {
-        let t = tollgate::auth::mint_claims(
-            &tollgate::config::Secret::new(JWT_SECRET),
-            &self.raw.auth,
-            &tollgate::auth::MintClaims {
-                sub,
-                admin: false,
-                ttl: Duration::from_secs(3600),
-                email: None,
-                name: None,
-                plan: Some(plan),
-            },
-        )
-        .expect("mint");
+        let t = process::plan_jwt(&self.raw, sub, plan);
         self.mock.forbid(&t);
         t
     }
