@@ -38,9 +38,11 @@
 //! admitted in — as its usage row does (`ts` = admission) — so a settle after midnight adds to
 //! the old day, which is over and no longer limits anyone.
 //!
-//! **Limits in force** are the `[limits]` defaults ([`Limits::from_config`]) with the user's
-//! overrides on top ([`UserOverrides`], `None` = default; an override always wins, higher or
-//! lower). An override of 0 tokens or 0 USD refuses every call with a quota refusal (429) until
+//! **Limits in force** are the `[limits]` defaults ([`Limits::from_config`]), the limits of the
+//! call's plan on top ([`Basis`], given with each admission by [`Ledger::try_admit_on`]: the
+//! plan its token names, `[plans.NAME]`), and the user's overrides on top of both
+//! ([`UserOverrides`], `None` = the plan's or the default; an override always wins, higher or
+//! lower). A new basis never touches the counters: a plan change resets no day. An override of 0 tokens or 0 USD refuses every call with a quota refusal (429) until
 //! it is changed; a rate or concurrency override must be at least 1 (block the user instead).
 //!
 //! **State** is a sharded map from user id to a small per-user record behind its own mutex;

@@ -1228,3 +1228,128 @@ fn a_limit_changed_under_a_lease_sends_the_next_call_to_the_store() {
         Err(Admission::Short(_))
     ));
 }
+
+// === plans: the basis a call brings ===
+
+fn basis(plan: &str, daily: u64) -> Basis {
+    Basis {
+        plan: Some(Arc::from(plan)),
+        limits: Limits {
+            requests_per_minute: NonZeroU32::new(2).unwrap(),
+            ..limits(daily, 1_000_000)
+        },
+    }
+}
+
+#[test]
+fn a_calls_basis_sets_the_limits_under_the_overrides_and_a_new_one_keeps_the_counters() {
+    let rig = rig_no_budget();
+    let ann = user("ann");
+    let free = basis("free", 100);
+    rig.ledger
+        .try_admit_on(&ann, tokens_only(60), &free)
+        .unwrap()
+        .settle(60, 0);
+    let status = rig.ledger.status("ann");
+    assert_eq!(status.plan.as_deref(), Some("free"));
+    assert_eq!(status.limits.daily_tokens, 100);
+    assert_eq!(
+        status.limits.requests_per_minute.get(),
+        2,
+        "the plan's rate"
+    );
+    rig.ledger
+        .try_admit_on(&ann, tokens_only(60), &free)
+        .unwrap()
+        .settle(60, 0);
+    // 120 of free's 100: refused; the plan's rate (2 a minute) is spent too.
+    assert!(matches!(
+        rig.ledger.try_admit_on(&ann, tokens_only(1), &free),
+        Err(Admission::Denied(Denied::Quota { limit: 100, .. }))
+    ));
+    // Another plan from the next call: same day, same usage, its own limits.
+    let pro = basis("pro", 1_000);
+    let r = rig.ledger.try_admit_on(&ann, tokens_only(1), &pro);
+    assert!(
+        matches!(r, Err(Admission::Denied(Denied::Rate { .. }))),
+        "pro's rate is 2 too, and two calls were admitted this minute: {r:?}"
+    );
+    rig.rate.advance(Duration::from_secs(60));
+    rig.ledger
+        .try_admit_on(&ann, tokens_only(1), &pro)
+        .unwrap()
+        .settle(1, 0);
+    let status = rig.ledger.status("ann");
+    assert_eq!(
+        (
+            status.plan.as_deref(),
+            status.day.used_tokens,
+            status.limits.daily_tokens
+        ),
+        (Some("pro"), 121, 1_000)
+    );
+    // An operator's override wins over the plan.
+    rig.ledger.apply_controls(
+        "ann",
+        &UserControls {
+            overrides: UserOverrides {
+                daily_tokens: Some(50),
+                ..UserOverrides::default()
+            },
+            ..UserControls::default()
+        },
+    );
+    assert!(matches!(
+        rig.ledger.try_admit_on(&ann, tokens_only(1), &pro),
+        Err(Admission::Denied(Denied::Quota { limit: 50, .. }))
+    ));
+    // `status_on` answers for another basis without adopting it.
+    let asked = rig.ledger.status_on("ann", &free);
+    assert_eq!(
+        (asked.plan.as_deref(), asked.limits.daily_tokens),
+        (Some("free"), 50)
+    );
+    assert_eq!(rig.ledger.status("ann").plan.as_deref(), Some("pro"));
+    // A user never seen gets the basis asked about.
+    let new = rig.ledger.status_on("nia", &free);
+    assert_eq!(
+        (new.plan.as_deref(), new.limits.daily_tokens),
+        (Some("free"), 100)
+    );
+}
+
+#[test]
+fn with_shared_limits_a_new_basis_asks_the_store_again() {
+    let r = shared_rig(1_000_000);
+    let ann = user("ann");
+    let on = |plan: &str, daily: u64| Basis {
+        plan: Some(Arc::from(plan)),
+        limits: limits(daily, u64::MAX / 4),
+    };
+    let free = on("free", 1_000);
+    // No lease yet: short.
+    let Err(Admission::Short(ask)) = r.ledger.try_admit_on(&ann, tokens_only(10), &free) else {
+        panic!("no lease yet");
+    };
+    assert_eq!(
+        ask.limit[0],
+        Some(1_000),
+        "the ask carries the plan's limit"
+    );
+    let grant = LeaseGrant {
+        verdict: Verdict::Fit,
+        granted: [500, 0, 500, 0],
+        used: [0; 4],
+        elsewhere: [0; 4],
+    };
+    r.ledger.admit_granted(&ask, &grant).unwrap().settle(10, 0);
+    // The lease covers the next call on the same plan…
+    assert!(r.ledger.try_admit_on(&ann, tokens_only(10), &free).is_ok());
+    // …not one on another plan: its limits were not the lease's.
+    let pro = on("pro", 100_000);
+    let Err(Admission::Short(ask)) = r.ledger.try_admit_on(&ann, tokens_only(10), &pro) else {
+        panic!("a new basis must ask again");
+    };
+    assert_eq!(ask.limit[0], Some(100_000));
+    assert!(ask.back[0] > 0, "the old lease goes back with the ask");
+}
