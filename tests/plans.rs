@@ -72,7 +72,12 @@ on_both_stores! {
             .set_default(Reply::json(200, fixture("openai/chat.json")));
         let free = h.plan_token("fay", "free");
 
-        let (status, v) = error_of(h.post_openai(CHAT_PATH, &free, BIG).await).await;
+        let resp = h.post_openai(CHAT_PATH, &free, BIG).await;
+        // Where the user stands is on their plan's limits, refused before admission too.
+        let remaining = resp.headers()["x-tollgate-daily-tokens-remaining"].clone();
+        assert_eq!(remaining, "5000");
+        assert_eq!(resp.headers()["x-should-retry"], "false");
+        let (status, v) = error_of(resp).await;
         assert_eq!(status, 403);
         assert_eq!(v["error"]["type"], "permission_error");
         assert_eq!(v["error"]["code"], "model_not_in_plan");

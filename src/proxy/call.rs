@@ -146,6 +146,11 @@ impl Call {
         }
     }
 
+    /// The configuration the call started on.
+    pub fn config(&self) -> &Config {
+        &self.rt.config
+    }
+
     /// The runtime the call started on (one `Arc` clone).
     pub fn runtime(&self) -> Arc<Runtime> {
         Arc::clone(&self.rt)

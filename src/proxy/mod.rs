@@ -272,7 +272,12 @@ impl Proxy {
         );
         let result = self.phases(req, &mut call).instrument(span.clone()).await;
         let _in_span = span.enter();
-        let user = call.user().cloned();
+        // Where the user stands on the call's own plan, also when the call was refused before
+        // admission (the ledger has not seen this plan for the user yet).
+        let user = call.user().cloned().map(|user| {
+            let basis = quota::Basis::new(&call.config().raw.limits, call.plan().map(|p| &**p));
+            (user, basis)
+        });
         let mut resp = match result {
             Ok(Answer {
                 head,
@@ -294,8 +299,8 @@ impl Proxy {
                 resp.map(Either::Right)
             }
         };
-        if let Some(user) = &user {
-            quota_headers(resp.headers_mut(), &self.ledger.status(user));
+        if let Some((user, basis)) = &user {
+            quota_headers(resp.headers_mut(), &self.ledger.status_on(user, basis));
         }
         let id = HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("invalid"));
         if !resp.headers().contains_key(X_REQUEST_ID) {
