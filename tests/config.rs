@@ -899,3 +899,33 @@ fn warnings_point_at_risky_settings() {
         Ok(())
     });
 }
+
+#[test]
+fn plans_without_a_default_plan_are_warned_about() {
+    Jail::expect_with(|jail| {
+        jail.set_env("JWT_SECRET", "a-long-enough-secret-0123456789abcdef");
+        jail.set_env("OPENAI_API_KEY", "sk-x");
+        jail.create_file(
+            "gateway.toml",
+            &format!("{MINIMAL}\n[plans.free]\nmodels = [\"gpt-4o-mini*\"]\n"),
+        )?;
+        let warnings = Config::load(Path::new("gateway.toml"))
+            .map_err(|e| e.to_string())?
+            .warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("limits.default_plan: not set;"),
+            "{warnings:?}"
+        );
+        jail.create_file(
+            "gateway.toml",
+            &format!(
+                "[limits]\ndefault_plan = \"free\"\n{MINIMAL}\n[plans.free]\nmodels = [\"gpt-4o-mini*\"]\n"
+            ),
+        )?;
+        let config = Config::load(Path::new("gateway.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(config.warnings(), Vec::<String>::new());
+        assert_eq!(config.plans.default_plan().map(|p| &*p.name), Some("free"));
+        Ok(())
+    });
+}
