@@ -91,6 +91,10 @@ pub mod lease;
 #[cfg(test)]
 mod tests;
 
+/// Limiters of a user's earlier rates kept besides the one in force (see
+/// `UserState::other_limiters`).
+const KEPT_LIMITERS: usize = 3;
+
 /// Shards of the user map (a power of two). Far more than cores, so two calls rarely meet on
 /// one shard lock, which is held for a single hash lookup anyway.
 const SHARDS: usize = 64;
@@ -563,8 +567,13 @@ struct UserState<R: RateClock> {
     /// user idle for a while are given back.
     touched_ms: i64,
     limiter: Limiter<R>,
-    /// The rate `limiter` was built for; rebuilt when the rate in force changes.
+    /// The rate `limiter` was built for; replaced when the rate in force changes.
     limiter_rpm: NonZeroU32,
+    /// Limiters of the user's other recent rates (at most [`KEPT_LIMITERS`], the latest first),
+    /// taken back with their state when that rate is in force again: a user holding tokens of
+    /// two plans (an old one still valid after an upgrade) who alternates them gets at most
+    /// both rates together, not a fresh burst at every switch.
+    other_limiters: Vec<(NonZeroU32, Limiter<R>)>,
     /// The basis of the user's latest call ([`Ledger::try_admit_on`]); `None` until then: the
     /// ledger's defaults.
     basis: Option<Basis>,
@@ -585,8 +594,22 @@ impl<R: RateClock> UserState<R> {
             touched_ms: 0,
             limiter: RateLimiter::direct_with_clock(Quota::per_minute(rpm), rate_clock.clone()),
             limiter_rpm: rpm,
+            other_limiters: Vec::new(),
             basis: None,
         }
+    }
+
+    /// Make `rpm` the rate in force: its limiter taken back from `other_limiters` with its
+    /// state, or a new one (a full burst); the one it replaces is kept among the others.
+    fn switch_rate(&mut self, rpm: NonZeroU32, rate_clock: &R) {
+        let next = match self.other_limiters.iter().position(|(r, _)| *r == rpm) {
+            Some(i) => self.other_limiters.remove(i).1,
+            None => RateLimiter::direct_with_clock(Quota::per_minute(rpm), rate_clock.clone()),
+        };
+        let old = std::mem::replace(&mut self.limiter, next);
+        self.other_limiters.insert(0, (self.limiter_rpm, old));
+        self.other_limiters.truncate(KEPT_LIMITERS);
+        self.limiter_rpm = rpm;
     }
 
     /// The limits before overrides: the latest call's basis, else the ledger's defaults.
@@ -1001,11 +1024,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
             return Err(Denied::Concurrency { limit: cap.get() });
         }
         if state.limiter_rpm != limits.requests_per_minute {
-            state.limiter = RateLimiter::direct_with_clock(
-                Quota::per_minute(limits.requests_per_minute),
-                self.rate_clock.clone(),
-            );
-            state.limiter_rpm = limits.requests_per_minute;
+            state.switch_rate(limits.requests_per_minute, &self.rate_clock);
         }
         if let Err(not_until) = state.limiter.check() {
             let wait = not_until.wait_time_from(self.rate_clock.now());
@@ -1184,7 +1203,7 @@ impl<C: Clock, R: RateClock> Ledger<C, R> {
     }
 
     /// Replace the defaults (a configuration reload); each user's next call uses them. Counters
-    /// are kept; a user whose rate changes starts with a full burst.
+    /// are kept; a user whose rate changes to one they have not had recently starts with a full burst.
     pub fn set_defaults(&self, defaults: Limits) {
         for shard in &*self.shards {
             let mut shard = shard.inner.lock();

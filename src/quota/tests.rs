@@ -1353,3 +1353,41 @@ fn with_shared_limits_a_new_basis_asks_the_store_again() {
     assert_eq!(ask.limit[0], Some(100_000));
     assert!(ask.back[0] > 0, "the old lease goes back with the ask");
 }
+
+#[test]
+fn alternating_two_plans_never_gives_more_than_both_rates_together() {
+    let rig = rig_no_budget();
+    let eve = user("eve");
+    let on = |plan: &str, rpm: u32| Basis {
+        plan: Some(Arc::from(plan)),
+        limits: Limits {
+            requests_per_minute: NonZeroU32::new(rpm).unwrap(),
+            ..limits(1_000_000, 10_000_000)
+        },
+    };
+    let (free, basic) = (on("free", 2), on("basic", 3));
+    // An old free token and a new basic one, used in turn: each switch must not be a fresh
+    // burst.
+    let admitted = (0..40)
+        .filter(|n| {
+            let basis = if n % 2 == 0 { &free } else { &basic };
+            match rig.ledger.try_admit_on(&eve, tokens_only(1), basis) {
+                Ok(r) => {
+                    r.settle(1, 0);
+                    true
+                }
+                Err(Admission::Denied(Denied::Rate { .. })) => false,
+                Err(other) => panic!("{other:?}"),
+            }
+        })
+        .count();
+    assert_eq!(admitted, 5, "2 a minute on free plus 3 on basic");
+    // A minute later each rate has refilled.
+    rig.rate.advance(Duration::from_secs(60));
+    assert!(rig.ledger.try_admit_on(&eve, tokens_only(1), &free).is_ok());
+    assert!(
+        rig.ledger
+            .try_admit_on(&eve, tokens_only(1), &basic)
+            .is_ok()
+    );
+}
