@@ -515,6 +515,10 @@ async fn two_gateways_on_one_database_send_each_alert_once() {
         }
     };
     assert_eq!(on(a.addr, CHAT).await, 200); // 45 % on A
+    // A's watcher looks at alice once her row is written (a pass at least every second) and
+    // sees 45 %; only then the call on B, so that B's watcher is the one that sees 90 %.
+    a.wait_rows(1).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(on(b.addr, CHAT).await, 200); // 90 % on B: B sends the 80 % alert
     eventually("the 80 % alert", Duration::from_secs(10), || {
         (hook.count() == 1).then_some(())
