@@ -30,7 +30,7 @@ use crate::meter::{BodyEnd, OnEnd};
 use crate::metrics::InFlight;
 use crate::plan::Plan;
 use crate::provider::{self, Endpoint, ProviderKind, RequestInfo, TapReport};
-use crate::quota::{Hold, Reservation};
+use crate::quota::{Basis, Hold, Reservation};
 use crate::store::{OpenCall, RowSlot, Store, UsageRow};
 use crate::usage::{MAX_TOKENS_PER_CALL, Outcome, Usage, UsageSource};
 
@@ -98,6 +98,9 @@ struct Who {
     caller: Caller,
     /// The plan the caller's token put them on (`None`: no plan, `[limits]` alone).
     plan: Option<Arc<Plan>>,
+    /// `[limits]` with the plan's limits on top, worked out once for the admission and the
+    /// answer's quota headers.
+    basis: Basis,
 }
 
 /// How a call ended, as [`Call::finish`] is told.
@@ -146,11 +149,6 @@ impl Call {
         }
     }
 
-    /// The configuration the call started on.
-    pub fn config(&self) -> &Config {
-        &self.rt.config
-    }
-
     /// The runtime the call started on (one `Arc` clone).
     pub fn runtime(&self) -> Arc<Runtime> {
         Arc::clone(&self.rt)
@@ -179,26 +177,30 @@ impl Call {
 
     /// The caller's user id, once authenticated.
     pub fn user(&self) -> Option<&Arc<str>> {
-        match &self.stage {
-            Stage::Identified { who }
-            | Stage::Inspected { who, .. }
-            | Stage::Admitted { who, .. }
-            | Stage::Sent { who, .. }
-            | Stage::Answered { who, .. } => Some(&who.caller.user_id),
-            Stage::Anonymous { .. } | Stage::Finished => None,
-        }
+        self.who().map(|who| &who.caller.user_id)
     }
 
     /// The plan the caller is on, once authenticated.
     pub fn plan(&self) -> Option<&Arc<Plan>> {
+        self.who().and_then(|who| who.plan.as_ref())
+    }
+
+    /// Who calls, once authenticated.
+    fn who(&self) -> Option<&Who> {
         match &self.stage {
             Stage::Identified { who }
             | Stage::Inspected { who, .. }
             | Stage::Admitted { who, .. }
             | Stage::Sent { who, .. }
-            | Stage::Answered { who, .. } => who.plan.as_ref(),
+            | Stage::Answered { who, .. } => Some(who),
             Stage::Anonymous { .. } | Stage::Finished => None,
         }
+    }
+
+    /// The caller's limits before their overrides (the plan's on `[limits]`), once
+    /// authenticated.
+    pub fn basis(&self) -> Option<&Basis> {
+        self.who().map(|who| &who.basis)
     }
 
     /// The request, once inspected.
@@ -231,12 +233,14 @@ impl Call {
     ) {
         self.span.record("user", &*caller.user_id);
         if let Stage::Anonymous { kind: Some(kind) } = self.stage {
+            let basis = Basis::new(&self.rt.config.raw.limits, plan.as_deref());
             self.stage = Stage::Identified {
                 who: Who {
                     kind,
                     provider,
                     caller,
                     plan,
+                    basis,
                 },
             };
         }

@@ -274,10 +274,7 @@ impl Proxy {
         let _in_span = span.enter();
         // Where the user stands on the call's own plan, also when the call was refused before
         // admission (the ledger has not seen this plan for the user yet).
-        let user = call.user().cloned().map(|user| {
-            let basis = quota::Basis::new(&call.config().raw.limits, call.plan().map(|p| &**p));
-            (user, basis)
-        });
+        let user = call.user().cloned().zip(call.basis().cloned());
         let mut resp = match result {
             Ok(Answer {
                 head,
@@ -407,11 +404,9 @@ impl Proxy {
         call.row_reserved(self.store.reserve_row().ok_or(GatewayError::StoreFull)?);
         let admit_locally =
             rt.config.raw.store.when_unavailable == crate::config::WhenUnavailable::AdmitLocally;
-        let basis = quota::Basis::new(&rt.config.raw.limits, plan.as_deref());
-        call.admitted(
-            self.admit(&user, held.hold(), &basis, admit_locally)
-                .await?,
-        );
+        let basis = call.basis().ok_or(GatewayError::Internal)?;
+        let reservation = self.admit(&user, held.hold(), basis, admit_locally).await?;
+        call.admitted(reservation);
 
         // 4c journal: the call exists durably before the upstream can serve it
         if let Some(jid) = self.store.journal_id()
